@@ -1,0 +1,1 @@
+"""Everything TensorFlow-specific before serving: data, distribution, training, export."""
