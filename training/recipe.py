@@ -96,6 +96,10 @@ class Recipe:
         results = model.evaluate(split, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}
 
+    def finetune_overrides(self, config: dict, data_dir: str | None) -> dict:
+        """Config changes needed to fine-tune on `data_dir` (e.g. a new number of classes)."""
+        return {}
+
     def export(self, model, config: dict, assets: dict) -> Export:
         """Wrap the trained model in tf.functions with explicit input signatures."""
         raise NotImplementedError

@@ -51,7 +51,9 @@ class ModelSpec:
         config = copy.deepcopy(self.presets[preset])
         for key, value in overrides.items():
             if key not in config:
-                raise KeyError(f"Unknown config key {key!r} for {self.name}; known: {sorted(config)}")
+                raise KeyError(
+                    f"Unknown config key {key!r} for {self.name}; known: {sorted(config)}"
+                )
             config[key] = value
         return config
 

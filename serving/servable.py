@@ -1,0 +1,206 @@
+"""The loader: one loaded SavedModel version, its signatures, and how to run them.
+
+Every SavedModel (TF2 `tf.saved_model.save` exports and legacy TF1 graphs such as
+`saved_model_half_plus_three`, which `tf.saved_model.load` cannot restore) is loaded the way
+TF Serving's C++ server loads it: the MetaGraph tagged `serve` is imported into its own graph
+and session and signatures are run by tensor name. One code path serves both generations, and a
+request is never rejected on a shape the graph itself would accept (TF Serving's own tests send
+`x` of shape [1] to a signature declared [-1, 1]): feeds go through a C-level callable
+(`CallableOptions`), which skips the Python-side shape check of `Session.run`. Closing the
+session frees the version's memory, so reloads keep memory flat.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+
+from serving.errors import ServingError, invalid
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+def dtype_name(dtype_enum: int) -> str:
+    """'DT_FLOAT' for types_pb2.DT_FLOAT."""
+    return types_pb2.DataType.Name(dtype_enum)
+
+
+def numpy_dtype(dtype_enum: int) -> np.dtype:
+    """The numpy dtype used for a TensorFlow dtype (object for strings)."""
+    return np.dtype(tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype)
+
+
+def shape_of(info: meta_graph_pb2.TensorInfo) -> list[int] | None:
+    """Declared shape ([-1 for unknown dims]) or None for unknown rank."""
+    if info.tensor_shape.unknown_rank:
+        return None
+    return [d.size for d in info.tensor_shape.dim]
+
+
+def describe(tensors: dict[str, meta_graph_pb2.TensorInfo]) -> str:
+    """'x: DT_FLOAT [-1,1], y: DT_STRING [?]' for error messages."""
+    parts = []
+    for name in sorted(tensors):
+        shape = shape_of(tensors[name])
+        shape_txt = "unknown rank" if shape is None else "[" + ",".join(map(str, shape)) + "]"
+        parts.append(f"{name}: {dtype_name(tensors[name].dtype)} {shape_txt}")
+    return ", ".join(parts)
+
+
+def shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> bool:
+    """Whether an array shape matches a declared signature shape."""
+    if declared is None:
+        return True
+    if len(declared) != len(actual):
+        return False
+    return all(d == -1 or d == a for d, a in zip(declared, actual, strict=True))
+
+
+@dataclass
+class Signature:
+    """One signature of a loaded version."""
+
+    name: str
+    proto: meta_graph_pb2.SignatureDef
+
+    @property
+    def method_name(self) -> str:
+        return self.proto.method_name
+
+    @property
+    def inputs(self) -> dict[str, meta_graph_pb2.TensorInfo]:
+        return dict(self.proto.inputs)
+
+    @property
+    def outputs(self) -> dict[str, meta_graph_pb2.TensorInfo]:
+        return dict(self.proto.outputs)
+
+    def spec_text(self) -> str:
+        """Human-readable expected inputs, for error messages."""
+        return f"signature '{self.name}' expects inputs {{{describe(self.inputs)}}}"
+
+
+class Servable:
+    """A SavedModel version loaded in its own TF session."""
+
+    def __init__(self, name: str, version: int, path: str | Path, session_config=None):
+        self.name = name
+        self.version = version
+        self.path = Path(path)
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+        try:
+            with self._graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(
+                    self._session, ["serve"], str(self.path)
+                )
+        except Exception:
+            self._session.close()
+            raise
+        self.meta_graph = meta_graph
+        self.signatures = {k: Signature(k, v) for k, v in meta_graph.signature_def.items()}
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.batchers: dict[str, object] = {}  # signature name -> batching.BatchQueue
+
+    def signature(self, name: str) -> Signature:
+        """Signature by name ('' means serving_default); FAILED_PRECONDITION if unknown."""
+        name = name or DEFAULT_SIGNATURE
+        sig = self.signatures.get(name)
+        if sig is None:
+            import grpc
+
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'Serving signature name: "{name}" not found in signature def '
+                f"(available: {', '.join(sorted(self.signatures))})",
+            )
+        return sig
+
+    def _callable(self, sig: Signature, feed_names: tuple, fetch_names: tuple):
+        key = (sig.name, feed_names, fetch_names)
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._lock:
+                fn = self._callables.get(key)
+                if fn is None:
+                    options = config_pb2.CallableOptions(
+                        feed=[sig.proto.inputs[n].name for n in feed_names],
+                        fetch=[sig.proto.outputs[n].name for n in fetch_names],
+                    )
+                    fn = self._session._make_callable_from_options(options)
+                    self._callables[key] = fn
+        return fn
+
+    def run_direct(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """Run the graph on already validated inputs; graph errors become clear messages."""
+        feed_names = tuple(sorted(inputs))
+        fn = self._callable(sig, feed_names, output_names)
+        try:
+            values = fn(*[inputs[n] for n in feed_names])
+        except tf.errors.OpError as e:
+            raise self._explain(sig, inputs, e) from None
+        return dict(zip(output_names, values, strict=True))
+
+    def run(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """Run a signature, through its batch queue when batching is on."""
+        batcher = self.batchers.get(sig.name)
+        if batcher is not None:
+            return batcher.submit(sig, inputs, output_names)
+        return self.run_direct(sig, inputs, output_names)
+
+    def _explain(self, sig: Signature, inputs: dict[str, np.ndarray], error) -> ServingError:
+        """Turn a graph error into a message naming what the signature expects."""
+        import grpc
+
+        first_line = error.message.strip().splitlines()[0] if error.message else str(error)
+        mismatched = [
+            f"'{n}' has shape {list(a.shape)} but {describe({n: sig.proto.inputs[n]})}"
+            for n, a in inputs.items()
+            if not shape_compatible(shape_of(sig.proto.inputs[n]), a.shape)
+        ]
+        code = grpc.StatusCode.INVALID_ARGUMENT
+        if isinstance(error, tf.errors.ResourceExhaustedError):
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        elif not isinstance(error, tf.errors.InvalidArgumentError) and not mismatched:
+            code = grpc.StatusCode.INTERNAL
+        hint = ("; input " + "; ".join(mismatched)) if mismatched else ""
+        return ServingError(code, f"{first_line}{hint}. {sig.spec_text()}")
+
+    def close(self) -> None:
+        """Stop batch threads and free the session (and its memory)."""
+        if self._closed:
+            return
+        self._closed = True
+        for batcher in self.batchers.values():
+            batcher.close()
+        self._callables.clear()
+        self._session.close()
+        self._graph = None
+
+
+def check_dtype(sig: Signature, name: str, array: np.ndarray) -> np.ndarray:
+    """Validate/convert one input to its declared dtype, with a clear message if impossible."""
+    info = sig.proto.inputs[name]
+    want = numpy_dtype(info.dtype)
+    if array.dtype == want:
+        return array
+    if want == object and array.dtype.kind in "SU":
+        return array.astype(object)
+    raise invalid(
+        f"Input '{name}' has dtype {np.dtype(array.dtype).name} but {sig.spec_text()}"
+    )

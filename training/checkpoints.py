@@ -1,0 +1,102 @@
+"""Atomic per-epoch checkpoints, resume, and small atomic JSON files in a run directory.
+
+A checkpoint file `ckpt-<epoch>.weights.h5` exists only once it is complete: it is written
+under a temporary name and renamed, so a run killed mid-write leaves the previous epoch's
+checkpoint intact and the next run resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+_CKPT = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to `path` via a temporary file and rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """JSON content of `path`, or `default` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of the complete checkpoints in `directory`, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _CKPT.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | Path) -> tuple[int, Path] | None:
+    """The newest complete checkpoint, or None."""
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def save_weights_atomic(model: keras.Model, path: str | Path) -> None:
+    """`model.save_weights` (weights and optimizer state) to `path`, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
+    model.save_weights(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def build_optimizer_state(model: keras.Model) -> None:
+    """Create the optimizer's slot variables so a checkpoint can restore them."""
+    if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save weights + optimizer state and the history atomically after every epoch.
+
+    Keeps the newest `keep` checkpoints. `history.json` holds one logs dict per epoch so a
+    resumed run still reports the whole curve.
+    """
+
+    def __init__(self, run_dir: str | Path, keep: int = 2, write: bool = True):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.keep = keep
+        self.write = write
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.write:
+            return
+        completed = epoch + 1
+        history = read_json(self.run_dir / "history.json", [])
+        history = [h for h in history if h.get("epoch", 0) < completed]
+        history.append({"epoch": completed, **{k: float(v) for k, v in (logs or {}).items()}})
+        save_weights_atomic(self.model, self.ckpt_dir / f"ckpt-{completed:04d}.weights.h5")
+        write_json_atomic(self.run_dir / "history.json", history)
+        for _, old in list_checkpoints(self.ckpt_dir)[: -self.keep]:
+            old.unlink(missing_ok=True)

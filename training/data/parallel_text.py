@@ -1,0 +1,165 @@
+"""Parallel text for translation: line-aligned file pairs, tokenization and detokenization.
+
+Tokenization and detokenization are written once, with core `tf.strings` ops, and used both
+by the training pipeline (eagerly) and inside the exported SavedModel, so the served model
+sees exactly the tokens it was trained on:
+
+- normalization: invalid UTF-8 replaced, whitespace runs collapsed, optional Unicode
+  lowercasing (`tf.strings.lower(..., encoding="utf-8")`);
+- tokens: words (letters, digits, hyphens) and every other non-space character on its own,
+  except that "." and "," between digits stay inside the number ("3.5", "1,000");
+- detokenization undoes the spacing around punctuation and apostrophes, so that sacreBLEU
+  (which tokenizes on its own) sees ordinary text ("woman's", "d'hommes", "Hut.").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import tensorflow as tf
+
+# Every character that is not a letter, a digit, whitespace or a hyphen is a token of its own.
+_PUNCT = r"([^\pL\pN\s-])"
+_NUMBER_SEP = r"(\pN) ([.,]) (\pN)"
+
+
+def normalize(texts: tf.Tensor, lowercase: bool) -> tf.Tensor:
+    """Normalize a string tensor of any shape (in-graph, core ops only)."""
+    texts = tf.strings.unicode_transcode(
+        texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    texts = tf.strings.regex_replace(texts, r"\s+", " ")
+    if lowercase:
+        texts = tf.strings.lower(texts, encoding="utf-8")
+    return tf.strings.strip(texts)
+
+
+def tokenize(texts: tf.Tensor, lowercase: bool) -> tf.RaggedTensor:
+    """Raw sentences [N] -> ragged tokens [N, (T)] (in-graph, core ops only)."""
+    texts = normalize(tf.convert_to_tensor(texts, tf.string), lowercase)
+    texts = tf.strings.regex_replace(texts, _PUNCT, r" \1 ")
+    # Undo the split of "." and "," inside numbers (RE2 has no look-around).
+    texts = tf.strings.regex_replace(texts, _NUMBER_SEP, r"\1\2\3")
+    return tf.strings.split(texts)
+
+
+def detokenize(tokens: tf.Tensor | tf.RaggedTensor) -> tf.Tensor:
+    """Tokens [N, T] (dense with "" padding, or ragged) -> sentences [N] (in-graph)."""
+    if isinstance(tokens, tf.RaggedTensor):
+        tokens = tokens.to_tensor(default_value="")
+    text = tf.strings.reduce_join(tokens, axis=-1, separator=" ")
+    text = tf.strings.regex_replace(text, r"\s+", " ")
+    text = tf.strings.regex_replace(text, r" ?' ?", "'")
+    text = tf.strings.regex_replace(text, r" ([.,!?;:%)\]}])", r"\1")
+    text = tf.strings.regex_replace(text, r"([(\[{]) ", r"\1")
+    return tf.strings.strip(text)
+
+
+def tokenize_py(texts: Sequence[str], lowercase: bool, chunk: int = 8192) -> list[list[str]]:
+    """Eager `tokenize` on Python strings (the same ops as the SavedModel)."""
+    out: list[list[str]] = []
+    for start in range(0, len(texts), chunk):
+        ragged = tokenize(tf.constant(list(texts[start : start + chunk]), tf.string), lowercase)
+        out.extend([t.decode("utf-8") for t in row] for row in ragged.to_list())
+    return out
+
+
+def detokenize_py(token_lists: Sequence[Sequence[str]]) -> list[str]:
+    """Eager `detokenize` on Python token lists."""
+    if not token_lists:
+        return []
+    ragged = tf.ragged.constant([list(t) for t in token_lists], dtype=tf.string)
+    if ragged.shape.rank == 1:  # every list was empty
+        return ["" for _ in token_lists]
+    return [s.decode("utf-8") for s in detokenize(ragged).numpy()]
+
+
+def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
+    """The lines of a UTF-8 text file without their line endings."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.rstrip("\r") for line in lines]
+    return lines if limit is None else lines[:limit]
+
+
+def read_parallel(
+    source_path: str | Path, target_path: str | Path, limit: int | None = None
+) -> tuple[list[str], list[str]]:
+    """Two line-aligned files -> (sources, targets); a length mismatch is an error."""
+    sources = read_lines(source_path)
+    targets = read_lines(target_path)
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
+            "parallel files must be line-aligned"
+        )
+    if limit is not None:
+        sources, targets = sources[:limit], targets[:limit]
+    return sources, targets
+
+
+def find_split(data_dir: str | Path, split: str, source_lang: str, target_lang: str):
+    """Paths of `<split>.<lang>` for both languages, in `data_dir` or `data_dir/multi30k`.
+
+    Returns None when the split is absent (e.g. no test split), so callers can skip it.
+    """
+    base = Path(data_dir)
+    for folder in (base, base / "multi30k"):
+        src, tgt = folder / f"{split}.{source_lang}", folder / f"{split}.{target_lang}"
+        if src.is_file() and tgt.is_file():
+            return src, tgt
+    return None
+
+
+def make_dataset(
+    source_ids: Sequence[Sequence[int]],
+    target_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    bos_id: int,
+    eos_id: int,
+    shuffle: bool,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of ({"source_ids", "target_in"}, target_out, weights), bucketed by length.
+
+    The source already ends with its end-of-sentence id; the decoder reads `<s> y1 .. yn`
+    and predicts `y1 .. yn </s>` (teacher forcing). Padding (id 0) has weight 0.
+    """
+    if len(source_ids) != len(target_ids):
+        raise ValueError("source and target id lists differ in length")
+    if not source_ids:
+        raise ValueError("no sentence pairs to build a dataset from")
+    src = _ragged(source_ids)
+    tgt_in = _ragged([[bos_id, *t] for t in target_ids])
+    tgt_out = _ragged([[*t, eos_id] for t in target_ids])
+    ds = tf.data.Dataset.from_tensor_slices((src, tgt_in, tgt_out))
+    if shuffle:
+        ds = ds.shuffle(len(source_ids), seed=seed, reshuffle_each_iteration=True)
+
+    def length(s, ti, to):
+        return tf.maximum(tf.shape(s)[0], tf.shape(ti)[0])
+
+    boundaries = [8, 11, 14, 17, 20, 25, 32, 48]
+    ds = ds.bucket_by_sequence_length(
+        length,
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        pad_to_bucket_boundary=False,
+    )
+
+    def to_example(s, ti, to):
+        weights = tf.cast(tf.not_equal(to, 0), tf.float32)
+        return {"source_ids": s, "target_in": ti}, to, weights
+
+    return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _ragged(rows: Sequence[Sequence[int]]) -> tf.RaggedTensor:
+    lengths = [len(r) for r in rows]
+    flat = [i for r in rows for i in r]
+    return tf.RaggedTensor.from_row_lengths(
+        tf.constant(flat, tf.int32, shape=[len(flat)]), tf.constant(lengths, tf.int64)
+    )

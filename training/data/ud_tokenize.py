@@ -1,0 +1,125 @@
+"""A raw-text word tokenizer following UD English EWT conventions, in Python and in-graph.
+
+The tokenizer is a list of regular-expression rewrites that insert spaces (never change
+or drop characters other than whitespace), then a split on spaces. The patterns use only
+syntax that Python's `re` and RE2 (`tf.strings.regex_replace`) read the same way: no
+lookaround, no `\\b` / `\\w` / `\\s` (their Unicode meaning differs), explicit character
+classes instead, `\\1`-style group references, and no pattern that can match the empty
+string. `tokenize` (Python) and `tokenize_graph` (core TF ops, for SavedModel signatures)
+therefore give the same tokens; a test checks it on the EWT dev set.
+
+Conventions followed (UD EWT): punctuation split off words (but kept inside numbers,
+abbreviations, URLs, e-mail addresses, times and dates); clitics split: `don't` ->
+`do n't`, `can't` -> `ca n't`, `I'm` -> `I 'm`, `John's` -> `John 's`, `cannot` ->
+`can not`, `gonna` -> `gon na`; hyphens, slashes and similar symbols between words split.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tensorflow as tf
+
+# Whitespace of all kinds becomes an ASCII space; the patterns below then only ever see " ".
+_SPACES = (
+    "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_APOS = "'\u2019`"  # ' ’ `
+_L = "A-Za-z\u00c0-\u024f"  # letters (ASCII and Latin-1/Extended)
+_LN = _L + "0-9"
+_TRAIL = ".,;:!?)\\]}\"\u201d\u2019'>*"
+_PREFIXES = (
+    "e|co|non|pre|post|pro|ex|multi|mid|re|anti|semi|neo|over|sub|cross|intra|inter|counter|"
+    "socio|psycho|vice|arch|self|un|bi|tri|uni|mis|out|under|super|ultra|micro|macro"
+)
+_ABBREVIATIONS = (
+    "Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Gen|Gov|Sen|Rep|Rev|Lt|Col|Sgt|Capt|Ft|Mt|No|Nos|Vol|vs|etc|"
+    "Inc|Ltd|Co|Corp|Bros|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mon|Tue|Wed|Thu|"
+    "Fri|Sat|Sun|approx|dept|est|fig|min|max|misc|al|cf|ca|Ave|Blvd|Rd"
+)
+
+RULES: tuple[tuple[str, str], ...] = (
+    (f"[{_SPACES}]", " "),
+    # Punctuation that is always its own token (runs of the same mark stay together).
+    ('(!+|\\?+|;|"|\u201c|\u201d|\\(|\\)|\\[|\\]|\\{|\\}|\u2014|\u2013|<<|>>|\u2026)', " \\1 "),
+    # Opening quotes / brackets at the start of a word.
+    (f"( )([{_APOS}\u2018]+)([{_LN}])", "\\1\\2 \\3"),
+    # Commas, colons not inside numbers or times (1,000 5:30).
+    ("([^0-9 ])([,:])", "\\1 \\2"),
+    ("([,:])([^0-9 ])", "\\1 \\2"),
+    ("([,:])( )", " \\1\\2"),
+    # Runs of periods (...) and a final period at the end of a word: split off.
+    ("(\\.\\.+)", " \\1 "),
+    (f"([^ .])(\\.)([{_TRAIL}]* )", "\\1 \\2\\3"),
+    # Re-attach the period of abbreviations and initials (Mr. U.S. p.m. J.).
+    (f" ({_ABBREVIATIONS}) \\. ", " \\1. "),
+    (f" ([{_L}](\\.[{_L}])+) \\. ", " \\1. "),
+    (f" ([{_L}]) \\. ", " \\1. "),
+    # Closing quotes after a word.
+    (f"([{_LN}.])([{_APOS}\u2019]+ )", "\\1 \\2"),
+    # Clitics: n't and 's 're 've 'll 'd 'm (with ' ’ or `).
+    (f"([{_L}])([nN][{_APOS}][tT]) ", "\\1 \\2 "),
+    (f"([{_LN}])([{_APOS}](s|S|re|RE|ve|VE|ll|LL|d|D|m|M)) ", "\\1 \\2 "),
+    ("(?i) (can)(not) ", " \\1 \\2 "),
+    ("(?i) (gon|wan)(na) ", " \\1 \\2 "),
+    ("(?i) (got)(ta) ", " \\1 \\2 "),
+    # Apostrophe-less negations (dont didnt cant isnt ...).
+    (
+        "(?i) (do|does|did|is|are|was|were|have|has|had|ca|wo|could|would|should|ai)(nt) ",
+        " \\1 \\2 ",
+    ),
+    # Symbols between or around words: - / & + = % $ # @ (not inside e-mail addresses).
+    # A hyphen is split when a letter is on either side (15-year, al-Qaeda), twice for
+    # a-b-c; not between digits (713-853-3989) nor after a prefix (e-mail, non-stop).
+    (f"([{_L}])(-)([{_LN}])", "\\1 \\2 \\3"),
+    (f"([{_L}])(-)([{_LN}])", "\\1 \\2 \\3"),
+    (f"([0-9])(-)([{_L}])", "\\1 \\2 \\3"),
+    (f"( (?i:{_PREFIXES})) - ", "\\1-"),
+    ("( --+ |--+)", " \\1 "),
+    ("([$#])([0-9])", "\\1 \\2"),
+    ("([0-9])(%)", "\\1 \\2"),
+    (f"([{_L}])(/)([{_L}])", "\\1 \\2 \\3"),
+    # Emoticons split above are put back together: :) :( ;-) =)
+    ("( [:;=]) (-) ([()]) ", "\\1\\2\\3 "),
+    ("( [:;=]) ([()]) ", "\\1\\2 "),
+)
+
+_COMPILED = tuple((re.compile(pattern), rewrite) for pattern, rewrite in RULES)
+
+
+def tokenize(text: str) -> list[str]:
+    """Split one raw sentence into UD-style words (Python; same rules as `tokenize_graph`)."""
+    if not isinstance(text, str):
+        raise TypeError(f"tokenize expects a str, not {type(text).__name__}")
+    text = f" {text} "
+    for pattern, rewrite in _COMPILED:
+        text = pattern.sub(rewrite, text)
+    return [token for token in text.split(" ") if token]
+
+
+def tokenize_graph(sentences: tf.Tensor) -> tf.RaggedTensor:
+    """Tokenize a string tensor [N] into a ragged [N, None] string tensor (core TF ops only).
+
+    Invalid UTF-8 bytes are replaced by U+FFFD first so the regular expressions never fail.
+    """
+    text = tf.strings.unicode_transcode(
+        sentences, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    text = tf.strings.join([" ", text, " "])
+    for pattern, rewrite in RULES:
+        text = tf.strings.regex_replace(text, pattern, rewrite)
+    tokens = tf.strings.split(text, sep=" ")
+    return tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ""))
+
+
+def token_spans(text: str, tokens: list[str]) -> list[tuple[int, int]]:
+    """Character span (start, end) of each token in `text`, searched in order."""
+    spans = []
+    pos = 0
+    for token in tokens:
+        start = text.find(token, pos)
+        if start < 0:
+            raise ValueError(f"token {token!r} not found in {text!r} after position {pos}")
+        pos = start + len(token)
+        spans.append((start, pos))
+    return spans

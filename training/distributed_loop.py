@@ -1,0 +1,95 @@
+"""A distributed training loop for strategies where Keras 3 `fit` breaks.
+
+`model.fit` under MultiWorkerMirroredStrategy fails in Keras 3 (keras-team/keras #20585,
+#20329: "Attempt to convert a value (PerReplica:{...}) ... to a Tensor"). This loop runs the
+model's own `train_step` / `test_step` (so loss scaling, optimizer, metrics are exactly
+those of `fit`) under `strategy.run` over a distributed dataset, and drives the same
+Keras callbacks (progress bar, checkpoints, TensorBoard).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _first_replica(logs):
+    """Metric results are synchronised; take the values of the first local replica."""
+    strategy = tf.distribute.get_strategy()
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], logs)
+
+
+def _step_count(dataset: tf.data.Dataset, steps: int | None) -> int:
+    if steps:
+        return int(steps)
+    cardinality = int(dataset.cardinality())
+    if cardinality < 0:
+        raise ValueError("A repeating or unknown-size dataset needs steps_per_epoch")
+    return cardinality
+
+
+def distributed_fit(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train: tf.data.Dataset,
+    *,
+    epochs: int,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
+    validation_data: tf.data.Dataset | None = None,
+    validation_steps: int | None = None,
+    callbacks: list[keras.callbacks.Callback] = (),
+    verbose: int = 1,
+) -> keras.callbacks.History:
+    """Like `model.fit`, for any tf.distribute strategy (multi-worker included)."""
+    steps = _step_count(train, steps_per_epoch)
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks) + [history],
+        add_progbar=verbose != 0,
+        model=model,
+        epochs=epochs,
+        steps=steps,
+        verbose=verbose,
+    )
+    dist_train = strategy.experimental_distribute_dataset(train)
+    dist_val = (
+        strategy.experimental_distribute_dataset(validation_data) if validation_data else None
+    )
+
+    @tf.function
+    def train_step(iterator):
+        return _first_replica(strategy.run(model.train_step, args=(next(iterator),)))
+
+    @tf.function
+    def test_step(iterator):
+        return _first_replica(strategy.run(model.test_step, args=(next(iterator),)))
+
+    model.stop_training = False
+    callback_list.on_train_begin()
+    train_iter = iter(dist_train)
+    logs = {}
+    for epoch in range(initial_epoch, epochs):
+        for metric in model.metrics:
+            metric.reset_state()
+        callback_list.on_epoch_begin(epoch)
+        if steps_per_epoch is None and epoch > initial_epoch:
+            train_iter = iter(dist_train)  # finite dataset: one pass per epoch
+        for step in range(steps):
+            callback_list.on_train_batch_begin(step)
+            logs = {k: float(v) for k, v in train_step(train_iter).items()}
+            callback_list.on_train_batch_end(step, logs)
+        epoch_logs = dict(logs)
+        if dist_val is not None:
+            for metric in model.metrics:
+                metric.reset_state()
+            val_iter = iter(dist_val)
+            val_logs = {}
+            for _ in range(_step_count(validation_data, validation_steps)):
+                val_logs = test_step(val_iter)
+            epoch_logs.update({f"val_{k}": float(v) for k, v in val_logs.items()})
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return history

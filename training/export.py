@@ -1,0 +1,115 @@
+"""`zoo export`: trained run directory -> `<base>/<next version>/` SavedModel, atomically.
+
+The recipe wraps the model in tf.functions with explicit input signatures (core TF ops
+only); this module writes them aside, adds TF Serving's warmup file, and renames the
+finished directory into place, so a server polling the base path never sees a
+half-written version.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from training import checkpoints
+from training.recipe import Export, get_recipe
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
+    """Rebuild the model of a run directory and load its newest checkpoint.
+
+    Returns (keras_model, run_info) where run_info is the content of run.json.
+    """
+    model_dir = Path(model_dir)
+    run_info = checkpoints.read_json(model_dir / "run.json")
+    if run_info is None:
+        raise FileNotFoundError(f"{model_dir} is not a training run (no run.json)")
+    recipe = get_recipe(run_info["model"])
+    model = recipe.build_model(run_info["config"], run_info["assets"])
+    if checkpoint is None:
+        latest = checkpoints.latest_checkpoint(model_dir / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"{model_dir} has no completed checkpoint yet")
+        checkpoint = latest[1]
+    model.load_weights(checkpoint, skip_mismatch=True)  # optimizer state is not needed here
+    return model, run_info
+
+
+def next_version(base_path: str | Path) -> int:
+    """1 + the highest integer version directory under `base_path` (1 when none)."""
+    base_path = Path(base_path)
+    versions = (
+        [int(p.name) for p in base_path.iterdir() if p.name.isdigit()] if base_path.is_dir() else []
+    )
+    return max(versions, default=0) + 1
+
+
+def warmup_records(warmup: list[tuple[str, dict[str, Any]]], model_name: str) -> list[bytes]:
+    """Serialized TF Serving PredictionLog records replaying the given requests."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    records = []
+    for signature, inputs in warmup:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(
+                tf.make_tensor_proto(
+                    np.asarray(value) if not isinstance(value, tf.Tensor) else value.numpy()
+                )
+            )
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+        records.append(log.SerializeToString())
+    return records
+
+
+def write_saved_model(
+    export: Export, base_path: str | Path, model_name: str, version: int | None = None
+) -> Path:
+    """Write `export` as `<base_path>/<version>/` atomically; returns the version directory."""
+    base_path = Path(base_path)
+    base_path.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(base_path)
+    final = base_path / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; versions are never overwritten")
+    tmp = base_path / f".tmp-{version}-{os.getpid()}"  # non-numeric: servers ignore it
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(export.module, str(tmp), signatures=export.signatures)
+        for name, text in export.extra_assets.items():
+            (tmp / "assets").mkdir(exist_ok=True)
+            (tmp / "assets" / name).write_text(text)
+        if export.warmup:
+            (tmp / "assets.extra").mkdir(exist_ok=True)
+            with tf.io.TFRecordWriter(str(tmp / "assets.extra" / WARMUP_FILE)) as writer:
+                for record in warmup_records(export.warmup, model_name):
+                    writer.write(record)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def run(
+    model_dir: str | Path,
+    to: str | Path,
+    version: int | None = None,
+    model_name: str | None = None,
+) -> Path:
+    """Export the trained run in `model_dir` to `to/<version>/`; returns that directory."""
+    model, run_info = load_trained(model_dir)
+    recipe = get_recipe(run_info["model"])
+    export = recipe.export(model, run_info["config"], run_info["assets"])
+    return write_saved_model(export, to, model_name or Path(to).name, version)

@@ -1,0 +1,1 @@
+"""Training recipes: one module per model family, each defining RECIPE."""

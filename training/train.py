@@ -1,0 +1,157 @@
+"""`zoo train`: fit any registered model with checkpoints, resume, TensorBoard and metrics.
+
+Run directory layout (`--model-dir`):
+    run.json                 model, preset, config, data assets (vocabularies, class names)
+    checkpoints/ckpt-N.weights.h5   weights + optimizer state after epoch N (atomic)
+    history.json             per-epoch logs (survives resume)
+    logs/                    TensorBoard
+    metrics.json             final task metrics and training throughput
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training import checkpoints
+from training.distributed_loop import distributed_fit
+from training.recipe import get_recipe
+from training.strategy import is_chief, is_multi_worker, make_strategy
+
+
+class Throughput(keras.callbacks.Callback):
+    """Examples per second of training, per epoch (the first epoch includes tracing)."""
+
+    def __init__(self, examples_per_step: int):
+        super().__init__()
+        self.examples_per_step = examples_per_step
+        self.rates: list[float] = []
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._start
+        self.rates.append(self._steps * self.examples_per_step / max(seconds, 1e-9))
+        if logs is not None:
+            logs["examples_per_sec"] = self.rates[-1]
+
+    def steady_rate(self) -> float:
+        """Mean rate over epochs after the first (all epochs when only one ran)."""
+        rates = self.rates[1:] or self.rates
+        return sum(rates) / len(rates) if rates else 0.0
+
+
+def _compile(recipe, model, config, data, jit_compile) -> None:
+    recipe.compile(model, config, data, jit_compile=jit_compile)
+    checkpoints.build_optimizer_state(model)
+
+
+def run(
+    model_name: str,
+    preset: str | None = None,
+    model_dir: str | Path = "runs/model",
+    data_dir: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    strategy: str | tf.distribute.Strategy = "auto",
+    overrides: dict[str, Any] | None = None,
+    steps_per_epoch: int | None = None,
+    tpu: str | None = None,
+    jit_compile: bool | str = "auto",
+    init_weights: str | Path | None = None,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Train `model_name` and return the metrics written to `<model_dir>/metrics.json`.
+
+    A run directory that already holds checkpoints is resumed from its newest complete
+    epoch with the config it was started with (a different preset is an error).
+    `init_weights` (a `.weights.h5` file) starts from trained weights: fine-tuning.
+    """
+    from zoo import registry
+
+    spec = registry.get(model_name)
+    recipe = get_recipe(model_name)
+    model_dir = Path(model_dir)
+    previous = checkpoints.read_json(model_dir / "run.json")
+    preset = preset or (previous or {}).get("preset") or spec.default_preset
+    config = spec.config(preset, **(overrides or {}))
+    if previous and (previous["model"], previous["config"]) != (model_name, config):
+        raise ValueError(
+            f"{model_dir} holds a run of {previous['model']} with another config; "
+            "use a new --model-dir (or the same preset and settings to resume)"
+        )
+    epochs = int(epochs if epochs is not None else config.get("epochs", 1))
+    strategy = make_strategy(strategy, tpu) if isinstance(strategy, str) else strategy
+    global_batch = int(batch_size or recipe.default_batch_size(config))
+    data = recipe.load_data(config, data_dir, global_batch, training=True)
+    assets = data.assets if not previous else previous.get("assets", data.assets)
+    chief = is_chief(strategy)
+    if chief:
+        checkpoints.write_json_atomic(
+            model_dir / "run.json",
+            {"model": model_name, "preset": preset, "config": config, "assets": assets},
+        )
+
+    resume = checkpoints.latest_checkpoint(model_dir / "checkpoints")
+    with strategy.scope():
+        model = recipe.build_model(config, assets)
+        if init_weights and not resume:
+            # before compile: take the trained layers, not the old optimizer state; layers
+            # whose shape changed (a new classification head) keep their fresh weights
+            model.load_weights(init_weights, skip_mismatch=True)
+            print(f"[train] starting from weights {init_weights}")
+        _compile(recipe, model, config, data, jit_compile)
+    initial_epoch = 0
+    if resume:
+        initial_epoch, path = resume
+        model.load_weights(path)
+        print(f"[train] resuming from {path.name}: epoch {initial_epoch} of {epochs} completed")
+
+    steps = steps_per_epoch or data.steps_per_epoch
+    throughput = Throughput(data.examples_per_step or global_batch)
+    callbacks = [throughput, checkpoints.EpochCheckpoint(model_dir, write=chief)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
+    start = time.perf_counter()
+    if initial_epoch < epochs:
+        fit_kwargs = dict(
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_data=data.val,
+            validation_steps=data.validation_steps,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        if is_multi_worker(strategy):
+            distributed_fit(model, strategy, data.train, **fit_kwargs)
+        else:
+            model.fit(data.train, shuffle=False, **fit_kwargs)  # tf.data shuffles
+    train_seconds = time.perf_counter() - start
+
+    results = recipe.evaluate(model, config, data)
+    metrics = {
+        "model": model_name,
+        "preset": preset,
+        "epochs": epochs,
+        "resumed_from_epoch": initial_epoch,
+        "global_batch_size": global_batch,
+        "replicas": strategy.num_replicas_in_sync,
+        "strategy": type(strategy).__name__,
+        "train_seconds_this_run": train_seconds,
+        "examples_per_sec": throughput.steady_rate(),
+        "history": checkpoints.read_json(model_dir / "history.json", []),
+        **results,
+    }
+    if chief:
+        checkpoints.write_json_atomic(model_dir / "metrics.json", metrics)
+    return metrics

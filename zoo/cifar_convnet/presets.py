@@ -1,0 +1,29 @@
+"""Named configurations of the CIFAR-10 convnet."""
+
+_PAPER = {
+    "image_size": 32,
+    "num_classes": 10,
+    "filters": [32, 64],
+    "dense_units": 512,
+    "dropout_conv": 0.25,
+    "dropout_dense": 0.5,
+    # training recipe of the original example
+    "batch_size": 32,
+    "learning_rate": 1e-4,
+    "lr_decay": 1e-6,  # Keras 2 `decay=`: lr / (1 + decay * step), as InverseTimeDecay
+    "shift": 0.1,
+    "horizontal_flip": True,
+    "epochs": 50,
+}
+
+PRESETS = {
+    "paper": _PAPER,
+    "tiny": {
+        **_PAPER,
+        "filters": [8, 16],
+        "dense_units": 32,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "epochs": 1,
+    },
+}

@@ -1,0 +1,53 @@
+"""GPT: a decoder-only character language model with KV-cached generation."""
+
+from typing import Any
+
+from zoo import registry
+from zoo.gpt.generation import generate, sample_logits, score
+from zoo.gpt.model import GPT, CausalSelfAttention, TransformerBlock
+from zoo.gpt.presets import PRESETS
+
+
+def build_gpt(config: dict[str, Any]) -> GPT:
+    """Build a `GPT` from a preset config (`vocab_size` must be set, > 0)."""
+    if int(config.get("vocab_size", 0)) <= 0:
+        raise ValueError("config['vocab_size'] must be set (the recipe takes it from the data)")
+    policy = config.get("dtype_policy", "float32")
+    return GPT(
+        vocab_size=config["vocab_size"],
+        block_size=config["block_size"],
+        n_layer=config["n_layer"],
+        n_head=config["n_head"],
+        n_embd=config["n_embd"],
+        dropout=config.get("dropout", 0.0),
+        use_bias=config.get("use_bias", True),
+        dtype=None if policy == "auto" else policy,
+        name="gpt",
+    )
+
+
+SPEC = registry.register(
+    registry.ModelSpec(
+        name="gpt",
+        task="language_modeling",
+        description="GPT-2 style character language model (nanoGPT), KV-cached sampling",
+        builder=build_gpt,
+        presets=PRESETS,
+        default_preset="baby",
+        dataset="a text file, e.g. ../shared/data/tinyshakespeare/input.txt, or TFDS tiny_shakespeare",
+        recipe="training.recipes.gpt",
+        paper="Radford et al. 2019, GPT-2; Karpathy, nanoGPT (github.com/karpathy/nanoGPT)",
+    )
+)
+
+__all__ = [
+    "GPT",
+    "PRESETS",
+    "SPEC",
+    "CausalSelfAttention",
+    "TransformerBlock",
+    "build_gpt",
+    "generate",
+    "sample_logits",
+    "score",
+]

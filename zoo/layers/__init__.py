@@ -1,0 +1,1 @@
+"""Reusable Keras building blocks shared by model families."""

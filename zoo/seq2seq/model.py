@@ -1,0 +1,181 @@
+"""Encoder-decoder LSTM translator with attention (keras.layers / keras.ops only)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+ATTENTION_KINDS = ("additive", "multiplicative")
+_NEG = -1e9
+
+
+@keras.saving.register_keras_serializable(package="zoo.seq2seq")
+class Seq2SeqTranslator(keras.Model):
+    """Bidirectional-LSTM encoder, LSTM decoder, global attention over the encoder states.
+
+    The architecture follows Sutskever et al. 2014 ("Sequence to Sequence Learning with
+    Neural Networks") with the attention of Luong et al. 2015 ("Effective Approaches to
+    Attention-based Neural Machine Translation"): the decoder LSTM reads the previous target
+    word; its state h_t attends over the encoder states s_j; the attentional vector
+    tanh(W [c_t; h_t]) predicts the next word. The score is either additive
+    (Bahdanau et al. 2015: v^T tanh(W1 h_t + W2 s_j)) or multiplicative (Luong "general":
+    h_t^T W s_j). Since attention comes after the decoder LSTM (no input feeding), teacher
+    forcing runs the decoder LSTM over the whole target in one call.
+
+    Args:
+        source_vocab_size: source vocabulary size (id 0 is padding).
+        target_vocab_size: target vocabulary size (id 0 is padding).
+        embedding_dim: word embedding width (both languages).
+        encoder_units: LSTM units per direction of the encoder.
+        decoder_units: LSTM units of the decoder.
+        attention: "additive" or "multiplicative".
+        attention_units: width of the additive attention's hidden layer.
+        dropout: dropout on embeddings and the attentional vector.
+        bos_id: target id that starts decoding ("<s>").
+        eos_id: target id that ends a translation ("</s>").
+
+    Inputs of `call`: {"source_ids": int [B, S], "target_in": int [B, T]} (0 = padding);
+    output: next-word logits [B, T, target_vocab_size].
+
+    Example:
+        >>> model = Seq2SeqTranslator(100, 120, embedding_dim=16, encoder_units=16,
+        ...                           decoder_units=16)
+        >>> ids, attention, scores = model.translate_ids([[5, 6, 2]], beam_size=2, max_length=4)
+    """
+
+    def __init__(
+        self,
+        source_vocab_size: int,
+        target_vocab_size: int,
+        embedding_dim: int = 256,
+        encoder_units: int = 256,
+        decoder_units: int = 256,
+        attention: str = "multiplicative",
+        attention_units: int = 256,
+        dropout: float = 0.3,
+        bos_id: int = 2,
+        eos_id: int = 3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+        for name, value in (("source_vocab_size", source_vocab_size),
+                            ("target_vocab_size", target_vocab_size)):
+            if not isinstance(value, int) or value < 4:
+                raise ValueError(f"{name} must be an int >= 4, got {value!r}")
+        self.source_vocab_size = source_vocab_size
+        self.target_vocab_size = target_vocab_size
+        self.embedding_dim = embedding_dim
+        self.encoder_units = encoder_units
+        self.decoder_units = decoder_units
+        self.attention = attention
+        self.attention_units = attention_units
+        self.dropout = dropout
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+
+        self.source_embedding = layers.Embedding(
+            source_vocab_size, embedding_dim, mask_zero=True, name="source_embedding"
+        )
+        self.target_embedding = layers.Embedding(
+            target_vocab_size, embedding_dim, name="target_embedding"
+        )
+        self.embedding_dropout = layers.Dropout(dropout)
+        self.encoder = layers.Bidirectional(
+            layers.LSTM(encoder_units, return_sequences=True, return_state=True),
+            name="encoder",
+        )
+        self.init_h = layers.Dense(decoder_units, activation="tanh", name="init_h")
+        self.init_c = layers.Dense(decoder_units, name="init_c")
+        self.decoder_lstm = layers.LSTM(decoder_units, return_sequences=True, name="decoder")
+        if attention == "additive":
+            self.key_proj = layers.Dense(attention_units, use_bias=False, name="attention_keys")
+            self.query_proj = layers.Dense(attention_units, name="attention_query")
+            self.score_proj = layers.Dense(1, use_bias=False, name="attention_score")
+        else:
+            self.key_proj = layers.Dense(decoder_units, use_bias=False, name="attention_keys")
+        self.combine = layers.Dense(decoder_units, activation="tanh", name="attentional")
+        self.output_dropout = layers.Dropout(dropout)
+        self.output_proj = layers.Dense(target_vocab_size, name="logits")
+
+    # -- building blocks ------------------------------------------------------------------
+
+    def encode(self, source_ids, training: bool = False):
+        """Source ids [B, S] -> (states [B,S,2E], keys, mask [B,S] bool, h0 [B,D], c0 [B,D])."""
+        source_ids = ops.cast(source_ids, "int32")
+        mask = ops.not_equal(source_ids, 0)
+        x = self.source_embedding(source_ids)
+        x = self.embedding_dropout(x, training=training)
+        states, fh, fc, bh, bc = self.encoder(x, mask=mask, training=training)
+        h0 = self.init_h(ops.concatenate([fh, bh], axis=-1))
+        c0 = self.init_c(ops.concatenate([fc, bc], axis=-1))
+        keys = self.key_proj(states)
+        return states, keys, mask, h0, c0
+
+    def attend(self, queries, states, keys, mask):
+        """Queries [B, T, D] -> (context [B, T, 2E], weights [B, T, S])."""
+        if self.attention == "additive":
+            q = self.query_proj(queries)  # [B, T, A]
+            hidden = ops.tanh(ops.expand_dims(q, 2) + ops.expand_dims(keys, 1))  # [B,T,S,A]
+            scores = ops.squeeze(self.score_proj(hidden), -1)
+        else:
+            scores = ops.matmul(queries, ops.transpose(keys, (0, 2, 1)))  # [B, T, S]
+        scores = ops.where(ops.expand_dims(mask, 1), scores, _NEG)
+        weights = ops.softmax(scores, axis=-1)
+        return ops.matmul(weights, states), weights
+
+    def logits_from(self, decoder_out, context, training: bool = False):
+        """Decoder outputs and attention contexts -> next-word logits."""
+        attentional = self.combine(ops.concatenate([context, decoder_out], axis=-1))
+        attentional = self.output_dropout(attentional, training=training)
+        return self.output_proj(attentional)
+
+    def call(self, inputs, training: bool = False):
+        states, keys, mask, h0, c0 = self.encode(inputs["source_ids"], training=training)
+        y = self.target_embedding(ops.cast(inputs["target_in"], "int32"))
+        y = self.embedding_dropout(y, training=training)
+        # Padding only trails the target, so real steps are unaffected without a mask.
+        decoder_out = self.decoder_lstm(y, initial_state=[h0, c0], training=training)
+        context, _ = self.attend(decoder_out, states, keys, mask)
+        return self.logits_from(decoder_out, context, training=training)
+
+    def decode_step(self, tokens, h, c, states, keys, mask):
+        """One decoder step: tokens [B] -> (log-probs [B, V], h, c, attention [B, S])."""
+        x = self.target_embedding(ops.cast(tokens, "int32"))
+        out, (h, c) = self.decoder_lstm.cell(x, [h, c], training=False)
+        context, weights = self.attend(ops.expand_dims(out, 1), states, keys, mask)
+        logits = self.logits_from(out, ops.squeeze(context, 1))
+        return ops.log_softmax(logits, axis=-1), h, c, ops.squeeze(weights, 1)
+
+    # -- inference ----------------------------------------------------------------------
+
+    def translate_ids(self, source_ids, beam_size=1, max_length=None, length_penalty=1.0):
+        """Decode source ids [B, S]: greedy when beam_size == 1, else beam search.
+
+        Returns (target ids [B, L] int32 (0 after "</s>"), attention [B, L, S], log-prob
+        scores [B]). `max_length` None means 2 * S + 10.
+        """
+        from zoo.seq2seq import decoding
+
+        if max_length is None:
+            max_length = 2 * ops.shape(source_ids)[1] + 10
+        if isinstance(beam_size, int) and beam_size == 1:
+            return decoding.greedy_decode(self, source_ids, max_length)
+        return decoding.beam_search(self, source_ids, beam_size, max_length, length_penalty)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            source_vocab_size=self.source_vocab_size,
+            target_vocab_size=self.target_vocab_size,
+            embedding_dim=self.embedding_dim,
+            encoder_units=self.encoder_units,
+            decoder_units=self.decoder_units,
+            attention=self.attention,
+            attention_units=self.attention_units,
+            dropout=self.dropout,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+        )
+        return config
