@@ -122,7 +122,11 @@ class Manager:
             entry = model.versions.get(vdir.version)
             if entry is not None and entry.state in (AVAILABLE, LOADING):
                 continue
-            if entry is not None and entry.error is not None and entry.fingerprint == vdir.fingerprint:
+            if (
+                entry is not None
+                and entry.error is not None
+                and entry.fingerprint == vdir.fingerprint
+            ):
                 continue  # failed before and unchanged since: don't retry on every poll
             self._load(name, model, vdir)
         aspired_set = {v.version for v in aspired}
@@ -187,7 +191,7 @@ class Manager:
         with self._lock:
             model = self._models[name]
             labels = dict(model.config.version_labels)
-            for label, version in labels.items():
+            for version in labels.values():
                 entry = model.versions.get(version)
                 if entry is None or entry.state != AVAILABLE:
                     raise ServingError(
@@ -208,9 +212,11 @@ class Manager:
                 raise invalid(f"Unrecognized servable version label: {label}")
             version = model.labels[label]
         if version is None:
-            available = [] if model is None else [
-                e for e in model.versions.values() if e.state == AVAILABLE
-            ]
+            available = (
+                []
+                if model is None
+                else [e for e in model.versions.values() if e.state == AVAILABLE]
+            )
             if not available:
                 raise not_found(f"Servable not found for request: Latest({name})")
             return max(available, key=lambda e: e.version)
@@ -250,9 +256,7 @@ class Manager:
                 entries = [model.versions[version]]
             else:
                 entries = sorted(model.versions.values(), key=lambda e: -e.version)
-            return [
-                VersionEntry(e.version, e.state, None, e.error, e.fingerprint) for e in entries
-            ]
+            return [VersionEntry(e.version, e.state, None, e.error, e.fingerprint) for e in entries]
 
     def model_names(self) -> list[str]:
         """Configured model names."""

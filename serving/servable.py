@@ -111,7 +111,8 @@ class Servable:
         self._callables: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self.batchers: dict[str, object] = {}  # signature name -> batching.BatchQueue
+        self.batching = None  # batching.BatchingOptions when --enable_batching
+        self.batchers: dict[str, object] = {}  # signature name -> batching.BatchQueue, lazily
 
     def signature(self, name: str) -> Signature:
         """Signature by name ('' means serving_default); FAILED_PRECONDITION if unknown."""
@@ -158,10 +159,19 @@ class Servable:
         self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
         """Run a signature, through its batch queue when batching is on."""
+        if self.batching is None:
+            return self.run_direct(sig, inputs, output_names)
         batcher = self.batchers.get(sig.name)
-        if batcher is not None:
-            return batcher.submit(sig, inputs, output_names)
-        return self.run_direct(sig, inputs, output_names)
+        if batcher is None:
+            from serving.batching import BatchQueue
+
+            with self._lock:
+                if self._closed:
+                    return self.run_direct(sig, inputs, output_names)
+                batcher = self.batchers.get(sig.name)
+                if batcher is None:
+                    batcher = self.batchers[sig.name] = BatchQueue(self, sig, self.batching)
+        return batcher.submit(sig, inputs, output_names)
 
     def _explain(self, sig: Signature, inputs: dict[str, np.ndarray], error) -> ServingError:
         """Turn a graph error into a message naming what the signature expects."""
@@ -185,7 +195,8 @@ class Servable:
         """Stop batch threads and free the session (and its memory)."""
         if self._closed:
             return
-        self._closed = True
+        with self._lock:
+            self._closed = True
         for batcher in self.batchers.values():
             batcher.close()
         self._callables.clear()
@@ -199,8 +210,6 @@ def check_dtype(sig: Signature, name: str, array: np.ndarray) -> np.ndarray:
     want = numpy_dtype(info.dtype)
     if array.dtype == want:
         return array
-    if want == object and array.dtype.kind in "SU":
+    if want.kind == "O" and array.dtype.kind in "SU":
         return array.astype(object)
-    raise invalid(
-        f"Input '{name}' has dtype {np.dtype(array.dtype).name} but {sig.spec_text()}"
-    )
+    raise invalid(f"Input '{name}' has dtype {np.dtype(array.dtype).name} but {sig.spec_text()}")

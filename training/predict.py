@@ -9,6 +9,15 @@ import numpy as np
 import tensorflow as tf
 
 
+def op_error_message(err: tf.errors.OpError) -> str:
+    """The human part of a TensorFlow runtime error (no stack/node noise)."""
+    lines = [line.strip() for line in err.message.splitlines() if line.strip()]
+    for before, line in zip(lines, lines[1:]):
+        if line.startswith("[[") and not before.startswith("<stack"):
+            return before  # the op's own message sits just above its node name
+    return lines[0] if lines else str(err)
+
+
 def resolve_version_dir(path: str | Path) -> Path:
     """A version directory itself, or the newest integer version under a base path."""
     path = Path(path)
@@ -57,9 +66,7 @@ def run(
     try:
         result = fn(**{name: _input_value(spec, name, inputs)})
     except tf.errors.InvalidArgumentError as err:
-        raise ValueError(
-            err.message.strip().splitlines()[-1 if "stack traces" in err.message else 0]
-        ) from None
+        raise ValueError(f"{signature} rejected the input: {op_error_message(err)}") from None
     outputs = {k: v.numpy() for k, v in result.items()}
     labels_file = version_dir / "assets" / "labels.txt"
     labels = labels_file.read_text().splitlines() if labels_file.exists() else None

@@ -93,6 +93,8 @@ class Recipe:
     def evaluate(self, model, config: dict, data: Data) -> dict[str, float]:
         """The task's standard metrics on `data.test` (or `data.val`)."""
         split = data.test if data.test is not None else data.val
+        if split is None:
+            raise ValueError("No test or validation data to evaluate on")
         results = model.evaluate(split, return_dict=True, verbose=0)
         return {k: float(v) for k, v in results.items()}
 

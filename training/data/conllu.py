@@ -112,6 +112,8 @@ def _parse_block(lines: list[str], source: str, first_line: int) -> Sentence:
         sentence.words.append(form)
         sentence.upos.append(cols[TAG_COLUMNS["upos"]])
         sentence.xpos.append(cols[TAG_COLUMNS["xpos"]])
+        if int(wid) == mwt_end and not space_after:  # SpaceAfter put on the last word
+            surface[-1] = (surface[-1][0], False)
         if int(wid) > mwt_end:  # a plain word is its own surface token
             n = len(sentence.words)
             sentence.tokens.append(form)

@@ -74,35 +74,37 @@ def image_folder_splits(
         class_names = _list_classes(root)
         if not class_names:
             raise ValueError(f"No class folders under {root} (expected root/[train/]class/image)")
-        everything = _list_files(root, class_names)
-        rng = random.Random(seed)
-        train, val = LabeledFiles([], [], class_names), LabeledFiles([], [], class_names)
-        for label in range(len(class_names)):
-            items = [
-                p
-                for p, lab in zip(everything.paths, everything.labels, strict=True)
-                if lab == label
-            ]
-            rng.shuffle(items)
-            n_val = int(round(len(items) * val_fraction)) if len(items) > 1 else 0
-            for i, path in enumerate(items):
-                target = val if i < n_val else train
-                target.paths.append(path)
-                target.labels.append(label)
-        splits = {"train": train}
-        if len(val):
-            splits["val"] = val
-        return splits
+        return _carve_validation(_list_files(root, class_names), val_fraction, seed)
     class_names = _list_classes(found["train"])
     if not class_names:
         raise ValueError(f"No class folders under {found['train']}")
     splits = {split: _list_files(folder, class_names) for split, folder in found.items()}
-    empty = [split for split, files in splits.items() if not len(files)]
-    if "train" in empty:
+    if not len(splits["train"]):
         raise ValueError(
             f"No images under {found['train']} (extensions {sorted(IMAGE_EXTENSIONS)})"
         )
-    return {split: files for split, files in splits.items() if len(files)}
+    splits = {split: files for split, files in splits.items() if len(files)}
+    if len(splits) == 1:
+        return _carve_validation(splits["train"], val_fraction, seed)
+    return splits
+
+
+def _carve_validation(everything: LabeledFiles, val_fraction: float, seed: int) -> dict:
+    """Split off `val_fraction` of each class, deterministically, as validation."""
+    class_names = everything.class_names
+    rng = random.Random(seed)
+    train, val = LabeledFiles([], [], class_names), LabeledFiles([], [], class_names)
+    for label in range(len(class_names)):
+        items = [
+            p for p, lab in zip(everything.paths, everything.labels, strict=True) if lab == label
+        ]
+        rng.shuffle(items)
+        n_val = int(round(len(items) * val_fraction)) if len(items) > 1 else 0
+        for i, path in enumerate(items):
+            target = val if i < n_val else train
+            target.paths.append(path)
+            target.labels.append(label)
+    return {"train": train, "val": val} if len(val) else {"train": train}
 
 
 def decoded_dataset(files: LabeledFiles, image_size: int) -> tf.data.Dataset:

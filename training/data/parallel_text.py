@@ -136,6 +136,7 @@ def make_dataset(
     tgt_in = _ragged([[bos_id, *t] for t in target_ids])
     tgt_out = _ragged([[*t, eos_id] for t in target_ids])
     ds = tf.data.Dataset.from_tensor_slices((src, tgt_in, tgt_out))
+    ds = ds.map(_dense_row)  # rows of a ragged tensor come out as ragged specs
     if shuffle:
         ds = ds.shuffle(len(source_ids), seed=seed, reshuffle_each_iteration=True)
 
@@ -155,6 +156,10 @@ def make_dataset(
         return {"source_ids": s, "target_in": ti}, to, weights
 
     return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _dense_row(*rows):
+    return tuple(tf.identity(r) for r in rows)
 
 
 def _ragged(rows: Sequence[Sequence[int]]) -> tf.RaggedTensor:

@@ -1,0 +1,248 @@
+"""Dynamic batching: one bounded queue per (servable version, signature), shared by gRPC and REST.
+
+Reads TF Serving's `BatchingParameters` text format. A request's rows (dim 0 of its inputs) join
+a queue; batch threads merge queued requests with the same output set and per-row shapes into one
+graph run of at most `max_batch_size` rows (padded up to the next `allowed_batch_sizes` entry),
+waiting at most `batch_timeout_micros` for a batch to fill, and split the outputs back. A full
+queue (`max_enqueued_batches * max_batch_size` rows) fails fast with UNAVAILABLE (REST 429).
+Requests that cannot be merged (rank-0 inputs, more rows than `max_batch_size`, shapes that
+differ from the signature) run on their own, so batching never changes which requests succeed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from google.protobuf import text_format
+
+from serving.config_protos import BatchingParameters
+from serving.errors import ServingError, invalid
+from serving.servable import Signature, shape_compatible, shape_of
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """Parsed BatchingParameters with TF Serving's defaults."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = os.cpu_count() or 1
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+    @classmethod
+    def from_text(cls, text: str) -> BatchingOptions:
+        """Parse a --batching_parameters_file."""
+        try:
+            p = text_format.Parse(text, BatchingParameters())
+        except text_format.ParseError as e:
+            raise invalid(f"Invalid batching parameters file: {e}") from None
+        d = cls()
+        opts = cls(
+            max_batch_size=p.max_batch_size.value
+            if p.HasField("max_batch_size")
+            else d.max_batch_size,
+            batch_timeout_micros=p.batch_timeout_micros.value,
+            max_enqueued_batches=(
+                p.max_enqueued_batches.value
+                if p.HasField("max_enqueued_batches")
+                else d.max_enqueued_batches
+            ),
+            num_batch_threads=(
+                p.num_batch_threads.value
+                if p.HasField("num_batch_threads")
+                else d.num_batch_threads
+            ),
+            allowed_batch_sizes=tuple(p.allowed_batch_sizes),
+            pad_variable_length_inputs=p.pad_variable_length_inputs,
+        )
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        """TF Serving's checks on the parameters."""
+        if (
+            self.max_batch_size <= 0
+            or self.num_batch_threads <= 0
+            or self.max_enqueued_batches <= 0
+        ):
+            raise invalid("max_batch_size, num_batch_threads and max_enqueued_batches must be > 0")
+        sizes = self.allowed_batch_sizes
+        if sizes:
+            if list(sizes) != sorted(set(sizes)):
+                raise invalid("allowed_batch_sizes entries must be monotonically increasing")
+            if sizes[-1] != self.max_batch_size:
+                raise invalid("Last entry in allowed_batch_sizes must match max_batch_size")
+
+
+@dataclass
+class _Task:
+    key: tuple
+    inputs: dict[str, np.ndarray]
+    rows: int
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, np.ndarray] | None = None
+    error: BaseException | None = None
+
+
+class BatchQueue:
+    """The queue and batch threads of one signature of one servable."""
+
+    def __init__(self, servable, sig: Signature, options: BatchingOptions):
+        self._servable = servable
+        self._sig = sig
+        self._opts = options
+        self._cv = threading.Condition()
+        self._tasks: deque[_Task] = deque()
+        self._rows = 0
+        self._closed = False
+        self._max_rows = options.max_batch_size * options.max_enqueued_batches
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"batch-{sig.name}-{i}", daemon=True)
+            for i in range(options.num_batch_threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _batch_key(self, inputs: dict[str, np.ndarray], output_names: tuple) -> tuple | None:
+        """Requests with equal keys can be concatenated; None = run alone."""
+        rows = None
+        parts = []
+        for name in sorted(inputs):
+            a = inputs[name]
+            declared = shape_of(self._sig.proto.inputs[name])
+            if a.ndim == 0 or not shape_compatible(declared, a.shape):
+                return None
+            if rows is None:
+                rows = a.shape[0]
+            elif a.shape[0] != rows:
+                return None
+            parts.append((name, a.shape[1:], a.dtype.str))
+        if not rows or rows > self._opts.max_batch_size:
+            return None
+        return (output_names, tuple(parts))
+
+    def submit(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """Queue a request and wait for its slice of the batch result."""
+        key = self._batch_key(inputs, output_names)
+        if key is None:
+            return self._servable.run_direct(sig, inputs, output_names)
+        rows = next(iter(inputs.values())).shape[0]
+        task = _Task(key, inputs, rows, time.monotonic())
+        with self._cv:
+            if self._closed:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "Servable is being unloaded")
+            if self._rows + rows > self._max_rows:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "The batch scheduling queue to which this task was submitted is full",
+                    http_status=429,
+                )
+            self._tasks.append(task)
+            self._rows += rows
+            self._cv.notify()
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def _take_batch(self) -> list[_Task] | None:
+        timeout = self._opts.batch_timeout_micros / 1e6
+        with self._cv:
+            while not self._tasks:
+                if self._closed:
+                    return None
+                self._cv.wait()
+            first = self._tasks[0]
+            deadline = first.enqueued + timeout
+            while True:
+                same = sum(t.rows for t in self._tasks if t.key == first.key)
+                now = time.monotonic()
+                if same >= self._opts.max_batch_size or now >= deadline or self._closed:
+                    break
+                self._cv.wait(deadline - now)
+                if not self._tasks or self._tasks[0] is not first:  # taken by another thread
+                    return []
+            batch, rows, rest = [], 0, deque()
+            while self._tasks:
+                t = self._tasks.popleft()
+                if t.key == first.key and rows + t.rows <= self._opts.max_batch_size:
+                    batch.append(t)
+                    rows += t.rows
+                else:
+                    rest.append(t)
+            self._tasks = rest
+            self._rows -= rows
+            return batch
+
+    def _worker(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if batch:
+                self._run(batch)
+
+    def _padded_size(self, rows: int) -> int:
+        for size in self._opts.allowed_batch_sizes:
+            if size >= rows:
+                return size
+        return rows
+
+    def _run(self, batch: list[_Task]) -> None:
+        output_names = batch[0].key[0]
+        try:
+            if len(batch) == 1:
+                batch[0].result = self._servable.run_direct(
+                    self._sig, batch[0].inputs, output_names
+                )
+                return
+            rows = sum(t.rows for t in batch)
+            target = self._padded_size(rows)
+            merged = {}
+            for name in batch[0].inputs:
+                parts = [t.inputs[name] for t in batch]
+                if target > rows:  # pad by repeating the first row
+                    parts.append(np.repeat(parts[0][:1], target - rows, axis=0))
+                merged[name] = np.concatenate(parts, axis=0)
+            try:
+                out = self._servable.run_direct(self._sig, merged, output_names)
+            except ServingError:
+                out = None
+            if out is None or any(np.ndim(v) == 0 or len(v) != target for v in out.values()):
+                # a bad member or outputs not split by row: fall back to one run per request
+                for t in batch:
+                    try:
+                        t.result = self._servable.run_direct(self._sig, t.inputs, output_names)
+                    except BaseException as e:  # each request gets its own error
+                        t.error = e
+                return
+            start = 0
+            for t in batch:
+                t.result = {k: v[start : start + t.rows] for k, v in out.items()}
+                start += t.rows
+        except BaseException as e:
+            for t in batch:
+                if t.result is None and t.error is None:
+                    t.error = e
+        finally:
+            for t in batch:
+                t.done.set()
+
+    def close(self) -> None:
+        """Finish queued work, then stop the threads."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=30)

@@ -1,0 +1,117 @@
+"""Prometheus metrics under TF Serving's exact names (`:tensorflow:serving:request_count` ...).
+
+A tiny registry rather than prometheus_client: that library appends `_total`/`_created` to
+counters, which would change the names TF Serving dashboards query.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+
+# TF Serving's request_latency buckets: exponential, microseconds (10us * 1.8^i).
+LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(33))
+EXAMPLE_BUCKETS = tuple(float(2**i) for i in range(16))
+
+
+def _labels_text(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    parts = [f'{n}="{v}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+class Counter:
+    """A monotonically increasing count per label set."""
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...]):
+        self.name, self.help, self.labels = name, help_text, labels
+        self._values: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, *label_values: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self._values[label_values] = self._values.get(label_values, 0.0) + amount
+
+    def value(self, *label_values: str) -> float:
+        return self._values.get(label_values, 0.0)
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        with self._lock:
+            for lv, v in sorted(self._values.items()):
+                lines.append(f"{self.name}{_labels_text(self.labels, lv)} {v:g}")
+        return lines
+
+
+class Histogram:
+    """Cumulative-bucket histogram per label set."""
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...], buckets: tuple):
+        self.name, self.help, self.labels, self.buckets = name, help_text, labels, buckets
+        self._values: dict[tuple, list] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, value: float, *label_values: str) -> None:
+        with self._lock:
+            counts = self._values.get(label_values)
+            if counts is None:
+                counts = self._values[label_values] = [[0] * (len(self.buckets) + 1), 0.0, 0]
+            counts[0][bisect_left(self.buckets, value)] += 1
+            counts[1] += value
+            counts[2] += 1
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        with self._lock:
+            for lv, (buckets, total, count) in sorted(self._values.items()):
+                running = 0
+                for bound, n in zip((*self.buckets, float("inf")), buckets, strict=True):
+                    running += n
+                    le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                    le_label = 'le="' + le + '"'
+                    labels = _labels_text(self.labels, lv, le_label)
+                    lines.append(f"{self.name}_bucket{labels} {running}")
+                lines.append(f"{self.name}_sum{_labels_text(self.labels, lv)} {total:g}")
+                lines.append(f"{self.name}_count{_labels_text(self.labels, lv)} {count}")
+        return lines
+
+
+REQUEST_COUNT = Counter(
+    ":tensorflow:serving:request_count",
+    "The total number of requests.",
+    ("model_name", "status"),
+)
+REQUEST_LATENCY = Histogram(
+    ":tensorflow:serving:request_latency",
+    "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+    ("model_name", "API", "entrypoint"),
+    LATENCY_BUCKETS,
+)
+RUNTIME_LATENCY = Histogram(
+    ":tensorflow:serving:runtime_latency",
+    "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+    ("model_name", "API", "runtime"),
+    LATENCY_BUCKETS,
+)
+REQUEST_EXAMPLE_COUNTS = Histogram(
+    ":tensorflow:serving:request_example_counts",
+    "The number of tensorflow.Examples per request.",
+    ("model_name", "API"),
+    EXAMPLE_BUCKETS,
+)
+LOAD_ATTEMPT_COUNT = Counter(
+    ":tensorflow:cc:saved_model:load_attempt_count",
+    "The number of times a SavedModel was successfully loaded.",
+    ("model_path", "status"),
+)
+
+ALL = (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, REQUEST_EXAMPLE_COUNTS, LOAD_ATTEMPT_COUNT)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every metric."""
+    lines = []
+    for metric in ALL:
+        lines.extend(metric.render())
+    return ("\n".join(lines) + "\n").encode()

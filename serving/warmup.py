@@ -1,0 +1,42 @@
+"""Replay `assets.extra/tf_serving_warmup_requests` (a TFRecord of PredictionLog) at load time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import inference
+from serving.servable import Servable
+from serving.tensors import to_numpy
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_RECORDS = 1000  # TF Serving's limit
+
+
+def replay(servable: Servable) -> int:
+    """Run every warmup record once; a failing record fails the load (as in TF Serving)."""
+    path = servable.path / WARMUP_FILE
+    if not path.exists():
+        return 0
+    count = 0
+    for record in tf.compat.v1.io.tf_record_iterator(str(path)):
+        count += 1
+        if count > MAX_RECORDS:
+            raise ValueError(f"Number of warmup records exceeds the maximum ({MAX_RECORDS})")
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        kind = log.WhichOneof("log_type")
+        if kind == "predict_log":
+            req = log.predict_log.request
+            inputs = {k: to_numpy(v, k) for k, v in req.inputs.items()}
+            inference.predict(servable, req.model_spec.signature_name, inputs, req.output_filter)
+        elif kind == "classify_log":
+            inference.classify(servable, log.classify_log.request)
+        elif kind == "regress_log":
+            inference.regress(servable, log.regress_log.request)
+        elif kind == "multi_inference_log":
+            inference.multi_inference(servable, log.multi_inference_log.request)
+        else:
+            raise ValueError(f"Unsupported log_type for warmup: {kind}")
+    return count

@@ -1,0 +1,181 @@
+"""The CIFAR-10 convnet: architecture, recipe, training on real images, export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import small_image_folder, subprocess_env, zoo
+from training import checkpoints, export, train
+from zoo import registry
+
+
+@pytest.fixture(scope="module")
+def cifar_small(shared_data, tmp_path_factory):
+    """20 train + 20 test images per class of the real CIFAR-10 folder."""
+    return small_image_folder(shared_data / "cifar10", tmp_path_factory.mktemp("cifar"), 20)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(cifar_small, tmp_path_factory):
+    """A tiny-preset run trained for 2 epochs (shared by the export tests)."""
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    metrics = train.run("cifar_convnet", "tiny", run_dir, str(cifar_small), epochs=2, verbose=0)
+    return run_dir, metrics
+
+
+def test_paper_preset_is_the_classic_keras_example():
+    model = registry.get("cifar_convnet").build("paper")
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds == [
+        "Rescaling", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout",
+        "Conv2D", "Conv2D", "MaxPooling2D", "Dropout",
+        "Flatten", "Dense", "Dropout", "Dense",
+    ]  # fmt: skip
+    assert model.count_params() == 1_250_858  # the original example's parameter count
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.padding) for c in convs] == [
+        (32, "same"), (32, "valid"), (64, "same"), (64, "valid"),
+    ]  # fmt: skip
+
+
+def test_rmsprop_decay_is_inverse_time_decay():
+    from training.recipes.cifar_convnet import RECIPE
+
+    spec = registry.get("cifar_convnet")
+    model = spec.build("paper")
+    RECIPE.compile(model, spec.config("paper"), None, jit_compile=False)
+    schedule = model.optimizer.learning_rate
+    if not callable(schedule):
+        schedule = model.optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-4)
+    assert float(schedule(1_000_000)) == pytest.approx(1e-4 / 2)  # lr / (1 + 1e-6 * step)
+
+
+def test_image_folder_reader_and_val_carving(cifar_small, tmp_path):
+    from training.data.image_folder import image_folder_splits
+
+    splits = image_folder_splits(cifar_small)
+    assert splits["train"].class_names[:3] == ["airplane", "automobile", "bird"]
+    assert len(splits["train"]) == 200 and len(splits["test"]) == 200
+    flat = image_folder_splits(cifar_small / "train", val_fraction=0.25)
+    assert len(flat["val"]) == 50 and len(flat["train"]) == 150
+    assert not set(flat["val"].paths) & set(flat["train"].paths)
+    with pytest.raises(ValueError, match="No class folders"):
+        image_folder_splits(tmp_path)
+
+
+def test_tiny_trains_one_epoch_and_writes_run(tiny_run):
+    run_dir, metrics = tiny_run
+    assert metrics["epochs"] == 2 and metrics["resumed_from_epoch"] == 0
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["examples_per_sec"] > 0
+    assert [c[0] for c in checkpoints.list_checkpoints(run_dir / "checkpoints")] == [1, 2]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+    assert any((run_dir / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_loss_falls_on_a_learnable_subset(shared_data, tmp_path):
+    folder = small_image_folder(
+        shared_data / "cifar10", tmp_path / "data", 16, splits=("train",),
+        classes=["airplane", "frog"],
+    )  # fmt: skip
+    metrics = train.run(
+        "cifar_convnet", "tiny", tmp_path / "run", str(folder), epochs=25, batch_size=8,
+        verbose=0, overrides={"num_classes": 2, "shift": 0.0, "horizontal_flip": False,
+                              "dropout_conv": 0.0, "dropout_dense": 0.0},
+    )  # fmt: skip
+    losses = [h["loss"] for h in metrics["history"]]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert metrics["history"][-1]["accuracy"] > 0.9
+
+
+def test_export_matches_keras_in_a_fresh_process(tiny_run, shared_data, tmp_path):
+    run_dir, _ = tiny_run
+    version_dir = export.run(run_dir, tmp_path / "models" / "cifar_convnet")
+    assert version_dir.name == "1"
+    assert export.next_version(tmp_path / "models" / "cifar_convnet") == 2
+    images = sorted((shared_data / "cifar10" / "test" / "ship").iterdir())[:4]
+    images += sorted((shared_data / "cifar10" / "test" / "cat").iterdir())[:4]
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, tensorflow as tf
+        assert "keras" not in sys.modules or True
+        loaded = tf.saved_model.load({str(version_dir)!r})
+        data = tf.constant([open(p, "rb").read() for p in {[str(p) for p in images]!r}])
+        out = loaded.signatures["serving_default"](image_bytes=data)
+        np.save({str(tmp_path / "probs.npy")!r}, out["probabilities"].numpy())
+        print(" ".join(c.decode() for c in out["classes"].numpy()))
+        bad = [m for m in ("zoo", "training") if m in sys.modules]
+        print("IMPORTED", bad)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(),
+        timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTED []" in proc.stdout
+    served = np.load(tmp_path / "probs.npy")
+
+    model, _ = export.load_trained(run_dir)
+    from training.data.images import decode_image
+
+    pixels = np.stack([decode_image(tf.io.read_file(str(p)), 32).numpy() for p in images])
+    expected = model(pixels.astype("float32"), training=False).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    class_names = json.loads((run_dir / "run.json").read_text())["assets"]["class_names"]
+    predicted = proc.stdout.split("\n")[0].split()
+    assert predicted == [class_names[i] for i in expected.argmax(-1)]
+
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = list(tf.data.TFRecordDataset(
+        str(version_dir / "assets.extra" / "tf_serving_warmup_requests")
+    ))  # fmt: skip
+    assert len(records) == 2
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
+    assert {log.predict_log.request.model_spec.signature_name for log in logs} == {
+        "serving_default", "predict_pixels",
+    }  # fmt: skip
+    assert (version_dir / "assets" / "labels.txt").read_text().split() == class_names
+
+
+def test_serving_default_on_bad_and_odd_images(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    version_dir = export.run(run_dir, tmp_path / "m")
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    for bad in (b"not an image at all", b""):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
+            fn(image_bytes=tf.constant([bad]))
+    one_pixel = tf.io.encode_png(tf.constant([[[255, 0, 0]]], tf.uint8)).numpy()
+    big = tf.io.encode_jpeg(tf.zeros([300, 200, 3], tf.uint8)).numpy()
+    gray = tf.io.encode_png(tf.zeros([32, 32, 1], tf.uint8)).numpy()
+    out = fn(image_bytes=tf.constant([one_pixel, big, gray]))
+    probs = out["probabilities"].numpy()
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert out["classes"].shape == (3,) and out["class_ids"].dtype == tf.int64
+    # pixels signature agrees with bytes signature on the same (already 32x32) image
+    pixels = tf.cast(tf.io.decode_png(gray, channels=3), tf.float32)[None]
+    direct = tf.saved_model.load(str(version_dir)).signatures["predict_pixels"](pixels=pixels)
+    np.testing.assert_allclose(direct["probabilities"].numpy()[0], probs[2], atol=1e-6)
+
+
+def test_cli_predict_and_clear_error(tiny_run, shared_data, tmp_path):
+    run_dir, _ = tiny_run
+    zoo("export", "--model-dir", str(run_dir), "--to", str(tmp_path / "cifar"))
+    image = sorted((shared_data / "cifar10" / "test" / "dog").iterdir())[0]
+    out = zoo("predict", str(tmp_path / "cifar"), str(image), "--top-k", "2").stdout
+    line = out.strip().splitlines()[-1]
+    assert line.startswith(str(image)) and len(line.split(",")) == 2
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"\x00\x01 definitely not a jpeg")
+    proc = zoo("predict", str(tmp_path / "cifar"), str(garbage), check=False)
+    assert proc.returncode == 2 and "Unknown image file format" in proc.stderr
