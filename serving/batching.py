@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 from google.protobuf import text_format
 
+from serving import metrics
 from serving.config_protos import BatchingParameters
 from serving.errors import ServingError, invalid
 from serving.servable import Signature, shape_compatible, shape_of
@@ -202,12 +203,15 @@ class BatchQueue:
     def _run(self, batch: list[_Task]) -> None:
         output_names = batch[0].key[0]
         try:
+            rows = sum(t.rows for t in batch)
+            metrics.PROCESSED_BATCH_SIZE.observe(
+                self._padded_size(rows), self._servable.name, self._sig.name
+            )
             if len(batch) == 1:
                 batch[0].result = self._servable.run_direct(
                     self._sig, batch[0].inputs, output_names
                 )
                 return
-            rows = sum(t.rows for t in batch)
             target = self._padded_size(rows)
             merged = {}
             for name in batch[0].inputs:

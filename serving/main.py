@@ -122,10 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         servable.batching = batching_options
         if args.enable_model_warmup:
             try:
-                warmup.replay(servable)
+                records = warmup.replay(servable)
             except Exception as e:
                 servable.close()
                 raise RuntimeError(f"warmup failed: {getattr(e, 'message', e)}") from e
+            if records:
+                log.info(
+                    "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                    path,
+                    records,
+                )
         return servable
 
     manager = Manager(load)
@@ -153,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rest_api_port > 0:
         max_body = args.grpc_max_message_size if args.grpc_max_message_size > 0 else 1 << 30
         app = rest_server.RestApp(core, metrics_path, max_body)
-        http_srv = rest_server.build_server(app, args.rest_api_port)
+        try:
+            http_srv = rest_server.build_server(app, args.rest_api_port)
+        except OSError as e:
+            print(f"error: cannot serve REST on port {args.rest_api_port}: {e}", file=sys.stderr)
+            grpc_srv.stop(0)
+            manager.stop()
+            return 1
         threading.Thread(target=http_srv.serve_forever, name="rest", daemon=True).start()
         print(f"Exporting HTTP/REST API at:localhost:{args.rest_api_port} ...", flush=True)
 

@@ -106,7 +106,21 @@ LOAD_ATTEMPT_COUNT = Counter(
     ("model_path", "status"),
 )
 
-ALL = (REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY, REQUEST_EXAMPLE_COUNTS, LOAD_ATTEMPT_COUNT)
+PROCESSED_BATCH_SIZE = Histogram(
+    ":tensorflow:serving:batching_session:processed_batch_size",
+    "Tracks the batch size distribution on processing (after padding).",
+    ("model_name", "signature"),
+    EXAMPLE_BUCKETS,
+)
+
+ALL = (
+    REQUEST_COUNT,
+    REQUEST_LATENCY,
+    RUNTIME_LATENCY,
+    REQUEST_EXAMPLE_COUNTS,
+    LOAD_ATTEMPT_COUNT,
+    PROCESSED_BATCH_SIZE,
+)
 
 
 def render() -> bytes:

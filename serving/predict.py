@@ -96,7 +96,10 @@ class PredictionCore:
                     servable, spec.signature_name, inputs, output_filter
                 )
                 metrics.RUNTIME_LATENCY.observe(
-                    (time.perf_counter() - start) * 1e6, spec.name, "Predict", "TF1"
+                    (time.perf_counter() - start) * 1e6,
+                    spec.name,
+                    "Predict",
+                    "TF2" if servable.is_tf2 else "TF1",
                 )
                 return resolved_spec(spec.name, servable.version, sig.name), sig, outputs
 

@@ -1,13 +1,17 @@
 """The loader: one loaded SavedModel version, its signatures, and how to run them.
 
-Every SavedModel (TF2 `tf.saved_model.save` exports and legacy TF1 graphs such as
-`saved_model_half_plus_three`, which `tf.saved_model.load` cannot restore) is loaded the way
-TF Serving's C++ server loads it: the MetaGraph tagged `serve` is imported into its own graph
-and session and signatures are run by tensor name. One code path serves both generations, and a
-request is never rejected on a shape the graph itself would accept (TF Serving's own tests send
-`x` of shape [1] to a signature declared [-1, 1]): feeds go through a C-level callable
-(`CallableOptions`), which skips the Python-side shape check of `Session.run`. Closing the
-session frees the version's memory, so reloads keep memory flat.
+Two loaders, picked per SavedModel:
+- TF2 SavedModels (they carry an object graph) load with `tf.saved_model.load` and run their
+  signature functions eagerly. (Importing their graph into a TF1 session is not reliable:
+  Keras 3 models wrapped in a tf.Module restore into different variable handles than the ones
+  their functions read, "Could not find variable ...".)
+- Legacy TF1 SavedModels (the `half_plus_*` test models; `tf.saved_model.load` cannot restore
+  `saved_model_half_plus_three`) are imported into their own graph and session, the way TF
+  Serving's C++ server runs them, and signatures run by tensor name through a C-level callable
+  (`CallableOptions`). That skips the Python-side shape check of `Session.run`, so a request
+  is never rejected on a shape the graph accepts (TF Serving's own tests send `x` of shape [1]
+  to a signature declared [-1, 1]).
+Closing a version drops the session / loaded object, so reloads keep memory flat.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.saved_model import loader_impl
 
 from serving.errors import ServingError, invalid
 
@@ -96,16 +102,27 @@ class Servable:
         self.name = name
         self.version = version
         self.path = Path(path)
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
-        try:
-            with self._graph.as_default():
-                meta_graph = tf.compat.v1.saved_model.loader.load(
-                    self._session, ["serve"], str(self.path)
-                )
-        except Exception:
-            self._session.close()
-            raise
+        saved_model = loader_impl.parse_saved_model(str(self.path))
+        meta_graph = next(
+            (m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags), None
+        )
+        if meta_graph is None:
+            raise ValueError(f"{self.path} has no MetaGraph tagged 'serve'")
+        self.is_tf2 = len(meta_graph.object_graph_def.nodes) > 0
+        self._graph = self._session = self._loaded = None
+        if self.is_tf2:
+            self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
+        else:
+            self._graph = tf.Graph()
+            self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+            try:
+                with self._graph.as_default():
+                    meta_graph = tf.compat.v1.saved_model.loader.load(
+                        self._session, ["serve"], str(self.path)
+                    )
+            except Exception:
+                self._session.close()
+                raise
         self.meta_graph = meta_graph
         self.signatures = {k: Signature(k, v) for k, v in meta_graph.signature_def.items()}
         self._callables: dict[tuple, object] = {}
@@ -119,8 +136,6 @@ class Servable:
         name = name or DEFAULT_SIGNATURE
         sig = self.signatures.get(name)
         if sig is None:
-            import grpc
-
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f'Serving signature name: "{name}" not found in signature def '
@@ -147,6 +162,8 @@ class Servable:
         self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
         """Run the graph on already validated inputs; graph errors become clear messages."""
+        if self.is_tf2:
+            return self._run_tf2(sig, inputs, output_names)
         feed_names = tuple(sorted(inputs))
         fn = self._callable(sig, feed_names, output_names)
         try:
@@ -154,6 +171,24 @@ class Servable:
         except tf.errors.OpError as e:
             raise self._explain(sig, inputs, e) from None
         return dict(zip(output_names, values, strict=True))
+
+    def _run_tf2(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        fn = self._loaded.signatures.get(sig.name)
+        if fn is None:
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Signature {sig.name} is not callable in this SavedModel",
+            )
+        try:
+            result = fn(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()})
+        except tf.errors.OpError as e:
+            raise self._explain(sig, inputs, e) from None
+        except (TypeError, ValueError) as e:  # the function's input_signature refused it
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise self._explain(sig, inputs, None, first) from None
+        return {n: result[n].numpy() for n in output_names}
 
     def run(
         self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
@@ -173,11 +208,13 @@ class Servable:
                     batcher = self.batchers[sig.name] = BatchQueue(self, sig, self.batching)
         return batcher.submit(sig, inputs, output_names)
 
-    def _explain(self, sig: Signature, inputs: dict[str, np.ndarray], error) -> ServingError:
+    def _explain(
+        self, sig: Signature, inputs: dict[str, np.ndarray], error, first_line: str = ""
+    ) -> ServingError:
         """Turn a graph error into a message naming what the signature expects."""
-        import grpc
-
-        first_line = error.message.strip().splitlines()[0] if error.message else str(error)
+        if error is not None:
+            text = error.message.strip() if error.message else str(error)
+            first_line = text.splitlines()[0] if text else type(error).__name__
         mismatched = [
             f"'{n}' has shape {list(a.shape)} but {describe({n: sig.proto.inputs[n]})}"
             for n, a in inputs.items()
@@ -186,7 +223,11 @@ class Servable:
         code = grpc.StatusCode.INVALID_ARGUMENT
         if isinstance(error, tf.errors.ResourceExhaustedError):
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
-        elif not isinstance(error, tf.errors.InvalidArgumentError) and not mismatched:
+        elif (
+            error is not None
+            and not isinstance(error, tf.errors.InvalidArgumentError)
+            and not mismatched
+        ):
             code = grpc.StatusCode.INTERNAL
         hint = ("; input " + "; ".join(mismatched)) if mismatched else ""
         return ServingError(code, f"{first_line}{hint}. {sig.spec_text()}")
@@ -200,8 +241,9 @@ class Servable:
         for batcher in self.batchers.values():
             batcher.close()
         self._callables.clear()
-        self._session.close()
-        self._graph = None
+        if self._session is not None:
+            self._session.close()
+        self._graph = self._session = self._loaded = None
 
 
 def check_dtype(sig: Signature, name: str, array: np.ndarray) -> np.ndarray:

@@ -20,12 +20,47 @@ def _first_replica(logs):
 
 
 def _step_count(dataset: tf.data.Dataset, steps: int | None) -> int:
+    """Steps per pass: all batches but the last, which may be short.
+
+    Collective ops pair up across workers by trace order: a worker that meets a short last
+    batch retraces its step function and the workers' collectives stop matching (the run
+    fails with "Collective instance ... expected type"). Skipping it keeps them in step.
+    """
     if steps:
         return int(steps)
     cardinality = int(dataset.cardinality())
     if cardinality < 0:
         raise ValueError("A repeating or unknown-size dataset needs steps_per_epoch")
-    return cardinality
+    return max(cardinality - 1, 1)
+
+
+def evaluate_dataset(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    steps: int | None = None,
+) -> dict[str, float]:
+    """`model.evaluate(..., return_dict=True)` that also works under multi-worker strategies.
+
+    Under multi-worker, the last batch is left out (see `_step_count`).
+    """
+    from training.strategy import is_multi_worker
+
+    strategy = model.distribute_strategy
+    if not is_multi_worker(strategy):
+        results = model.evaluate(dataset, steps=steps, return_dict=True, verbose=0)
+        return {k: float(v) for k, v in results.items()}
+
+    @tf.function
+    def test_step(iterator):
+        return _first_replica(strategy.run(model.test_step, args=(next(iterator),)))
+
+    for metric in model.metrics:
+        metric.reset_state()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    logs = {}
+    for _ in range(_step_count(dataset, steps)):
+        logs = test_step(iterator)
+    return {k: float(v) for k, v in logs.items()}
 
 
 def distributed_fit(
@@ -53,17 +88,10 @@ def distributed_fit(
         verbose=verbose,
     )
     dist_train = strategy.experimental_distribute_dataset(train)
-    dist_val = (
-        strategy.experimental_distribute_dataset(validation_data) if validation_data else None
-    )
 
     @tf.function
     def train_step(iterator):
         return _first_replica(strategy.run(model.train_step, args=(next(iterator),)))
-
-    @tf.function
-    def test_step(iterator):
-        return _first_replica(strategy.run(model.test_step, args=(next(iterator),)))
 
     model.stop_training = False
     callback_list.on_train_begin()
@@ -80,14 +108,9 @@ def distributed_fit(
             logs = {k: float(v) for k, v in train_step(train_iter).items()}
             callback_list.on_train_batch_end(step, logs)
         epoch_logs = dict(logs)
-        if dist_val is not None:
-            for metric in model.metrics:
-                metric.reset_state()
-            val_iter = iter(dist_val)
-            val_logs = {}
-            for _ in range(_step_count(validation_data, validation_steps)):
-                val_logs = test_step(val_iter)
-            epoch_logs.update({f"val_{k}": float(v) for k, v in val_logs.items()})
+        if validation_data is not None:
+            val_logs = evaluate_dataset(model, validation_data, validation_steps)
+            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

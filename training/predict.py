@@ -12,7 +12,7 @@ import tensorflow as tf
 def op_error_message(err: tf.errors.OpError) -> str:
     """The human part of a TensorFlow runtime error (no stack/node noise)."""
     lines = [line.strip() for line in err.message.splitlines() if line.strip()]
-    for before, line in zip(lines, lines[1:]):
+    for before, line in zip(lines, lines[1:], strict=False):
         if line.startswith("[[") and not before.startswith("<stack"):
             return before  # the op's own message sits just above its node name
     return lines[0] if lines else str(err)

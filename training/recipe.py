@@ -95,8 +95,10 @@ class Recipe:
         split = data.test if data.test is not None else data.val
         if split is None:
             raise ValueError("No test or validation data to evaluate on")
-        results = model.evaluate(split, return_dict=True, verbose=0)
-        return {k: float(v) for k, v in results.items()}
+        from training.distributed_loop import evaluate_dataset
+
+        steps = data.validation_steps if split is data.val else None
+        return evaluate_dataset(model, split, steps)
 
     def finetune_overrides(self, config: dict, data_dir: str | None) -> dict:
         """Config changes needed to fine-tune on `data_dir` (e.g. a new number of classes)."""

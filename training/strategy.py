@@ -34,6 +34,12 @@ def make_strategy(name: str = "auto", tpu: str | None = None) -> tf.distribute.S
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    # Collective ops must be configured before anything initialises the TF context
+    # (listing devices does): decide on multi-worker first.
+    if name == "multi_worker" or (
+        name == "auto" and not (tpu or os.environ.get("TPU_NAME")) and _tf_config_workers() > 1
+    ):
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         tpu = tpu or os.environ.get("TPU_NAME")
@@ -56,8 +62,6 @@ def make_strategy(name: str = "auto", tpu: str | None = None) -> tf.distribute.S
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy(tpu)
 
 

@@ -192,10 +192,8 @@ def test_reload_config_request_replaces_model_list(env):
 
 def test_config_file_polling(env):
     server = env["server"]
-    env["cfg"].write_text(
-        'model_config_list { config { name: "polled" base_path: "%s" model_platform: "tensorflow" } }'
-        % env["swap"]
-    )
+    entry = f'name: "polled" base_path: "{env["swap"]}" model_platform: "tensorflow"'
+    env["cfg"].write_text("model_config_list { config { " + entry + " } }")
     with server.channel() as ch:
         assert wait_for(lambda: _grpc_version(ch, "polled") == 124, timeout=15)
 

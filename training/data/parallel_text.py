@@ -29,7 +29,7 @@ def normalize(texts: tf.Tensor, lowercase: bool) -> tf.Tensor:
     texts = tf.strings.unicode_transcode(
         texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
     )
-    texts = tf.strings.regex_replace(texts, r"\s+", " ")
+    texts = tf.strings.regex_replace(texts, r"[\s\p{Z}]+", " ")  # RE2's \s is ASCII only
     if lowercase:
         texts = tf.strings.lower(texts, encoding="utf-8")
     return tf.strings.strip(texts)

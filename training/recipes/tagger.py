@@ -183,12 +183,24 @@ class TaggerData(Data):
     eval_sentences: list[Sentence] = field(default_factory=list)
 
 
+class _Untracked:
+    """Holds an object out of sight of tf.Module's automatic tracking."""
+
+    def __init__(self, model):
+        self.model = model
+
+
 class TaggerModule(tf.Module):
     """The exported tagger: raw sentences or tokens in, tag strings out (core TF ops)."""
 
     def __init__(self, model: keras.Model, assets: dict):
         super().__init__()
-        self.model = model
+        # Track the model's tf.Variables themselves, not the Keras model: tracking Keras 3
+        # variables saves each twice (a handle per Keras variable, another per tf.Variable),
+        # and a session-based loader (stock TF Serving, TF1) then restores the copy the
+        # signatures do not read. keras.export.ExportArchive does the same.
+        self._keras = _Untracked(model)
+        self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self.featurizer = featurizer_from_assets(assets)
         tags = list(assets["tags"])
         self.tag_table = tf.lookup.StaticHashTable(
@@ -203,7 +215,7 @@ class TaggerModule(tf.Module):
         # a zero-length batch or sentence still runs the model on one padded column
         n, t = tf.shape(tokens)[0], tf.shape(tokens)[1]
         padded = tf.pad(tokens, [[0, tf.maximum(1 - n, 0)], [0, tf.maximum(1 - t, 0)]])
-        probs = self.model(self.featurizer.features(padded), training=False)
+        probs = self._keras.model(self.featurizer.features(padded), training=False)
         ids = tf.argmax(probs, axis=-1, output_type=tf.int64)[:n, :t]
         tags = self.tag_table.lookup(ids)
         return tf.where(tf.equal(tokens, ""), tf.constant("", tf.string), tags)

@@ -146,8 +146,9 @@ def generate(
     lengths = ops.maximum(lengths, 1)
 
     ends = lengths + max_new
-    total = ops.max(ends) if batch is None or batch != 0 else 0
-    width = ops.maximum(total, prompt_width + 1) + block
+    # (an empty batch only occurs in a TF graph, where max/min of nothing are the dtype
+    # limits and the loop below runs no step)
+    width = ops.maximum(ops.max(ends), prompt_width + 1) + block
     tokens = ops.pad(token_ids, [[0, 0], [0, width - prompt_width - 1]])
 
     if stop_ids is None:
@@ -202,7 +203,7 @@ def generate(
         return ops.any(ops.logical_not(done))
 
     state = (
-        ops.min(lengths) if batch is None or batch != 0 else zero,
+        ops.min(lengths),
         ops.convert_to_tensor(-1, "int32"),
         tokens,
         model.empty_cache(batch),

@@ -60,8 +60,10 @@ class Seq2SeqTranslator(keras.Model):
         super().__init__(**kwargs)
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
-        for name, value in (("source_vocab_size", source_vocab_size),
-                            ("target_vocab_size", target_vocab_size)):
+        for name, value in (
+            ("source_vocab_size", source_vocab_size),
+            ("target_vocab_size", target_vocab_size),
+        ):
             if not isinstance(value, int) or value < 4:
                 raise ValueError(f"{name} must be an int >= 4, got {value!r}")
         self.source_vocab_size = source_vocab_size

@@ -1,0 +1,147 @@
+"""tf.distribute strategies (Mirrored on 2 logical CPUs, MultiWorker on 2 processes) and
+resuming a training run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import free_port
+from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def cifar_tiny_folder(shared_data, tmp_path_factory):
+    return small_image_folder(shared_data / "cifar10", tmp_path_factory.mktemp("cifar"), 8)
+
+
+def _train_script(run_dir, data_dir, strategy: str, split_cpu: int = 0, epochs: int = 1) -> str:
+    return textwrap.dedent(
+        f"""
+        import json
+        from training import strategy as st, train
+        if {split_cpu}:
+            st.split_cpu({split_cpu})
+        m = train.run("cifar_convnet", "tiny", {str(run_dir)!r}, {str(data_dir)!r},
+                      epochs={epochs}, strategy={strategy!r}, verbose=0)
+        print("RESULT " + json.dumps({{k: m[k] for k in ("replicas", "strategy", "accuracy")}}))
+        """
+    )
+
+
+def _result(stdout: str) -> dict:
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_mirrored_strategy_on_two_logical_cpus(cifar_tiny_folder, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _train_script(tmp_path / "run", cifar_tiny_folder, "mirrored", 2)],
+        capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = _result(proc.stdout)
+    assert result["replicas"] == 2 and result["strategy"] == "MirroredStrategy"
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-0001.weights.h5").exists()
+
+
+def test_multi_worker_mirrored_two_processes(cifar_tiny_folder, tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _train_script(tmp_path / "run", cifar_tiny_folder, "multi_worker"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO_ROOT,
+                env=subprocess_env(TF_CONFIG=tf_config),
+            )  # fmt: skip
+        )
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=600)
+            outputs.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    for code, out, err in outputs:
+        assert code == 0, err[-3000:]
+        result = _result(out)
+        assert result["replicas"] == 2 and result["strategy"] == "CollectiveAllReduceStrategy"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # chief wrote it
+    assert metrics["replicas"] == 2 and len(metrics["history"]) == 1
+
+
+def test_killed_run_resumes_from_last_completed_epoch(cifar_tiny_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "zoo.cli", "train", "cifar_convnet", "--preset", "tiny",
+        "--epochs", "40", "--batch-size", "4", "--data-dir", str(cifar_tiny_folder),
+        "--model-dir", str(run_dir), "--verbose", "0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=subprocess_env(),
+        cwd=REPO_ROOT, start_new_session=True,
+    )  # fmt: skip
+    ckpt_dir = run_dir / "checkpoints"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = [p.name for p in ckpt_dir.glob("ckpt-*.weights.h5")] if ckpt_dir.exists() else []
+            if any(name >= "ckpt-0003" for name in done):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    from training import checkpoints
+
+    killed_at = checkpoints.latest_checkpoint(ckpt_dir)[0]
+    assert 3 <= killed_at < 40
+    history_before = checkpoints.read_json(run_dir / "history.json")
+    assert [h["epoch"] for h in history_before] == list(range(1, killed_at + 1))
+
+    resumed = subprocess.run(
+        command[:8] + [str(killed_at + 2)] + command[9:], capture_output=True, text=True,
+        env=subprocess_env(), cwd=REPO_ROOT, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from ckpt-{killed_at:04d}.weights.h5" in resumed.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == killed_at
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, killed_at + 3))
+    # the optimizer state came back too: its step counter continued, not restarted
+    steps_per_epoch = 80 // 4
+    import h5py  # noqa: F401  (keras dependency, reads the checkpoint)
+
+    assert _optimizer_iterations(checkpoints.latest_checkpoint(ckpt_dir)[1]) == (
+        steps_per_epoch * (killed_at + 2)
+    )
+
+
+def _optimizer_iterations(path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        found = []
+        f.visititems(
+            lambda name, obj: found.append(obj[()]) if name.endswith("optimizer/vars/0") else None
+        )
+    return int(found[0])

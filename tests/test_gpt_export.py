@@ -1,0 +1,333 @@
+"""GPT end to end: train the tiny preset on a short text, export, load without zoo/keras,
+edge cases of the signatures, `zoo generate`, and serving over REST and gRPC."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT, free_port
+
+# Sonnet 18 (public domain): short enough to memorize in a few hundred steps.
+SONNET = """Shall I compare thee to a summer's day?
+Thou art more lovely and more temperate:
+Rough winds do shake the darling buds of May,
+And summer's lease hath all too short a date;
+Sometime too hot the eye of heaven shines,
+And often is his gold complexion dimm'd;
+And every fair from fair sometime declines,
+By chance or nature's changing course untrimm'd;
+But thy eternal summer shall not fade,
+Nor lose possession of that fair thou ow'st;
+Nor shall death brag thou wander'st in his shade,
+When in eternal lines to time thou grow'st:
+So long as men can breathe or eyes can see,
+So long lives this, and this gives life to thee.
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from training import train
+
+    root = tmp_path_factory.mktemp("gpt")
+    text = root / "sonnet.txt"
+    text.write_text(SONNET)
+    train.run(
+        "gpt",
+        preset="tiny",
+        model_dir=root / "run",
+        data_dir=str(text),
+        overrides={
+            "max_iters": 300,
+            "epochs": 1,
+            "eval_iters": 2,
+            "learning_rate": 1e-2,
+            "min_lr": 1e-3,
+        },
+        verbose=0,
+    )
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir):
+    from training.export import load_trained
+
+    return load_trained(run_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    from training import export
+
+    return export.run(run_dir, tmp_path_factory.mktemp("models") / "gpt")
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(str(exported))
+
+
+def _generate(loaded, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0, stop=""):
+    n = len(prompts)
+    out = loaded.signatures["generate"](
+        prompt=tf.constant(prompts, tf.string, [n]),
+        max_new_tokens=tf.fill([n], max_new),
+        temperature=tf.fill([n], float(temperature)),
+        top_k=tf.fill([n], top_k),
+        top_p=tf.fill([n], float(top_p)),
+        seed=tf.fill([n], seed),
+        stop=tf.fill([n], stop),
+    )
+    return [c.decode("utf-8") for c in out["completion"].numpy()]
+
+
+def test_tiny_overfits_a_short_text(run_dir, trained):
+    from training.data.char_text import CharVocab, consecutive_windows, split_text
+
+    model, run_info = trained
+    vocab = CharVocab.from_assets(run_info["assets"])
+    train_text, _ = split_text(SONNET, 0.1)
+    ids = vocab.encode(train_text)
+    counts = np.bincount(ids, minlength=vocab.size)
+    p = counts[counts > 0] / len(ids)
+    unigram_entropy = float(-(p * np.log(p)).sum())  # nats/char, about 3
+    losses = [
+        keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True)
+        for x, y in consecutive_windows(ids, run_info["config"]["block_size"], 64)
+    ]
+    loss = float(np.mean(np.concatenate([np.ravel(l) for l in losses])))
+    assert loss < 0.33 * unigram_entropy, (loss, unigram_entropy)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
+    assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / math.log(2))
+
+
+FRESH = r"""
+import json, sys
+import tensorflow as tf
+before = set(sys.modules)  # (importing tensorflow already imports a few keras.src modules)
+m = tf.saved_model.load(sys.argv[1])
+added = {k for k in set(sys.modules) - before if k.startswith(("keras", "zoo", "training"))}
+assert not added and "zoo" not in sys.modules, added
+prompts = json.loads(sys.argv[2])
+n = len(prompts)
+out = m.signatures["generate"](
+    prompt=tf.constant(prompts), max_new_tokens=tf.fill([n], 40),
+    temperature=tf.zeros([n]), top_k=tf.zeros([n], tf.int32), top_p=tf.ones([n]),
+    seed=tf.zeros([n], tf.int32), stop=tf.fill([n], ""))
+scores = m.signatures["score"](text=tf.constant(prompts))
+print(json.dumps({
+    "completions": [c.decode() for c in out["completion"].numpy()],
+    "scores": scores["log_likelihood"].numpy().tolist(),
+}))
+"""
+
+
+def test_export_in_a_fresh_process_matches_the_keras_model(exported, trained):
+    from keras import ops
+
+    from training.data.char_text import CharVocab
+    from zoo.gpt import generate, score
+
+    prompts = ["Shall I compare", "", "So long"]
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(exported), json.dumps(prompts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=exported,  # where `zoo` is not importable
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    model, run_info = trained
+    vocab = CharVocab.from_assets(run_info["assets"])
+    encoded = [vocab.encode(p) for p in prompts]
+    lengths = np.array([len(e) for e in encoded])
+    padded = np.zeros((len(prompts), lengths.max()), np.int32)
+    for i, e in enumerate(encoded):
+        padded[i, : len(e)] = e
+    n = len(prompts)
+    tokens, starts, ends = generate(
+        model, padded, lengths, np.full(n, 40), np.zeros(n, "float32"), np.zeros(n, "int32"),
+        np.ones(n, "float32"), np.zeros(n, "int32"), start_id=vocab.start_id,
+    )  # fmt: skip
+    tokens, starts, ends = (ops.convert_to_numpy(x) for x in (tokens, starts, ends))
+    expected = [vocab.decode(tokens[i, starts[i] : ends[i]]) for i in range(n)]
+    assert served["completions"] == expected
+    assert all(len(c) == 40 for c in expected)
+    # the memorized sonnet continues the way it was learned
+    assert SONNET.startswith("Shall I compare" + expected[0][:10])
+
+    mean, _ = score(model, padded, lengths, start_id=vocab.start_id)
+    np.testing.assert_allclose(served["scores"], ops.convert_to_numpy(mean), atol=1e-4)
+
+
+def test_edge_cases_answer_or_fail_clearly(loaded):
+    long_prompt = SONNET[:300]  # ten times the 32-character context
+    out = _generate(loaded, ["", long_prompt, "Zebra ☃ ✓ quixotic"], 25)
+    assert [len(c) for c in out] == [25, 25, 25]
+    assert _generate(loaded, ["Shall"], 0) == [""]
+    raw = loaded.signatures["generate"](
+        prompt=tf.constant([b"\xff\xfe bad utf-8"]), max_new_tokens=tf.constant([5]),
+        temperature=tf.constant([0.0]), top_k=tf.constant([0]), top_p=tf.constant([1.0]),
+        seed=tf.constant([0]), stop=tf.constant([""]),
+    )  # fmt: skip
+    assert len(raw["completion"].numpy()[0].decode()) == 5
+    empty_batch = loaded.signatures["serving_default"](prompt=tf.constant([], tf.string))
+    assert empty_batch["completion"].shape == (0,)
+    default = loaded.signatures["serving_default"](prompt=tf.constant(["Thou art", ""]))
+    assert [len(c.decode()) for c in default["completion"].numpy()] == [50, 50]  # tiny preset
+
+    for kwargs, message in [
+        (dict(max_new=10_001), "max_new_tokens must be <="),
+        (dict(max_new=-1), "max_new_tokens must be >= 0"),
+        (dict(max_new=5, temperature=-0.5), "temperature must be >= 0"),
+        (dict(max_new=5, top_p=0.0), "top_p must be in (0, 1]"),
+        (dict(max_new=5, top_k=-3), "top_k must be >= 0"),
+        (dict(max_new=5, stop="x" * 17), "stop must be at most 16"),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=__import__("re").escape(message)):
+            _generate(loaded, ["Shall"], **kwargs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one value per prompt"):
+        loaded.signatures["generate"](
+            prompt=tf.constant(["a", "b"]), max_new_tokens=tf.constant([5]),
+            temperature=tf.constant([0.0]), top_k=tf.constant([0]), top_p=tf.constant([1.0]),
+            seed=tf.constant([0]), stop=tf.constant([""]),
+        )  # fmt: skip
+
+    scores = loaded.signatures["score"](text=tf.constant([SONNET[:200], "", "☃☃☃"]))
+    ll, count = scores["log_likelihood"].numpy(), scores["num_tokens"].numpy()
+    assert count.tolist() == [200, 0, 3] and ll[1] == 0.0
+    assert ll[0] > ll[2]  # memorized text is likelier than unknown characters
+
+
+def test_ten_thousand_new_tokens(loaded):
+    start = time.perf_counter()
+    (text,) = _generate(loaded, ["So long"], 10_000, temperature=0.8, top_k=10, seed=1)
+    assert len(text) == 10_000
+    print(f"10,000 tokens in {time.perf_counter() - start:.1f} s")
+
+
+def test_zoo_generate_cli(run_dir, capsys):
+    from training.generate import main
+
+    argv = ["--model-dir", str(run_dir), "--prompt", "Shall I", "--max-new-tokens", "30"]
+    assert main([*argv, "--seed", "3", "--temperature", "1.0"]) == 0
+    first = capsys.readouterr().out
+    assert main([*argv, "--seed", "3", "--temperature", "1.0"]) == 0
+    assert capsys.readouterr().out == first and first.startswith("Shall I")
+    assert main([*argv, "--temperature", "-1"]) == 2
+    assert "temperature must be >= 0" in capsys.readouterr().err
+    assert main([*argv, "--seed", "4", "--temperature", "1.0"]) == 0
+    assert capsys.readouterr().out != first
+
+
+def _wait_for(proc: subprocess.Popen, marker: str, timeout: float) -> None:
+    seen, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if marker in line:
+            return
+    raise AssertionError(f"server not ready ({marker!r} not printed):\n{''.join(seen)[-3000:]}")
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.skipif(
+    not (REPO_ROOT / "serving" / "main.py").is_file(), reason="serving/main.py does not exist yet"
+)
+def test_served_over_rest_and_grpc(exported, loaded):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    expected = _generate(loaded, ["Shall I", "So long"], 20)
+    port, rest_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "--port",
+            str(port),
+            "--rest_api_port",
+            str(rest_port),
+            "--model_name",
+            "gpt",
+            "--model_base_path",
+            str(exported.parent),
+        ],  # fmt: skip
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    try:
+        _wait_for(proc, f"Exporting HTTP/REST API at:localhost:{rest_port}", 180)
+        url = f"http://127.0.0.1:{rest_port}/v1/models/gpt:predict"
+        rows = [
+            {"prompt": p, "max_new_tokens": 20, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
+             "seed": 0, "stop": ""}
+            for p in ["Shall I", "So long"]
+        ]  # fmt: skip
+        body = _post(url, {"signature_name": "generate", "instances": rows})
+        assert body["predictions"] == expected
+        default = _post(url, {"inputs": {"prompt": ["Thou art"]}})
+        assert len(default["outputs"][0]) == 50
+        scored = _post(url, {"signature_name": "score", "instances": ["Shall I compare"]})
+        assert scored["predictions"][0]["num_tokens"] == 15
+        assert scored["predictions"][0]["log_likelihood"] < 0
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _post(url, {"signature_name": "generate", "instances": [{**rows[0], "top_p": 0.0}]})
+        assert err.value.code == 400 and "top_p" in json.loads(err.value.read())["error"]
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "gpt"
+            request.model_spec.signature_name = "generate"
+            values = {
+                "prompt": np.array([b"Shall I", b"So long"]),
+                "max_new_tokens": np.array([20, 20], np.int32),
+                "temperature": np.zeros(2, np.float32),
+                "top_k": np.zeros(2, np.int32),
+                "top_p": np.ones(2, np.float32),
+                "seed": np.zeros(2, np.int32),
+                "stop": np.array([b"", b""]),
+            }
+            for name, value in values.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            response = stub.Predict(request, timeout=120)
+            completions = [c.decode() for c in response.outputs["completion"].string_val]
+            assert completions == expected
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
