@@ -25,7 +25,7 @@ def small_image_folder(
             out = target / split / class_dir.name
             out.mkdir(parents=True, exist_ok=True)
             for image in sorted(class_dir.iterdir())[:per_class]:
-                (out / image.name).symlink_to(image)
+                (out / image.name).symlink_to(image.resolve())
     return target
 
 

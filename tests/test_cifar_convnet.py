@@ -179,3 +179,23 @@ def test_cli_predict_and_clear_error(tiny_run, shared_data, tmp_path):
     garbage.write_bytes(b"\x00\x01 definitely not a jpeg")
     proc = zoo("predict", str(tmp_path / "cifar"), str(garbage), check=False)
     assert proc.returncode == 2 and "Unknown image file format" in proc.stderr
+
+
+def test_export_loads_like_stock_tf_serving(tiny_run, tmp_path):
+    """Stock tensorflow_model_server loads SavedModels into a TF1 Session; so must ours."""
+    run_dir, _ = tiny_run
+    version_dir = export.run(run_dir, tmp_path / "m")
+    jpeg = tf.io.encode_jpeg(tf.zeros([40, 40, 3], tf.uint8)).numpy()
+    expected = (
+        tf.saved_model.load(str(version_dir))
+        .signatures["serving_default"](image_bytes=tf.constant([jpeg]))["probabilities"]
+        .numpy()
+    )
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(version_dir))
+        sig = meta.signature_def["serving_default"]
+        out = sess.run(
+            {k: v.name for k, v in sig.outputs.items()}, {sig.inputs["image_bytes"].name: [jpeg]}
+        )
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6)
+    assert out["classes"].shape == (1,)

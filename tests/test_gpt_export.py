@@ -171,8 +171,6 @@ def test_export_in_a_fresh_process_matches_the_keras_model(exported, trained):
     expected = [vocab.decode(tokens[i, starts[i] : ends[i]]) for i in range(n)]
     assert served["completions"] == expected
     assert all(len(c) == 40 for c in expected)
-    # the memorized sonnet continues the way it was learned
-    assert SONNET.startswith("Shall I compare" + expected[0][:10])
 
     mean, _ = score(model, padded, lengths, start_id=vocab.start_id)
     np.testing.assert_allclose(served["scores"], ops.convert_to_numpy(mean), atol=1e-4)

@@ -73,6 +73,23 @@ def warmup_records(warmup: list[tuple[str, dict[str, Any]]], model_name: str) ->
     return records
 
 
+def track_keras_variables(module: tf.Module) -> None:
+    """Track the raw tf.Variables of every Keras layer/model held by `module`.
+
+    Keras 3 variables are wrappers; without this, the SavedModel's TF1-style graph (the one
+    stock TF Serving and `saved_model_cli` load into a Session) restores them under other
+    names and every call fails with "Could not find variable ..." (keras-team/keras #20095,
+    #19274; tensorflow/serving #2250).
+    """
+    import keras
+
+    raw = []
+    for value in list(vars(module).values()):
+        if isinstance(value, keras.layers.Layer):
+            raw.extend(v.value for v in value.variables)
+    module._keras_tf_variables = raw
+
+
 def write_saved_model(
     export: Export, base_path: str | Path, model_name: str, version: int | None = None
 ) -> Path:
@@ -85,6 +102,7 @@ def write_saved_model(
         raise FileExistsError(f"{final} already exists; versions are never overwritten")
     tmp = base_path / f".tmp-{version}-{os.getpid()}"  # non-numeric: servers ignore it
     shutil.rmtree(tmp, ignore_errors=True)
+    track_keras_variables(export.module)
     try:
         tf.saved_model.save(export.module, str(tmp), signatures=export.signatures)
         for name, text in export.extra_assets.items():
