@@ -28,8 +28,8 @@ format: $(STAMP)
 
 # Serve ./models on gRPC 8500 / REST 8501; trains and exports a first model when ./models is empty.
 serve: $(STAMP)
-	$(PY) -m zoo.bootstrap --models models --data-dir $(DATA)
-	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config
+	$(PY) -m training.bootstrap --models models --data-dir $(DATA)
+	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config --model_config_file_poll_wait_seconds 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

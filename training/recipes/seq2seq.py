@@ -91,6 +91,8 @@ class Translator(tf.Module):
         cased = parallel_text.tokenize(source, False)[:, : self.max_source_tokens - 1]
         eos = tf.fill([tokens.nrows(), 1], EOS)
         tokens = tf.concat([tokens, eos], axis=1).to_tensor(default_value="")
+        # An empty batch has no columns at all; give it one so the encoder's loop has a step.
+        tokens = tf.pad(tokens, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(tokens)[1])]])
         ids = tf.cast(self.source_table.lookup(tokens), tf.int32)
         ids = tf.where(tf.equal(tokens, ""), 0, ids)
         cased = tf.concat([cased, eos], axis=1).to_tensor(default_value="", shape=tf.shape(tokens))
