@@ -16,6 +16,7 @@ Closing a version drops the session / loaded object, so reloads keep memory flat
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,25 @@ def shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> boo
     if len(declared) != len(actual):
         return False
     return all(d == -1 or d == a for d, a in zip(declared, actual, strict=True))
+
+
+_NOISE = re.compile(
+    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>|File \".*|\[\[\{\{node .*\}\}\]\].*)$"
+)
+
+
+def error_summary(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong.
+
+    Eager/function errors start with 'Graph execution error:' and a Python traceback of where
+    the failing op was defined; the cause ('Unknown image file format ...') comes after it.
+    """
+    for raw in message.splitlines():
+        line = re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]", "", raw)
+        line = re.sub(r"\s*\[Op:[^\]]*\]", "", line).strip()
+        if line and not _NOISE.match(line):
+            return line
+    return ""
 
 
 @dataclass
@@ -213,8 +233,7 @@ class Servable:
     ) -> ServingError:
         """Turn a graph error into a message naming what the signature expects."""
         if error is not None:
-            text = error.message.strip() if error.message else str(error)
-            first_line = text.splitlines()[0] if text else type(error).__name__
+            first_line = error_summary(error.message or str(error)) or type(error).__name__
         mismatched = [
             f"'{n}' has shape {list(a.shape)} but {describe({n: sig.proto.inputs[n]})}"
             for n, a in inputs.items()

@@ -36,7 +36,7 @@ class Throughput(keras.callbacks.Callback):
         self._start, self._steps = time.perf_counter(), 0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._steps += 1
+        self._steps = batch + 1  # `batch` is the last step run (steps_per_execution > 1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - self._start
@@ -68,6 +68,7 @@ def run(
     tpu: str | None = None,
     jit_compile: bool | str = "auto",
     init_weights: str | Path | None = None,
+    steps_per_execution: int = 1,
     verbose: int = 1,
 ) -> dict[str, Any]:
     """Train `model_name` and return the metrics written to `<model_dir>/metrics.json`.
@@ -75,6 +76,8 @@ def run(
     A run directory that already holds checkpoints is resumed from its newest complete
     epoch with the config it was started with (a different preset is an error).
     `init_weights` (a `.weights.h5` file) starts from trained weights: fine-tuning.
+    `steps_per_execution` runs that many training steps per call into the graph (less
+    Python overhead per step; the progress bar and callbacks update less often).
     """
     from zoo import registry
 
@@ -110,6 +113,7 @@ def run(
             model.load_weights(init_weights, skip_mismatch=True)
             print(f"[train] starting from weights {init_weights}")
         _compile(recipe, model, config, data, jit_compile)
+        model.steps_per_execution = int(steps_per_execution)
     initial_epoch = 0
     if resume:
         initial_epoch, path = resume

@@ -1,4 +1,5 @@
-"""The `zoo` command: list | train | evaluate | export | serve | predict | finetune | generate.
+"""The `zoo` command: list | train | finetune | evaluate | export | predict | pull | pack |
+serve | generate.
 
 This is the application layer: subcommands import `training` / `serving` lazily, so
 `zoo list` stays fast and the model code in `zoo/` stays framework-free.
@@ -104,6 +105,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from zoo import pretrained
+
+    try:
+        path = pretrained.pull(args.artifact, args.to, args.sha256, args.cache, args.version)
+    except pretrained.PullError as err:
+        raise RuntimeError(str(err)) from None
+    print(f"installed {path}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from zoo import pretrained
+
+    try:
+        digest = pretrained.pack(args.version_dir, args.out)
+    except pretrained.PullError as err:
+        raise RuntimeError(str(err)) from None
+    print(f"{digest}  {args.out}")
+    return 0
+
+
 def _forward(module: str, argv: list[str]) -> int:
     import importlib
 
@@ -160,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature", default="serving_default")
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("pull", help="download, verify and install a published SavedModel")
+    p.add_argument("artifact", help="published name, URL (http/https/file) or local .tar.gz")
+    p.add_argument("--to", required=True, help="model base path; installs <to>/<next version>/")
+    p.add_argument("--sha256", default=None, help="expected sha256 (required for URLs)")
+    p.add_argument("--cache", default=None, type=Path, help="download cache directory")
+    p.add_argument("--version", type=int, default=None)
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("pack", help="write a SavedModel version as a .tar.gz artifact")
+    p.add_argument("version_dir")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_pack)
 
     sub.add_parser(
         "serve", help="TF Serving-compatible server (TF Serving's flags)", add_help=False

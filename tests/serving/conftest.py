@@ -64,14 +64,18 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(*args: str, rest: bool = True) -> Server:
-    """Start the server with TF Serving flags and wait for its startup lines."""
+def start_server(
+    *args: str, rest: bool = True, entry: tuple[str, ...] = ("-m", "serving")
+) -> Server:
+    """Start the server with TF Serving flags and wait for its startup lines.
+
+    `entry` is what follows the interpreter: `-m serving` or e.g. `-m zoo.cli serve`.
+    """
     grpc_port, rest_port = free_port(), free_port() if rest else 0
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable,
-        "-m",
-        "serving",
+        *entry,
         f"--port={grpc_port}",
         "--rest_api_port",
         str(rest_port),

@@ -108,13 +108,19 @@ class Translator(tf.Module):
         max_length = tf.clip_by_value(max_length, 1, self.max_decode_length)
         from zoo.seq2seq import decoding
 
-        return tf.cond(
+        # Keras LSTMs fail on an empty batch: decode one padding row instead, then drop it.
+        n = tf.shape(source_ids)[0]
+        shape = tf.shape(source_ids)
+        source_ids = tf.pad(source_ids, [[0, tf.maximum(0, 1 - shape[0])],
+                                         [0, tf.maximum(0, 1 - shape[1])]])  # fmt: skip
+        ids, attention, scores = tf.cond(
             tf.equal(beam_size, 1),
             lambda: decoding.greedy_decode(self.model, source_ids, max_length),
             lambda: decoding.beam_search(
                 self.model, source_ids, beam_size, max_length, self.length_penalty
             ),
         )
+        return ids[:n], attention[:n], scores[:n]
 
     def translate(self, source, beam_size=0, max_length=0) -> dict[str, tf.Tensor]:
         """Sentences [N] -> dict of translation, scores, tokens and attention."""
