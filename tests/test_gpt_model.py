@@ -179,3 +179,34 @@ def test_char_tokenizer_in_graph_matches_python():
     decoded = tok.decode(dense, tf.zeros([4], tf.int32), tf.cast(ids.row_lengths(), tf.int32))
     assert [d.decode() for d in decoded.numpy()] == ["hello", "w\ufffdrld", "", "\n"]
     assert vocab.decode(vocab.encode("hello")) == "hello"
+
+
+def test_mixed_bfloat16_model_and_float32_export_copy(model):
+    from training.recipes.gpt import float32_copy
+
+    config = registry.get("gpt").config("tiny", vocab_size=VOCAB, block_size=16)
+    mixed = registry.get("gpt").builder({**config, "dtype_policy": "mixed_bfloat16"})
+    mixed.set_weights(model.get_weights())
+    ids = np.arange(16, dtype="int32")[None] % VOCAB
+    logits = _np(mixed(ids))
+    assert logits.dtype == np.float32  # logits and softmax stay float32
+    assert mixed.wte.embeddings.dtype == "float32"  # variables stay float32
+    copy = float32_copy(mixed, config, {"vocab_size": VOCAB})
+    assert copy is not mixed and copy.dtype_policy.name == "float32"
+    np.testing.assert_allclose(_np(copy(ids)), _np(model(ids)), atol=1e-5)
+    np.testing.assert_allclose(logits, _np(model(ids)), atol=0.1)  # bf16 rounding only
+
+
+def test_recipe_data_on_tinyshakespeare(shared_data):
+    from training.recipes.gpt import RECIPE
+
+    config = registry.get("gpt").config("baby")
+    data = RECIPE.load_data(config, str(shared_data), 12)
+    assert data.assets["vocab_size"] == 66  # nanoGPT's 65 characters + "unknown"
+    assert data.steps_per_epoch == 250 and data.validation_steps == 20
+    x, y = next(iter(data.train))
+    assert x.shape == (12, 64) and y.shape == (12, 64)
+    np.testing.assert_array_equal(x.numpy()[:, 1:], y.numpy()[:, :-1])
+    # the validation split is the last 10%: 111,540 characters in 1,742 windows of 64
+    windows = sum(int(b[0].shape[0]) for b in data.test)
+    assert windows == (111_540 - 1) // 64

@@ -18,7 +18,11 @@ def run(
     recipe = get_recipe(run_info["model"])
     config = run_info["config"]
     data = recipe.load_data(
-        config, data_dir, int(batch_size or recipe.default_batch_size(config)), training=False
+        config,
+        data_dir,
+        int(batch_size or recipe.default_batch_size(config)),
+        training=False,
+        assets=run_info["assets"],
     )
     recipe.compile(model, config, data, jit_compile="auto")
     checkpoints.build_optimizer_state(model)

@@ -71,9 +71,19 @@ class Recipe:
     name: str = ""
 
     def load_data(
-        self, config: dict, data_dir: str | None, global_batch_size: int, *, training: bool = True
+        self,
+        config: dict,
+        data_dir: str | None,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        assets: dict | None = None,
     ) -> Data:
-        """Build the datasets. `data_dir` None means TFDS (online); else local files."""
+        """Build the datasets. `data_dir` None means TFDS (online); else local files.
+
+        `assets` (from an earlier run: resume, evaluate) must be reused as they are
+        (vocabularies, class names), never rebuilt from the data, so ids stay stable.
+        """
         raise NotImplementedError
 
     def default_batch_size(self, config: dict) -> int:

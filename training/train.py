@@ -95,8 +95,9 @@ def run(
     epochs = int(epochs if epochs is not None else config.get("epochs", 1))
     strategy = make_strategy(strategy, tpu) if isinstance(strategy, str) else strategy
     global_batch = int(batch_size or recipe.default_batch_size(config))
-    data = recipe.load_data(config, data_dir, global_batch, training=True)
-    assets = data.assets if not previous else previous.get("assets", data.assets)
+    assets = previous["assets"] if previous else None  # a resumed run keeps its vocabularies
+    data = recipe.load_data(config, data_dir, global_batch, training=True, assets=assets)
+    assets = assets or data.assets
     chief = is_chief(strategy)
     if chief:
         checkpoints.write_json_atomic(

@@ -31,7 +31,7 @@ class ImageClassifierRecipe(Recipe):
     name = "cifar_convnet"
     tfds_name = "cifar10"
 
-    def load_data(self, config, data_dir, global_batch_size, *, training=True) -> Data:
+    def load_data(self, config, data_dir, global_batch_size, *, training=True, assets=None) -> Data:
         size = int(config["image_size"])
         if data_dir:
             splits = image_folder.image_folder_splits(data_dir)
@@ -45,6 +45,11 @@ class ImageClassifierRecipe(Recipe):
                 for k, ds in raw.items()
             }
             train_count = int(raw["train"].cardinality())
+        if assets and list(assets["class_names"]) != list(class_names):
+            raise ValueError(
+                f"The data's classes {list(class_names)} differ from the run's "
+                f"{assets['class_names']}"
+            )
         if len(class_names) != int(config["num_classes"]):
             raise ValueError(
                 f"The data has {len(class_names)} classes but the preset expects "

@@ -147,12 +147,10 @@ class GenerationModule(tf.Module):
         from zoo.gpt.generation import STOP_MAX, generate
 
         n = tf.shape(prompt)[0]
+        params = (max_new_tokens, temperature, top_k, top_p, seed, stop)
         checks = [
             tf.debugging.assert_equal(
-                tf.stack(
-                    [tf.shape(t)[0] for t in (max_new_tokens, temperature, top_k)]
-                    + [tf.shape(t)[0] for t in (top_p, seed, stop)]
-                ),
+                tf.stack([tf.shape(t)[0] for t in params]),
                 n,
                 message="every input needs one value per prompt",
             ),

@@ -191,7 +191,7 @@ class GPT(keras.Model):
         n_head: attention heads per block.
         n_embd: model width.
         dropout: dropout rate (embeddings, attention weights, residual branches).
-        use_bias: biases in Dense and LayerNorm-free projections (GPT-2 has them).
+        use_bias: biases in the Dense projections (GPT-2 has them).
         dtype: a Keras dtype policy name, e.g. "float32" or "mixed_bfloat16".
 
     `model(token_ids)` maps int token ids [B, T] (T <= block_size) to float32 logits [B, T, V].
