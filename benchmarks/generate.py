@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nGPT generation, {args.tokens} new tokens, batch {args.batch}, greedy, "
           f"median of {args.repeats} ({os.cpu_count()} CPU cores)")  # fmt: skip
-    print(f"| {'model':<28} | context | cached tok/s | uncached tok/s | speed-up |")
-    print(f"|{'-' * 30}|---------|--------------|----------------|----------|")
+    print(f"| {'model':<34} | context | cached tok/s | uncached tok/s | speed-up |")
+    print(f"|{'-' * 36}|---------|--------------|----------------|----------|")
     for label, block, with_cache, without in rows:
         print(
-            f"| {label:<28} | {block:>7} | {with_cache:>12.1f} | {without:>14.1f} "
+            f"| {label:<34} | {block:>7} | {with_cache:>12.1f} | {without:>14.1f} "
             f"| {with_cache / without:>7.1f}x |"
         )
     return 0

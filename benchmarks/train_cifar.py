@@ -1,89 +1,91 @@
-"""Training throughput: `zoo train` (tf.data + XLA) against plain `model.fit` on numpy arrays.
+"""Training throughput: the zoo's pipeline against plain `model.fit` on numpy arrays.
 
-Both train the same `paper` convnet, batch 32, in one process; each is timed over the
-epochs after the first (tracing, compilation and the tf.data cache fill are excluded).
+Same `paper` convnet, batch 32, one process. The machines here are shared and noisy, so the
+contenders are interleaved: each round trains one epoch of every contender in turn, and
+the table reports the median images/s over rounds (round 1, with tracing and the tf.data
+cache fill, is excluded).
 
-    python -m benchmarks.train_cifar --data-dir ../shared/data/cifar10 --images 10000
+Contenders:
+- baseline: `model.fit(x, y)` on in-memory float arrays, Keras defaults, no augmentation;
+- zoo: the `zoo train` pipeline (tf.data decode -> cache -> shuffle -> batch -> shift/flip
+  augmentation -> prefetch), with `steps_per_execution` 1 and 16, and optionally XLA.
+
+    python -m benchmarks.train_cifar --data-dir ../shared/data/cifar10 --images 5000 --rounds 4
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tests.helpers import small_image_folder  # noqa: E402
-from training import train  # noqa: E402
 from training.data.image_folder import decoded_dataset, image_folder_splits  # noqa: E402
 from training.recipes.cifar_convnet import RECIPE  # noqa: E402
 from zoo import registry  # noqa: E402
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+def _model(jit_compile, steps_per_execution: int = 1):
+    spec = registry.get("cifar_convnet")
+    model = spec.build("paper")
+    RECIPE.compile(model, spec.config("paper"), None, jit_compile=jit_compile)
+    model.steps_per_execution = steps_per_execution
+    return model
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.last = time.perf_counter() - self.start
 
-
-def numpy_baseline(folder: Path, epochs: int, batch: int) -> float:
-    """images/s of model.fit(x, y) on in-memory arrays (Keras defaults, no augmentation)."""
+def contenders(folder: Path, batch: int, xla: bool) -> dict:
+    """name -> (images per epoch, function training one epoch)."""
     files = image_folder_splits(folder)["train"]
     pairs = list(decoded_dataset(files, 32).as_numpy_iterator())
     x = np.stack([p[0] for p in pairs]).astype("float32")
     y = np.array([p[1] for p in pairs])
     spec = registry.get("cifar_convnet")
-    model = spec.build("paper")
-    RECIPE.compile(model, spec.config("paper"), None, jit_compile="auto")
-    timer = EpochTimer()
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
-    return len(x) / timer.last
-
-
-def zoo_train(
-    folder: Path, epochs: int, batch: int, xla: bool, spe: int = 1, augment: bool = True
-) -> float:
-    """images/s of the zoo's pipeline (tf.data cache/shuffle/augment/prefetch), epochs > 1."""
-    overrides = {} if augment else {"shift": 0.0, "horizontal_flip": False}
-    with tempfile.TemporaryDirectory() as run_dir:
-        metrics = train.run(
-            "cifar_convnet", "paper", run_dir, str(folder), epochs=epochs, batch_size=batch,
-            jit_compile=xla, verbose=0, steps_per_execution=spe, overrides=overrides,
-        )  # fmt: skip
-    return metrics["examples_per_sec"]
+    data = RECIPE.load_data(spec.config("paper"), str(folder), batch)
+    baseline = _model("auto")
+    runs = {"model.fit on numpy arrays (baseline)":
+            lambda: baseline.fit(x, y, batch_size=batch, epochs=1, verbose=0)}  # fmt: skip
+    variants = [("zoo pipeline", "auto", 1), ("zoo pipeline, 16 steps/execution", "auto", 16)]
+    if xla:
+        variants.append(("zoo pipeline, 16 steps/execution, XLA", True, 16))
+    for name, jit, spe in variants:
+        model = _model(jit, spe)
+        runs[name] = lambda m=model: m.fit(data.train, epochs=1, verbose=0)
+    return {name: (len(x), fn) for name, fn in runs.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/data/cifar10")
-    parser.add_argument("--images", type=int, default=5000, help="training images (per run)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--images", type=int, default=5000, help="training images")
+    parser.add_argument("--rounds", type=int, default=4, help="epochs per contender")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--xla", action="store_true", help="also time XLA (slow on CPU)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = small_image_folder(Path(args.data_dir), Path(tmp), args.images // 10, ("train",))
-        rows = [("model.fit on numpy arrays (baseline)",
-                 numpy_baseline(folder, args.epochs, args.batch_size))]  # fmt: skip
-        rows.append(
-            ("zoo train, tf.data, no XLA", zoo_train(folder, args.epochs, args.batch_size, False))
-        )
-        rows.append(
-            ("zoo train, tf.data + XLA", zoo_train(folder, args.epochs, args.batch_size, True))
-        )
-    base = rows[0][1]
+        runs = contenders(folder, args.batch_size, args.xla)
+        rates = {name: [] for name in runs}
+        for _ in range(args.rounds):
+            for name, (images, fn) in runs.items():
+                start = time.perf_counter()
+                fn()
+                rates[name].append(images / (time.perf_counter() - start))
+    medians = {name: statistics.median(r[1:] or r) for name, r in rates.items()}
+    base = next(iter(medians.values()))
     print(f"\nCIFAR-10 convnet (paper preset), {args.images} images, batch {args.batch_size}, "
-          f"{os.cpu_count()} CPUs; timed over epochs 2..{args.epochs}")  # fmt: skip
-    print(f"{'pipeline':46s} {'images/s':>10s} {'ratio':>7s}")
-    for name, rate in rows:
-        print(f"{name:46s} {rate:10.1f} {rate / base:6.2f}x")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          f"median of rounds 2..{args.rounds}")  # fmt: skip
+    print(f"{'pipeline':46s} {'images/s':>10s} {'ratio':>7s}   per round")
+    for name, rate in medians.items():
+        rounds = " ".join(f"{r:.0f}" for r in rates[name])
+        print(f"{name:46s} {rate:10.1f} {rate / base:6.2f}x   {rounds}")
 
 
 if __name__ == "__main__":

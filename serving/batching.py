@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 from google.protobuf import text_format
 
-from serving import metrics
+from serving import deadline, metrics
 from serving.config_protos import BatchingParameters
 from serving.errors import ServingError, invalid
 from serving.servable import Signature, shape_compatible, shape_of
@@ -152,7 +152,15 @@ class BatchQueue:
             self._tasks.append(task)
             self._rows += rows
             self._cv.notify()
-        task.done.wait()
+        limit = deadline.current()
+        if not task.done.wait(None if limit is None else max(0.0, limit.remaining())):
+            with self._cv:
+                try:
+                    self._tasks.remove(task)  # not taken by a batch yet: drop it
+                    self._rows -= rows
+                except ValueError:
+                    pass  # already running in a batch; its result is simply not used
+            raise limit.error()
         if task.error is not None:
             raise task.error
         return task.result

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     app = None
     if args.rest_api_port > 0:
         max_body = args.grpc_max_message_size if args.grpc_max_message_size > 0 else 1 << 30
-        app = rest_server.RestApp(core, metrics_path, max_body)
+        app = rest_server.RestApp(core, metrics_path, max_body, args.rest_api_timeout_in_ms)
         try:
             http_srv = rest_server.build_server(app, args.rest_api_port)
         except OSError as e:

@@ -23,7 +23,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import json_tensor, metrics
+from serving import deadline, json_tensor, metrics
 from serving.errors import ServingError, invalid
 from serving.predict import PredictionCore, Spec, error_status
 
@@ -70,15 +70,22 @@ class InFlight:
 class RestApp:
     """Routing and translation, independent of the HTTP server plumbing."""
 
-    def __init__(self, core: PredictionCore, metrics_path: str | None, max_body: int):
+    def __init__(
+        self,
+        core: PredictionCore,
+        metrics_path: str | None,
+        max_body: int,
+        timeout_ms: int = 0,
+    ):
         self.core = core
         self.metrics_path = metrics_path
         self.max_body = max_body
+        self.timeout_ms = timeout_ms  # --rest_api_timeout_in_ms; <= 0: none
         self.in_flight = InFlight()
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         """(HTTP status, body, content type) for one request."""
-        with self.in_flight:
+        with self.in_flight, deadline.scope(self.timeout_ms):
             try:
                 return 200, *self._route(method, path, body)
             except Exception as e:

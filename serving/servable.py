@@ -28,6 +28,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
+from serving import deadline
 from serving.errors import ServingError, invalid
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -163,8 +164,8 @@ class Servable:
             )
         return sig
 
-    def _callable(self, sig: Signature, feed_names: tuple, fetch_names: tuple):
-        key = (sig.name, feed_names, fetch_names)
+    def _callable(self, sig: Signature, feed_names: tuple, fetch_names: tuple, timeout_ms: int):
+        key = (sig.name, feed_names, fetch_names, timeout_ms)
         fn = self._callables.get(key)
         if fn is None:
             with self._lock:
@@ -174,6 +175,8 @@ class Servable:
                         feed=[sig.proto.inputs[n].name for n in feed_names],
                         fetch=[sig.proto.outputs[n].name for n in fetch_names],
                     )
+                    if timeout_ms > 0:  # the session enforces it (DeadlineExceededError)
+                        options.run_options.timeout_in_ms = timeout_ms
                     fn = self._session._make_callable_from_options(options)
                     self._callables[key] = fn
         return fn
@@ -181,19 +184,33 @@ class Servable:
     def run_direct(
         self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
-        """Run the graph on already validated inputs; graph errors become clear messages."""
+        """Run the graph on already validated inputs; graph errors become clear messages.
+
+        Runs under the calling request's deadline (serving.deadline), if it has one.
+        """
+        limit = deadline.current()
+        if limit is not None and limit.remaining() <= 0:
+            raise limit.error()
         if self.is_tf2:
-            return self._run_tf2(sig, inputs, output_names)
+            return self._run_tf2(sig, inputs, output_names, limit)
         feed_names = tuple(sorted(inputs))
-        fn = self._callable(sig, feed_names, output_names)
+        fn = self._callable(sig, feed_names, output_names, limit.timeout_ms if limit else 0)
         try:
             values = fn(*[inputs[n] for n in feed_names])
+        except tf.errors.DeadlineExceededError:
+            if limit is None:
+                raise
+            raise limit.error() from None
         except tf.errors.OpError as e:
             raise self._explain(sig, inputs, e) from None
         return dict(zip(output_names, values, strict=True))
 
     def _run_tf2(
-        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+        self,
+        sig: Signature,
+        inputs: dict[str, np.ndarray],
+        output_names: tuple[str, ...],
+        limit: deadline.Deadline | None,
     ) -> dict[str, np.ndarray]:
         fn = self._loaded.signatures.get(sig.name)
         if fn is None:
@@ -202,13 +219,16 @@ class Servable:
                 f"Signature {sig.name} is not callable in this SavedModel",
             )
         try:
-            result = fn(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()})
+            with deadline.cancel_at(limit) as manager:
+                result = fn(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()})
+                return {n: result[n].numpy() for n in output_names}
         except tf.errors.OpError as e:
+            if manager is not None and manager.is_cancelled:
+                raise limit.error() from None
             raise self._explain(sig, inputs, e) from None
         except (TypeError, ValueError) as e:  # the function's input_signature refused it
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise self._explain(sig, inputs, None, first) from None
-        return {n: result[n].numpy() for n in output_names}
 
     def run(
         self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]

@@ -229,7 +229,13 @@ class GPTRecipe(Recipe):
     name = "gpt"
 
     def load_data(
-        self, config: dict, data_dir: str | None, global_batch_size: int, *, training: bool = True
+        self,
+        config: dict,
+        data_dir: str | None,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        assets: dict | None = None,
     ) -> Data:
         train_text, val_text = _load_texts(config, data_dir)
         vocab = CharVocab.from_text(train_text + val_text)

@@ -70,8 +70,10 @@ class Translator(tf.Module):
         target_vocab = Vocabulary.from_json(assets["target_vocab"])
         if target_vocab.id(BOS) != model.bos_id or target_vocab.id(EOS) != model.eos_id:
             raise ValueError("target vocabulary and model disagree on the <s> / </s> ids")
-        self.model = model
-        self.model_variables = list(model.variables)  # tracked explicitly for the SavedModel
+        # Track the model's tf.Variables, not the Keras objects: the SavedModel's object graph
+        # then holds no Keras layers, and loading it never imports Keras.
+        self.__dict__["model"] = model
+        self.model_variables = [v.value for v in model.variables]
         self.source_table = source_vocab.lookup_table()
         self.target_table = target_vocab.inverse_table()
         self.source_eos_id = source_vocab.id(EOS)
@@ -220,7 +222,13 @@ class Seq2SeqRecipe(Recipe):
     name = "seq2seq"
 
     def load_data(
-        self, config: dict, data_dir: str | None, global_batch_size: int, *, training: bool = True
+        self,
+        config: dict,
+        data_dir: str | None,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        assets: dict | None = None,
     ) -> ParallelData:
         if data_dir is None:
             raise ValueError(

@@ -121,6 +121,29 @@ def build_vocabularies(sentences: list[Sentence], config: dict) -> dict[str, Any
     }
 
 
+_ASSET_KEYS = ("words", "chars", "tags", "tagset", "max_word_length")
+
+
+def check_assets(assets: dict, config: dict) -> None:
+    """Raise a clear error when saved assets do not fit this tagger config."""
+    missing = [k for k in _ASSET_KEYS if k not in assets]
+    if missing:
+        raise ValueError(f"tagger assets lack {missing} (not a tagger run's assets?)")
+    if assets["tagset"] != config["tagset"]:
+        raise ValueError(
+            f"the assets were built for tagset {assets['tagset']!r}, "
+            f"the config asks for {config['tagset']!r}"
+        )
+
+
+def count_batches(sentences: list[Sentence], batch_size: int) -> int:
+    """Batches per epoch of `make_dataset` (each length bucket ends with a partial batch)."""
+    sizes = [0] * (len(_BUCKETS) + 1)
+    for s in sentences:
+        sizes[sum(len(s.words) >= b for b in _BUCKETS)] += 1
+    return sum(-(-n // batch_size) for n in sizes)
+
+
 def featurizer_from_assets(assets: dict) -> Featurizer:
     """The featurizer of a run from its saved assets."""
     return Featurizer(
@@ -181,6 +204,7 @@ class TaggerData(Data):
     """`Data` plus the evaluation sentences (for raw-text scoring)."""
 
     eval_sentences: list[Sentence] = field(default_factory=list)
+    train_batches: int = 0  # batches per epoch of `train` (for the learning-rate schedule)
 
 
 class _Untracked:
@@ -284,37 +308,55 @@ def score(module: TaggerModule, sentences: list[Sentence], tagset: str, batch_si
     }
 
 
+def learning_rate_schedule(config: dict, data: Data | None):
+    """Cosine decay over `config["epochs"]` epochs when "lr_schedule" is "cosine", else constant.
+
+    The step count comes from the training data (batches per epoch); without it (evaluate,
+    export) the rate does not matter and stays constant.
+    """
+    rate = float(config["learning_rate"])
+    steps = int(getattr(data, "train_batches", 0) or 0) * int(config.get("epochs", 1))
+    if config.get("lr_schedule", "constant") == "constant" or steps <= 0:
+        return rate
+    if config["lr_schedule"] != "cosine":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {config['lr_schedule']!r}")
+    return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=0.02)
+
+
 class TaggerRecipe(Recipe):
     """CoNLL-U in, per-word tags out."""
 
     name = "tagger"
 
-    def load_data(self, config, data_dir, global_batch_size, *, training=True) -> TaggerData:
+    def load_data(
+        self, config, data_dir, global_batch_size, *, training=True, assets=None
+    ) -> TaggerData:
+        """EWT (or any CoNLL-U train/dev files) as bucketed batches.
+
+        With `assets` (resume, evaluate) the run's vocabularies and tag list are reused as
+        saved; without them they are built from the training sentences. With
+        `training=False` only the evaluation sentences are read (dev, else test, else the
+        given file), so `zoo evaluate` needs no training file.
+        """
         if config["tagset"] not in ("upos", "xpos"):
             raise ValueError(f"tagset must be 'upos' or 'xpos', not {config['tagset']!r}")
-        if data_dir is None:
-            train, dev = load_tfds_sentences("train"), load_tfds_sentences("validation")
-        else:
-            train_file, dev_file = find_split(data_dir, "train"), find_split(data_dir, "dev")
-            if train_file is None:
-                raise FileNotFoundError(f"no *train*.conllu file in {data_dir}")
-            train = read_conllu(train_file)
-            dev = read_conllu(dev_file) if dev_file else []
-        if config.get("train_limit"):
-            train = train[: int(config["train_limit"])]
-            dev = dev[: max(int(config["train_limit"]) // 4, 1)]
-        if not train:
-            raise ValueError(f"no training sentences found in {data_dir}")
-        assets = build_vocabularies(train, config)
+        if assets is not None:
+            check_assets(assets, config)
+        if not training and assets is None:
+            raise ValueError("evaluation (training=False) needs the run's assets")
+        train, dev = self._sentences(config, data_dir, training)
+        assets = assets if assets is not None else build_vocabularies(train, config)
         featurizer = featurizer_from_assets(assets)
-        train_ds = make_dataset(
-            train,
-            assets,
-            featurizer,
-            global_batch_size,
-            training=True,
-            word_dropout=float(config["word_dropout"]),
-        )
+        train_ds = None
+        if training:
+            train_ds = make_dataset(
+                train,
+                assets,
+                featurizer,
+                global_batch_size,
+                training=True,
+                word_dropout=float(config["word_dropout"]),
+            )
         val_ds = (
             make_dataset(dev, assets, featurizer, global_batch_size, training=False)
             if dev
@@ -326,7 +368,42 @@ class TaggerRecipe(Recipe):
             examples_per_step=global_batch_size,
             assets=assets,
             eval_sentences=dev,
+            train_batches=count_batches(train, global_batch_size) if training else 0,
         )
+
+    @staticmethod
+    def _sentences(
+        config: dict, data_dir: str | None, training: bool
+    ) -> tuple[list[Sentence], list[Sentence]]:
+        """(train, evaluation) sentences; train is empty when not training."""
+        limit = int(config["train_limit"]) if config.get("train_limit") else None
+        if data_dir is None:
+            train = load_tfds_sentences("train") if training else []
+            dev = load_tfds_sentences("validation")
+        elif training:
+            train_file, dev_file = find_split(data_dir, "train"), find_split(data_dir, "dev")
+            if train_file is None:
+                raise FileNotFoundError(f"no *train*.conllu file in {data_dir}")
+            train = read_conllu(train_file)
+            dev = read_conllu(dev_file) if dev_file else []
+        else:
+            train = []
+            eval_file = (
+                data_dir
+                if os.path.isfile(data_dir)
+                else find_split(data_dir, "dev") or find_split(data_dir, "test")
+            )
+            if eval_file is None:
+                raise FileNotFoundError(f"no *dev*.conllu or *test*.conllu file in {data_dir}")
+            dev = read_conllu(eval_file)
+        if limit:
+            train = train[:limit]
+            dev = dev[: max(limit // 4, 1)]
+        if training and not train:
+            raise ValueError(f"no training sentences found in {data_dir}")
+        if not training and not dev:
+            raise ValueError(f"no evaluation sentences found in {data_dir}")
+        return train, dev
 
     def build_model(self, config, assets):
         from zoo.tagger import build_tagger
@@ -344,7 +421,7 @@ class TaggerRecipe(Recipe):
     def compile(self, model, config, data, *, jit_compile) -> None:
         # XLA would recompile for every new batch shape (sentence lengths vary)
         model.compile(
-            optimizer=keras.optimizers.Adam(float(config["learning_rate"]), clipnorm=5.0),
+            optimizer=keras.optimizers.Adam(learning_rate_schedule(config, data), clipnorm=5.0),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile is True,

@@ -60,8 +60,9 @@ class CausalSelfAttention(keras.layers.Layer):
         self.head_dim = n_embd // n_head
         self.qkv = _dense(3 * n_embd, use_bias, _INIT_STD, self.dtype_policy, "qkv")
         self.proj = _dense(n_embd, use_bias, proj_std, self.dtype_policy, "proj")
-        self.attn_dropout = keras.layers.Dropout(dropout)
-        self.resid_dropout = keras.layers.Dropout(dropout)
+        # every sublayer gets the policy: a float32 Dropout would cast bf16 activations back
+        self.attn_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.resid_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -141,7 +142,7 @@ class TransformerBlock(keras.layers.Layer):
         self.ln2 = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name="ln2")
         self.fc = _dense(4 * n_embd, use_bias, _INIT_STD, policy, "fc")
         self.fc_proj = _dense(n_embd, use_bias, proj_std, policy, "fc_proj")
-        self.mlp_dropout = keras.layers.Dropout(dropout)
+        self.mlp_dropout = keras.layers.Dropout(dropout, dtype=policy)
 
     def build(self, input_shape):
         self.ln1.build(input_shape)
@@ -226,7 +227,7 @@ class GPT(keras.Model):
         self.wpe = keras.layers.Embedding(
             block_size, n_embd, embeddings_initializer=init, dtype=policy, name="wpe"
         )
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, dtype=policy)
         proj_std = _INIT_STD / math.sqrt(2 * n_layer)
         self.blocks = [
             TransformerBlock(

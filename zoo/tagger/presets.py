@@ -12,21 +12,22 @@ _DEFAULT = {
     "word_min_count": 2,  # rarer words are left to the character encoder
     "char_min_count": 5,
     "max_word_length": 20,  # characters kept per word (longer words are cut)
-    "word_dropout": 0.05,  # training words replaced by [UNK] (learn to use characters)
+    "word_dropout": 0.1,  # training words replaced by [UNK] (learn to use characters)
     # model
     "word_vocab_size": 20000,
     "char_vocab_size": 200,
     "num_tags": 17,
     "word_dim": 100,
     "char_dim": 32,
-    "char_filters": 64,
+    "char_filters": 128,
     "char_kernel_size": 3,
     "lstm_units": 128,
-    "lstm_layers": 1,
+    "lstm_layers": 2,
     "dropout": 0.33,
     # training
     "batch_size": 32,
     "learning_rate": 2e-3,
+    "lr_schedule": "cosine",  # or "constant"; cosine decays to 2% over `epochs`
     "epochs": 12,
 }
 
@@ -42,6 +43,7 @@ PRESETS = {
         "char_dim": 8,
         "char_filters": 16,
         "lstm_units": 16,
+        "lstm_layers": 1,
         "dropout": 0.1,
         "batch_size": 16,
         "learning_rate": 1e-2,

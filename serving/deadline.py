@@ -1,0 +1,147 @@
+"""Request deadlines (--rest_api_timeout_in_ms): TF Serving answers DEADLINE_EXCEEDED (HTTP 504).
+
+A front end opens `scope(timeout_ms)` around a request; the code that runs the model reads
+`current()` from the same thread, so no signature in between has to carry the deadline:
+- TF2 signature functions run under a `CancellationManager` that one watchdog thread cancels
+  when the deadline passes, so the runtime stops the graph (a long loop really stops, the
+  thread and the CPU are freed).
+- TF1 sessions get `RunOptions.timeout_in_ms`, which the session enforces itself.
+- A request waiting in a batch queue gives up waiting at the deadline.
+
+TensorFlow keeps the active CancellationManager in one process-wide global
+(`tensorflow.python.eager.cancellation.context()`), which concurrent requests would clobber;
+`install()` makes the lookup per thread (falling back to the global for any other user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+from tensorflow.python.eager import cancellation
+
+from serving.errors import ServingError
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered (time.monotonic()) and the configured budget."""
+
+    at: float
+    timeout_ms: int
+
+    def remaining(self) -> float:
+        """Seconds left (negative once passed)."""
+        return self.at - time.monotonic()
+
+    def error(self) -> ServingError:
+        """TF Serving's DEADLINE_EXCEEDED for this deadline."""
+        return ServingError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"Deadline exceeded: the request did not finish within {self.timeout_ms} ms "
+            "(--rest_api_timeout_in_ms)",
+        )
+
+
+def current() -> Deadline | None:
+    """The deadline of the request this thread is serving, if any."""
+    return getattr(_local, "deadline", None)
+
+
+@contextlib.contextmanager
+def scope(timeout_ms: int) -> Iterator[Deadline | None]:
+    """Serve one request under a deadline timeout_ms from now (<= 0: no deadline)."""
+    if timeout_ms <= 0:
+        yield None
+        return
+    previous = current()
+    _local.deadline = Deadline(time.monotonic() + timeout_ms / 1000.0, timeout_ms)
+    try:
+        yield _local.deadline
+    finally:
+        _local.deadline = previous
+
+
+# ---- cancellation of TF2 function calls ---------------------------------------------------
+_global_context = cancellation.context
+
+
+def _thread_context():
+    manager = getattr(_local, "cancellation", None)
+    return manager if manager is not None else _global_context()
+
+
+def install() -> None:
+    """Make TensorFlow's active cancellation manager per thread (idempotent)."""
+    cancellation.context = _thread_context
+
+
+class _Watchdog:
+    """One thread that cancels managers whose deadlines have passed."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, cancellation.CancellationManager]] = []
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, at: float, manager: cancellation.CancellationManager) -> int:
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="deadlines", daemon=True)
+                self._thread.start()
+            key = next(self._ids)
+            heapq.heappush(self._heap, (at, key, manager))
+            if self._heap[0][1] == key:  # new earliest deadline: wake the loop
+                self._cv.notify()
+            return key
+
+    def _loop(self) -> None:
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, manager = heapq.heappop(self._heap)
+                    manager.start_cancel()
+                self._cv.wait(self._heap[0][0] - now if self._heap else None)
+
+    def forget(self, key: int) -> None:
+        """Stop watching (the call finished); cheap enough for every request."""
+        with self._cv:
+            for i, item in enumerate(self._heap):
+                if item[1] == key:
+                    self._heap[i] = self._heap[-1]
+                    self._heap.pop()
+                    heapq.heapify(self._heap)
+                    return
+
+
+_watchdog = _Watchdog()
+
+
+@contextlib.contextmanager
+def cancel_at(deadline: Deadline | None) -> Iterator[cancellation.CancellationManager | None]:
+    """Run TF2 function calls in this block under a manager cancelled at the deadline."""
+    if deadline is None:
+        yield None
+        return
+    if deadline.remaining() <= 0:
+        raise deadline.error()
+    install()
+    manager = cancellation.CancellationManager()
+    key = _watchdog.watch(deadline.at, manager)
+    previous = getattr(_local, "cancellation", None)
+    _local.cancellation = manager
+    try:
+        yield manager
+    finally:
+        _local.cancellation = previous
+        _watchdog.forget(key)
