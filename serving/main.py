@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from serving.metrics import LOAD_ATTEMPT_COUNT
     from serving.predict import PredictionCore
     from serving.servable import Servable
+
+    # TensorFlow's import leaves ~300k long-lived objects; freezing them keeps every later
+    # collection (the one after each unload, and the periodic ones) a few ms instead of ~1 s
+    # of GIL pause. Models are loaded after this, so their objects stay collectable.
+    gc.collect()
+    gc.freeze()
 
     if bool(args.model_config_file) == bool(args.model_base_path):
         print(

@@ -11,6 +11,9 @@ in-flight requests to finish before it closes the session.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +52,27 @@ class ModelEntry:
 
 
 Loader = Callable[[str, int, str], Servable]
+
+
+def _malloc_trim() -> Callable[[], None]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Free an unloaded version now: collect the reference cycles of TF objects (a loaded
+    SavedModel and its functions, a session's graph) instead of waiting for a generation-2
+    collection that a steady server may not trigger for a long time, then return freed heap
+    pages to the OS (glibc malloc_trim) so RSS reflects it."""
+    gc.collect()
+    _trim()
 
 
 class Manager:
@@ -157,6 +181,8 @@ class Manager:
             with self._lock:
                 entry.state = END
                 entry.error = ServingError(grpc.StatusCode.UNKNOWN, message)
+            del e
+            release_memory()  # a half-loaded graph is garbage now
             return
         with self._lock:
             entry.servable = servable
@@ -170,6 +196,8 @@ class Manager:
             servable, entry.servable = entry.servable, None
         if servable is not None:
             servable.close()
+            del servable
+            release_memory()
         with self._lock:
             entry.state = END
         log.info("Unloaded version %d", entry.version)

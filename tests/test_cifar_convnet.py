@@ -199,3 +199,28 @@ def test_export_loads_like_stock_tf_serving(tiny_run, tmp_path):
         )
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6)
     assert out["classes"].shape == (1,)
+
+
+def test_cli_evaluate_matches_training_metrics(tiny_run, cifar_small):
+    run_dir, metrics = tiny_run
+    out = zoo("evaluate", "--model-dir", str(run_dir), "--data-dir", str(cifar_small)).stdout
+    evaluated = json.loads(out[out.index("{") :])
+    assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+def test_finetune_keeps_features_and_replaces_the_head(tiny_run, shared_data, tmp_path):
+    run_dir, _ = tiny_run
+    folder = small_image_folder(
+        shared_data / "cifar10", tmp_path / "three", 6, splits=("train",),
+        classes=["cat", "dog", "horse"],
+    )  # fmt: skip
+    zoo("finetune", str(run_dir), "--data-dir", str(folder), "--model-dir",
+        str(tmp_path / "ft"), "--epochs", "1", "--set", "learning_rate=0.0")  # fmt: skip
+    tuned, info = export.load_trained(tmp_path / "ft")
+    source, _ = export.load_trained(run_dir)
+    assert info["config"]["num_classes"] == 3
+    assert info["assets"]["class_names"] == ["cat", "dog", "horse"]
+    assert tuned.get_layer("probabilities").kernel.shape[-1] == 3
+    np.testing.assert_array_equal(  # lr 0: the features are exactly the source run's
+        tuned.get_layer("conv1a").kernel.numpy(), source.get_layer("conv1a").kernel.numpy()
+    )

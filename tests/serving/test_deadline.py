@@ -78,7 +78,10 @@ def test_slow_request_is_504_and_server_stays_healthy(server, model):
     assert elapsed < 10, elapsed  # the loop was stopped, not run to the end
     # short work under the same timeout still succeeds, the server answers everything else
     body["instances"] = [3]
-    assert server.http("POST", f"/v1/models/{model}:predict", body) == (200, {"predictions": [128.0]})
+    assert server.http("POST", f"/v1/models/{model}:predict", body) == (
+        200,
+        {"predictions": [128.0]},
+    )
     assert server.http("GET", f"/v1/models/{model}")[0] == 200
     with server.channel() as channel:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -38,10 +38,36 @@ _ABBREVIATIONS = (
     "Fri|Sat|Sun|approx|dept|est|fig|min|max|misc|al|cf|ca|Ave|Blvd|Rd"
 )
 
+WHITESPACE = (f"[{_SPACES}]+", " ")
+
+# Rules that need the next word, applied to the whole sentence before it is cut into
+# chunks: "its" is split as "it s" (EWT's reading of a misspelled "it's") only before words
+# that cannot follow the possessive "its" (train: 74 split, 177 possessive).
+CONTEXT_RULES: tuple[tuple[str, str], ...] = (
+    (
+        "(?i) (it)(s) (not|a|an|the|really|simply|very|definitely|also|just|still|been|"
+        "getting|going|gonna|nothing|all|in|for|from|between|like|now|too|ok|okay|about|"
+        "always|never|actually|probably|pretty|quite) ",
+        " \\1 \\2 \\3 ",
+    ),
+)
+
+# A chunk (text between spaces) that is a URL or an e-mail address, possibly wrapped in
+# brackets or quotes or followed by punctuation: it stays one token, only the wrapping
+# is split off (EWT keeps http://www.x.com/a-b?c=1 and john...@x.com whole).
+_URL_BODY = (
+    "(?:(?:[hH][tT][tT][pP][sS]?|[fF][tT][pP])://|[wW][wW][wW]\\.)[^ ]*[^ >)\\]\"'.,;:!?]"
+    "|[^ @<>()\\[\\]\"']+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)+"
+)
+URL_CHUNK = f"((?:[^ <]*<)?[(\\[\"'\u201c\u2018]*)({_URL_BODY})([>)\\]\"'\u201d\u2019.,;:!?]*)"
+
 RULES: tuple[tuple[str, str], ...] = (
-    (f"[{_SPACES}]", " "),
-    # Punctuation that is always its own token (runs of the same mark stay together).
-    ('(!+|\\?+|;|"|\u201c|\u201d|\\(|\\)|\\[|\\]|\\{|\\}|\u2014|\u2013|<<|>>|\u2026)', " \\1 "),
+    # Punctuation that is always its own token (runs of ! and ? stay together, also with
+    # periods: ?! .? !!! ...?!).
+    (
+        '(\\.*[!?][.!?]*|;|"|\u201c|\u201d|\\(|\\)|\\[|\\]|\\{|\\}|\u2014|\u2013|<<|>>|\u2026)',
+        " \\1 ",
+    ),
     # Opening quotes / brackets at the start of a word.
     (f"( )([{_APOS}\u2018]+)([{_LN}])", "\\1\\2 \\3"),
     # Commas, colons not inside numbers or times (1,000 5:30).
@@ -65,9 +91,16 @@ RULES: tuple[tuple[str, str], ...] = (
     ("(?i) (got)(ta) ", " \\1 \\2 "),
     # Apostrophe-less negations (dont didnt cant isnt ...).
     (
-        "(?i) (do|does|did|is|are|was|were|have|has|had|ca|wo|could|would|should|ai)(nt) ",
+        "(?i) (do|does|did|is|are|ar|was|were|have|has|had|ca|wo|could|would|should|ai)(nt) ",
         " \\1 \\2 ",
     ),
+    # Other apostrophe-less contractions EWT splits (only whole words that are never
+    # correct spellings of something else: "its", "lets", "your" are left alone).
+    ("(?i) (i)(m|ve) ", " \\1 \\2 "),
+    ("(?i) (that|what|there|he|else)(s) ", " \\1 \\2 "),
+    ("(?i) (you)(re) ", " \\1 \\2 "),
+    ("(?i) (out)(ta) ", " \\1 \\2 "),
+    ("(?i) (a)(lot) ", " \\1 \\2 "),
     # Symbols between or around words: - / & + = % $ # @ (not inside e-mail addresses).
     # A hyphen is split when a letter is on either side (15-year, al-Qaeda), twice for
     # a-b-c; not between digits (713-853-3989) nor after a prefix (e-mail, non-stop).
@@ -78,37 +111,79 @@ RULES: tuple[tuple[str, str], ...] = (
     ("( --+ |--+)", " \\1 "),
     ("([$#])([0-9])", "\\1 \\2"),
     ("([0-9])(%)", "\\1 \\2"),
+    ("( [<>~])([0-9])", "\\1 \\2"),
     (f"([{_L}])(/)([{_L}])", "\\1 \\2 \\3"),
+    # ... but not in short forms: b/c w/o I/C w/out, and w/ before a word
+    ("( [A-Za-z]) / ([A-Za-z]|[oO][uU][tT]) ", "\\1/\\2 "),
+    ("( [wW]) / ", "\\1/ "),
     # Emoticons split above are put back together: :) :( ;-) =)
     ("( [:;=]) (-) ([()]) ", "\\1\\2\\3 "),
     ("( [:;=]) ([()]) ", "\\1\\2 "),
 )
 
 _COMPILED = tuple((re.compile(pattern), rewrite) for pattern, rewrite in RULES)
+_WHITESPACE = re.compile(WHITESPACE[0])
+_CONTEXT = tuple((re.compile(pattern), rewrite) for pattern, rewrite in CONTEXT_RULES)
+_URL_CHUNK = re.compile(URL_CHUNK)
+
+
+def _apply_rules(text: str) -> str:
+    text = f" {text} "
+    for pattern, rewrite in _COMPILED:
+        text = pattern.sub(rewrite, text)
+    return text
 
 
 def tokenize(text: str) -> list[str]:
     """Split one raw sentence into UD-style words (Python; same rules as `tokenize_graph`)."""
     if not isinstance(text, str):
         raise TypeError(f"tokenize expects a str, not {type(text).__name__}")
-    text = f" {text} "
-    for pattern, rewrite in _COMPILED:
+    text = f" {_WHITESPACE.sub(' ', text)} "
+    for pattern, rewrite in _CONTEXT:
         text = pattern.sub(rewrite, text)
-    return [token for token in text.split(" ") if token]
+    tokens = []
+    for chunk in text.split(" "):
+        if not chunk:
+            continue
+        url = _URL_CHUNK.fullmatch(chunk)
+        lead, body, trail = url.groups() if url else (chunk, "", "")
+        pieces = " ".join([_apply_rules(lead), body, _apply_rules(trail)])
+        tokens.extend(token for token in pieces.split(" ") if token)
+    return tokens
+
+
+def _apply_rules_graph(text: tf.Tensor) -> tf.Tensor:
+    text = tf.strings.join([" ", text, " "])
+    for pattern, rewrite in RULES:
+        text = tf.strings.regex_replace(text, pattern, rewrite)
+    return text
 
 
 def tokenize_graph(sentences: tf.Tensor) -> tf.RaggedTensor:
     """Tokenize a string tensor [N] into a ragged [N, None] string tensor (core TF ops only).
 
     Invalid UTF-8 bytes are replaced by U+FFFD first so the regular expressions never fail.
+    Like `tokenize`: split on whitespace into chunks; a URL / e-mail chunk keeps its body
+    whole (the rules only see what wraps it), every other chunk goes through the rules.
     """
     text = tf.strings.unicode_transcode(
         sentences, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
     )
+    text = tf.strings.regex_replace(text, WHITESPACE[0], WHITESPACE[1])
     text = tf.strings.join([" ", text, " "])
-    for pattern, rewrite in RULES:
+    for pattern, rewrite in CONTEXT_RULES:
         text = tf.strings.regex_replace(text, pattern, rewrite)
-    tokens = tf.strings.split(text, sep=" ")
+    chunks = tf.strings.split(text, sep=" ")
+    chunks = tf.ragged.boolean_mask(chunks, tf.not_equal(chunks, ""))
+    flat = chunks.flat_values
+    is_url = tf.strings.regex_full_match(flat, URL_CHUNK)
+    whole = f"^(?:{URL_CHUNK})$"  # the groups of the full match, as `re.fullmatch` gives
+    empty = tf.zeros_like(flat)
+    lead = tf.where(is_url, tf.strings.regex_replace(flat, whole, "\\1"), flat)
+    body = tf.where(is_url, tf.strings.regex_replace(flat, whole, "\\2"), empty)
+    trail = tf.where(is_url, tf.strings.regex_replace(flat, whole, "\\3"), empty)
+    pieces = tf.strings.join([_apply_rules_graph(lead), body, _apply_rules_graph(trail)], " ")
+    tokens = chunks.with_flat_values(tf.strings.split(pieces, sep=" ")).merge_dims(1, 2)
     return tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ""))
 
 

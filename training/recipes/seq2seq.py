@@ -230,34 +230,42 @@ class Seq2SeqRecipe(Recipe):
         training: bool = True,
         assets: dict | None = None,
     ) -> ParallelData:
+        """Multi30k-style `<split>.<lang>` files; vocabularies from train unless `assets`."""
         if data_dir is None:
             raise ValueError(
                 "seq2seq reads local parallel text: pass --data-dir with "
                 "train.<src>/train.<tgt> (and val.*) files, e.g. ../shared/data/multi30k"
             )
         src_lang, tgt_lang = config["source_lang"], config["target_lang"]
-        train_paths = parallel_text.find_split(data_dir, "train", src_lang, tgt_lang)
-        if train_paths is None:
-            raise FileNotFoundError(
-                f"no train.{src_lang} / train.{tgt_lang} in {data_dir} or {data_dir}/multi30k"
+        src_tok: list[list[str]] = []
+        tgt_tok: list[list[str]] = []
+        if training or assets is None:
+            train_paths = parallel_text.find_split(data_dir, "train", src_lang, tgt_lang)
+            if train_paths is None:
+                raise FileNotFoundError(
+                    f"no train.{src_lang} / train.{tgt_lang} in {data_dir} or {data_dir}/multi30k"
+                )
+            train_src, train_tgt = parallel_text.read_parallel(*train_paths, config["train_limit"])
+            src_tok = parallel_text.tokenize_py(train_src, config["lowercase_source"])
+            tgt_tok = parallel_text.tokenize_py(train_tgt, config["lowercase_target"])
+            limit = config["max_train_tokens"]
+            keep = [
+                i
+                for i, (s, t) in enumerate(zip(src_tok, tgt_tok, strict=True))
+                if 0 < len(s) <= limit and 0 < len(t) <= limit
+            ]
+            src_tok = [src_tok[i] for i in keep]
+            tgt_tok = [tgt_tok[i] for i in keep]
+        if assets is not None:  # an earlier run's vocabularies: ids must stay the same
+            src_vocab = Vocabulary.from_json(assets["source_vocab"])
+            tgt_vocab = Vocabulary.from_json(assets["target_vocab"])
+        else:
+            src_vocab = Vocabulary.build(
+                src_tok, config["max_source_vocab"], config["min_count"], SOURCE_SPECIALS
             )
-        train_src, train_tgt = parallel_text.read_parallel(*train_paths, config["train_limit"])
-        src_tok = parallel_text.tokenize_py(train_src, config["lowercase_source"])
-        tgt_tok = parallel_text.tokenize_py(train_tgt, config["lowercase_target"])
-        limit = config["max_train_tokens"]
-        keep = [
-            i
-            for i, (s, t) in enumerate(zip(src_tok, tgt_tok, strict=True))
-            if 0 < len(s) <= limit and 0 < len(t) <= limit
-        ]
-        src_tok = [src_tok[i] for i in keep]
-        tgt_tok = [tgt_tok[i] for i in keep]
-        src_vocab = Vocabulary.build(
-            src_tok, config["max_source_vocab"], config["min_count"], SOURCE_SPECIALS
-        )
-        tgt_vocab = Vocabulary.build(
-            tgt_tok, config["max_target_vocab"], config["min_count"], TARGET_SPECIALS
-        )
+            tgt_vocab = Vocabulary.build(
+                tgt_tok, config["max_target_vocab"], config["min_count"], TARGET_SPECIALS
+            )
         assets = {
             "source_lang": src_lang,
             "target_lang": tgt_lang,

@@ -319,7 +319,9 @@ def learning_rate_schedule(config: dict, data: Data | None):
     if config.get("lr_schedule", "constant") == "constant" or steps <= 0:
         return rate
     if config["lr_schedule"] != "cosine":
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {config['lr_schedule']!r}")
+        raise ValueError(
+            f"lr_schedule must be 'constant' or 'cosine', not {config['lr_schedule']!r}"
+        )
     return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=0.02)
 
 
