@@ -30,6 +30,27 @@ CASES = {
     "": [],
     " \t\u00a0 ": [],
     "Grüße aus Köln — schön!": ["Grüße", "aus", "Köln", "—", "schön", "!"],
+    # URLs and e-mail addresses stay whole; what wraps them is split off
+    "See http://www.x.com/a-b/c.htm?q=1&r=2, or (www.y.org/z).": [
+        "See", "http://www.x.com/a-b/c.htm?q=1&r=2", ",", "or", "(", "www.y.org/z", ")", ".",
+    ],
+    'Email: "The Cat"<cat...@hotmail.com> <j.doe@x.co.uk>!': [
+        "Email", ":", '"', "The", "Cat", '"', "<", "cat...@hotmail.com", ">",
+        "<", "j.doe@x.co.uk", ">", "!",
+    ],
+    # misspelled contractions split as EWT does; correct words left alone
+    "im sure ive seen alot, thats why youre here and dont go": [
+        "i", "m", "sure", "i", "ve", "seen", "a", "lot", ",", "that", "s", "why", "you", "re",
+        "here", "and", "do", "nt", "go",
+    ],
+    "Its not its fault; its own way. Im in b/c w/o it, w/Kim.": [
+        "It", "s", "not", "its", "fault", ";", "its", "own", "way", ".", "I", "m", "in",
+        "b/c", "w/o", "it", ",", "w/", "Kim", ".",
+    ],
+    "Mr. Dr. Who?! Really.? pens, paper etc.": [
+        "Mr.", "Dr.", "Who", "?!", "Really", ".?", "pens", ",", "paper", "etc", ".",
+    ],
+    "At 7:30PM, >100,000 etc. came": ["At", "7:30", "PM", ",", ">", "100,000", "etc.", "came"],
 }  # fmt: skip
 
 

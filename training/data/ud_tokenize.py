@@ -50,6 +50,8 @@ CONTEXT_RULES: tuple[tuple[str, str], ...] = (
         "always|never|actually|probably|pretty|quite) ",
         " \\1 \\2 \\3 ",
     ),
+    # a sentence-final "etc." gives its period to the sentence
+    ("(?i) (etc)(\\.) $", " \\1 \\2 "),
 )
 
 # A chunk (text between spaces) that is a URL or an e-mail address, possibly wrapped in
@@ -112,6 +114,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ("([$#])([0-9])", "\\1 \\2"),
     ("([0-9])(%)", "\\1 \\2"),
     ("( [<>~])([0-9])", "\\1 \\2"),
+    ("([0-9])([aApP][mM]) ", "\\1 \\2 "),  # 5pm 7:30PM
     (f"([{_L}])(/)([{_L}])", "\\1 \\2 \\3"),
     # ... but not in short forms: b/c w/o I/C w/out, and w/ before a word
     ("( [A-Za-z]) / ([A-Za-z]|[oO][uU][tT]) ", "\\1/\\2 "),
