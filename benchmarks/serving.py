@@ -96,8 +96,17 @@ def timed(fn, n: int, warm: int = 20) -> tuple[float, float]:
     return percentiles(samples)
 
 
-def throughput(make_call, clients: int, seconds: float) -> float:
-    """Requests/second with `clients` threads each calling its own make_call() in a loop."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(make_call, clients: int, seconds: float, pid: int) -> tuple[float, float]:
+    """(requests/second, server CPU ms per request) with `clients` threads each calling its own
+    make_call() in a loop against the server process `pid`. CPU per request is what the server
+    spends on a request whatever share of the shared machine it gets, so it is the steadier
+    measure of efficiency when other jobs load the machine."""
     stop = threading.Event()
     counts = [0] * clients
     errors: list[str] = []
@@ -118,15 +127,16 @@ def throughput(make_call, clients: int, seconds: float) -> float:
     for t in threads:
         t.start()
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu0, done0 = time.perf_counter(), cpu_seconds(pid), sum(counts)
     time.sleep(seconds)
+    done, cpu = sum(counts) - done0, cpu_seconds(pid) - cpu0
     stop.set()
     elapsed = time.perf_counter() - start
     for t in threads:
         t.join(timeout=60)
     if errors:
         print(f"  {len(errors)} failed requests, e.g. {errors[0][:200]}", file=sys.stderr)
-    return sum(counts) / elapsed
+    return done / elapsed, 1000.0 * cpu / max(done, 1)
 
 
 def start(cmd: list[str], ready: str, timeout: float = 300) -> subprocess.Popen:
@@ -238,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     batching = tmp / "batching.txt"
     batching.write_text(
         "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n"
-        "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n"
+        "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
     )
     app = tmp / "flask_app.py"
     app.write_text(FLASK_APP)
     ports = {k: free_port() for k in ("grpc_u", "rest_u", "grpc_b", "rest_b", "flask")}
     procs = []
+    pids: dict[str, int] = {}
     results: dict[str, object] = {}
     try:
         # all three servers run side by side (idle unless measured), and measurements are
@@ -255,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             if tag == "b":
                 cmd += ["--enable_batching", f"--batching_parameters_file={batching}"]
             procs.append(start(cmd, "Exporting HTTP/REST API"))
+            pids["grpc_" + tag] = pids["rest_" + tag] = procs[-1].pid
         procs.append(
             start([sys.executable, str(app), str(version), str(ports["flask"])], "FLASK READY")
         )
+        pids["flask"] = procs[-1].pid
         time.sleep(2.0)  # werkzeug binds just after the ready line
 
         callers = {
@@ -280,14 +293,21 @@ def main(argv: list[str] | None = None) -> int:
             results[k + "_lat"] = percentiles(v)
         batch32 = tf.constant(np.repeat(pixels, 32, axis=0))
         results["inproc32"] = timed(lambda: fn(pixels=batch32), 30, warm=3)
+        for size, x in ((1, tensor), (32, batch32)):
+            calls = 640 // size
+            cpu0 = cpu_seconds(os.getpid())
+            for _ in range(calls):
+                fn(pixels=x)
+            results[f"inproc{size}_cpu"] = 1000 * (cpu_seconds(os.getpid()) - cpu0) / 640
         results["flask_lat"] = timed(callers["flask"](), max(20, args.requests // 10), warm=3)
 
-        rates: dict[str, list[float]] = {k: [] for k in callers}
+        rates: dict[str, list[tuple[float, float]]] = {k: [] for k in callers}
         for _ in range(2):
             for k, make in callers.items():
-                rates[k].append(throughput(make, args.clients, args.seconds / 2))
+                rates[k].append(throughput(make, args.clients, args.seconds / 2, pids[k]))
         for k, v in rates.items():
-            results[k] = float(np.mean(v))
+            results[k] = float(np.mean([r for r, _ in v]))
+            results[k + "_cpu"] = float(np.mean([c for _, c in v]))
     finally:
         for proc in procs:
             stop(proc)
@@ -331,19 +351,34 @@ def main(argv: list[str] | None = None) -> int:
         results[k]
         for k in ("grpc_unbatched", "grpc_batched", "rest_unbatched", "rest_batched", "flask")
     )
-    rows.append((f"{c} clients gRPC, no batching", f"{gu:.0f} req/s", ""))
-    rows.append(
-        (
-            f"{c} clients gRPC, batching",
-            f"{gb:.0f} req/s",
-            f"{gb / gu:.1f}x unbatched (target >= 3)",
-        )
-    )
-    rows.append((f"{c} clients REST, no batching", f"{ru:.0f} req/s", ""))
-    rows.append((f"{c} clients REST, batching", f"{rb:.0f} req/s", f"{rb / ru:.1f}x unbatched"))
+    c1, c32 = results["inproc1_cpu"], results["inproc32_cpu"]
+    rows.append((
+        "in-process CPU ms per image, batch 1 / 32",
+        f"{c1:.2f} / {c32:.2f}",
+        f"{c1 / c32:.1f}x (the model's own batching gain in CPU)",
+    ))  # fmt: skip
+
+    def cpu(k: str) -> str:
+        return f"server {results[k + '_cpu']:.2f} CPU ms/req"
+
+    rows.append((f"{c} clients gRPC, no batching", f"{gu:.0f} req/s", cpu("grpc_u")))
+    rows.append((
+        f"{c} clients gRPC, batching",
+        f"{gb:.0f} req/s",
+        f"{gb / gu:.1f}x unbatched (target >= 3); {cpu('grpc_b')}, "
+        f"{results['grpc_u_cpu'] / results['grpc_b_cpu']:.1f}x less than unbatched",
+    ))  # fmt: skip
+    rows.append((f"{c} clients REST, no batching", f"{ru:.0f} req/s", cpu("rest_u")))
+    rows.append((
+        f"{c} clients REST, batching",
+        f"{rb:.0f} req/s",
+        f"{rb / ru:.1f}x unbatched; {cpu('rest_b')}",
+    ))  # fmt: skip
     rows.append((f"{c} clients Flask + model.predict", f"{fl:.0f} req/s", f"REST batched {rb / fl:.1f}x, gRPC batched {gb / fl:.1f}x Flask (target >= 10)"))  # fmt: skip
 
+    load = os.getloadavg()
     print(f"\nServing benchmark: {version} signature {SIGNATURE}, {os.cpu_count()} CPUs")
+    print(f"load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
     width = max(len(x[0]) for x in rows)
     print(f"{'measurement':<{width}}  {'p50 / p99 ms or rate':<22}  ratio")
     for name, value, ratio in rows:

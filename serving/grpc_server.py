@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (
 
 from serving.errors import ERROR_CODE_NUMBER, ServingError, invalid
 from serving.predict import PredictionCore, Spec, error_status
-from serving.tensors import to_numpy, to_proto
+from serving.tensors import fill_proto, to_numpy
 
 log = logging.getLogger("serving.grpc")
 
@@ -57,7 +57,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         response = predict_pb2.PredictResponse(model_spec=spec)
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(to_proto(value))
+            fill_proto(response.outputs[name], value)
         return response
 
     @_guard

@@ -74,7 +74,8 @@ def shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> boo
 
 
 _NOISE = re.compile(
-    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>|File \".*|\[\[\{\{node .*\}\}\]\].*)$"
+    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>"
+    r"|File \".*|\[\[\{\{node .*\}\}\]\].*)$"
 )
 
 

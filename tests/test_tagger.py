@@ -17,10 +17,11 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT, free_port
+from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training import train
 from training.data.ud_tokenize import tokenize
-from training.recipes.tagger import TaggerModule, featurizer_from_assets, score
+from training.recipes.tagger import TaggerModule, featurizer_from_assets
 from zoo.tagger import PRESETS, CharCNN, build_tagger
 
 SENTENCES = [
@@ -192,15 +193,16 @@ def test_edge_cases_have_defined_answers(tiny_run):
     assert module.tag_tokens(tf.zeros([0, 4], tf.string))["tags"].shape == (0, 4)
 
 
-def test_score_on_gold_and_raw_text(tiny_run, shared_data):
+def test_zoo_evaluate_on_gold_and_raw_text(tiny_run, shared_data):
+    """`zoo evaluate` scores with the run's saved vocabularies: the training metrics again."""
     model_dir, metrics = tiny_run
-    model, run_info = export_lib.load_trained(model_dir)
     from training.data.conllu import read_conllu
 
+    result = evaluate_lib.run(model_dir, str(shared_data / "ud_english_ewt"))
     dev = read_conllu(shared_data / "ud_english_ewt" / "en_ewt-ud-dev.conllu", limit=100)
-    result = score(TaggerModule(model, run_info["assets"]), dev, "upos")
     assert result["eval_words"] == sum(len(s.words) for s in dev)
-    assert result["upos_accuracy"] == pytest.approx(metrics["upos_accuracy"], abs=1e-6)
+    for key in ("upos_accuracy", "upos_accuracy_raw_text", "upos_f1_raw_text"):
+        assert result[key] == pytest.approx(metrics[key], abs=1e-6), key
     # raw text loses what the tokenizer splits differently, never gains much
     assert result["upos_accuracy_raw_text"] <= result["upos_accuracy"] + 0.01
 

@@ -82,7 +82,7 @@ def test_token_spans():
 
 
 def test_ewt_dev(shared_data):
-    """Python and graph agree on every dev sentence; >= 98% of gold words found exactly."""
+    """Python and graph agree on every dev sentence; >= 98.8% of gold words found exactly."""
     dev = read_conllu(shared_data / "ud_english_ewt" / "en_ewt-ud-dev.conllu")
     texts = [s.text for s in dev]
     python = [tokenize(t) for t in texts]
@@ -94,4 +94,20 @@ def test_ewt_dev(shared_data):
         gold = sentence.word_spans()
         found += sum(span in predicted for span in gold)
         total += len(gold)
-    assert found / total >= 0.98, found / total
+    assert found / total >= 0.988, found / total  # 0.9902 measured
+
+
+def test_graph_matches_python_on_random_text():
+    """Random mixes of the characters the rules care about: both implementations agree."""
+    import random
+
+    rng = random.Random(0)
+    pieces = [
+        "a", "Z", "é", "7", " ", "  ", ".", "..", ",", ":", ";", "!", "?", "'", "’", "`", '"',
+        "(", ")", "<", ">", "-", "--", "/", "@", "$", "%", "&", "http://", "www.", ".com",
+        "n't", "'s", "its ", "im ", "dont ", "etc.", "pm", "\t", "\u00a0", "東",
+    ]  # fmt: skip
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 25))) for _ in range(1500)]
+    graph = [[t.decode() for t in row] for row in tokenize_graph(tf.constant(texts)).to_list()]
+    for text, tokens in zip(texts, graph, strict=True):
+        assert tokens == tokenize(text), text

@@ -56,7 +56,7 @@ def test_rss_and_threads_flat_across_reloads(testdata, tmp_path):
         "num_batch_threads { value: 2 }\n"
     )
     (tmp_path / "models.config").write_text(
-        "model_config_list { config { name: 'tf1_a' base_path: '%s' } }" % hp2
+        f"model_config_list {{ config {{ name: 'tf1_a' base_path: '{hp2}' }} }}"
     )
     server = start_server(
         f"--model_config_file={tmp_path / 'models.config'}",

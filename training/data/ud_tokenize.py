@@ -1,17 +1,27 @@
 """A raw-text word tokenizer following UD English EWT conventions, in Python and in-graph.
 
 The tokenizer is a list of regular-expression rewrites that insert spaces (never change
-or drop characters other than whitespace), then a split on spaces. The patterns use only
-syntax that Python's `re` and RE2 (`tf.strings.regex_replace`) read the same way: no
-lookaround, no `\\b` / `\\w` / `\\s` (their Unicode meaning differs), explicit character
-classes instead, `\\1`-style group references, and no pattern that can match the empty
-string. `tokenize` (Python) and `tokenize_graph` (core TF ops, for SavedModel signatures)
-therefore give the same tokens; a test checks it on the EWT dev set.
+or drop characters other than whitespace), then a split on spaces. It runs in two passes:
+a few context rules on the whole sentence (they look at the next word), then the sentence
+is cut at whitespace into chunks, and each chunk is rewritten on its own, except that a
+chunk holding a URL or an e-mail address keeps that address whole and only what wraps it
+(brackets, quotes, trailing punctuation) goes through the rules. RE2 has no lookaround,
+so this is how addresses are protected from the splitting rules.
+
+The patterns use only syntax that Python's `re` and RE2 (`tf.strings.regex_replace`) read
+the same way: no lookaround, no `\\b` / `\\w` / `\\s` (their Unicode meaning differs),
+explicit character classes instead, `\\1`-style group references, and no rewrite pattern
+that can match the empty string. `tokenize` (Python) and `tokenize_graph` (core TF ops,
+for SavedModel signatures) therefore give the same tokens; tests check it on the EWT dev
+set and on random text.
 
 Conventions followed (UD EWT): punctuation split off words (but kept inside numbers,
 abbreviations, URLs, e-mail addresses, times and dates); clitics split: `don't` ->
 `do n't`, `can't` -> `ca n't`, `I'm` -> `I 'm`, `John's` -> `John 's`, `cannot` ->
-`can not`, `gonna` -> `gon na`; hyphens, slashes and similar symbols between words split.
+`can not`, `gonna` -> `gon na`; misspelled contractions split where unambiguous: `dont`
+-> `do nt`, `im` -> `i m`, `thats` -> `that s`, `alot` -> `a lot`, and `its` -> `it s`
+before words that never follow the possessive; hyphens, slashes and similar symbols
+between words split (not in short forms like `b/c`, `w/o`).
 """
 
 from __future__ import annotations

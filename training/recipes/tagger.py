@@ -379,6 +379,7 @@ class TaggerRecipe(Recipe):
     ) -> tuple[list[Sentence], list[Sentence]]:
         """(train, evaluation) sentences; train is empty when not training."""
         limit = int(config["train_limit"]) if config.get("train_limit") else None
+        dev_limit = max(limit // 4, 1) if limit else None
         if data_dir is None:
             train = load_tfds_sentences("train") if training else []
             dev = load_tfds_sentences("validation")
@@ -386,8 +387,8 @@ class TaggerRecipe(Recipe):
             train_file, dev_file = find_split(data_dir, "train"), find_split(data_dir, "dev")
             if train_file is None:
                 raise FileNotFoundError(f"no *train*.conllu file in {data_dir}")
-            train = read_conllu(train_file)
-            dev = read_conllu(dev_file) if dev_file else []
+            train = read_conllu(train_file, limit=limit)
+            dev = read_conllu(dev_file, limit=dev_limit) if dev_file else []
         else:
             train = []
             eval_file = (
@@ -397,10 +398,9 @@ class TaggerRecipe(Recipe):
             )
             if eval_file is None:
                 raise FileNotFoundError(f"no *dev*.conllu or *test*.conllu file in {data_dir}")
-            dev = read_conllu(eval_file)
-        if limit:
-            train = train[:limit]
-            dev = dev[: max(limit // 4, 1)]
+            dev = read_conllu(eval_file, limit=dev_limit)
+        if limit:  # TFDS splits are read whole
+            train, dev = train[:limit], dev[:dev_limit]
         if training and not train:
             raise ValueError(f"no training sentences found in {data_dir}")
         if not training and not dev:
