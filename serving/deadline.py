@@ -5,7 +5,8 @@ A front end opens `scope(timeout_ms)` around a request; the code that runs the m
 - TF2 signature functions run under a `CancellationManager` that one watchdog thread cancels
   when the deadline passes, so the runtime stops the graph (a long loop really stops, the
   thread and the CPU are freed).
-- TF1 sessions get `RunOptions.timeout_in_ms`, which the session enforces itself.
+- TF1 sessions get `RunOptions.timeout_in_ms` (the configured budget; one cached callable per
+  budget), which the session enforces itself.
 - A request waiting in a batch queue gives up waiting at the deadline.
 
 TensorFlow keeps the active CancellationManager in one process-wide global

@@ -100,6 +100,10 @@ class Recipe:
         """Attach optimizer, loss and metrics (called inside `strategy.scope()`)."""
         raise NotImplementedError
 
+    def callbacks(self, config: dict) -> list:
+        """Extra Keras callbacks for training (e.g. early stopping); none by default."""
+        return []
+
     def evaluate(self, model, config: dict, data: Data) -> dict[str, float]:
         """The task's standard metrics on `data.test` (or `data.val`)."""
         split = data.test if data.test is not None else data.val

@@ -123,7 +123,8 @@ def run(
 
     steps = steps_per_epoch or data.steps_per_epoch
     throughput = Throughput(data.examples_per_step or global_batch)
-    callbacks = [throughput, checkpoints.EpochCheckpoint(model_dir, write=chief)]
+    callbacks = [throughput, *recipe.callbacks(config)]
+    callbacks.append(checkpoints.EpochCheckpoint(model_dir, write=chief))  # sees all logs
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
     start = time.perf_counter()
