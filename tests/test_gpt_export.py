@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.server_process import start_server
 
 # Sonnet 18 (public domain): short enough to memorize in a few hundred steps.
 SONNET = """Shall I compare thee to a summer's day?
@@ -238,18 +238,6 @@ def test_zoo_generate_cli_same_text_from_run_and_export(run_dir, exported, capsy
     assert main(["--model-dir", str(run_dir / "missing"), *argv]) == 2
 
 
-def _wait_for(proc: subprocess.Popen, marker: str, timeout: float) -> None:
-    seen, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
-        if marker in line:
-            return
-    raise AssertionError(f"server not ready ({marker!r} not printed):\n{''.join(seen)[-3000:]}")
-
-
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -258,38 +246,16 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.skipif(
-    not (REPO_ROOT / "serving" / "main.py").is_file(), reason="serving/main.py does not exist yet"
-)
 def test_served_over_rest_and_grpc(exported, loaded):
-    import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     expected = _generate(loaded, ["Shall I", "So long"], 20)
-    port, rest_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving",
-            "--port",
-            str(port),
-            "--rest_api_port",
-            str(rest_port),
-            "--model_name",
-            "gpt",
-            "--model_base_path",
-            str(exported.parent),
-        ],  # fmt: skip
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    server = start_server(
+        "--model_name", "gpt", "--model_base_path", str(exported.parent),
+        entry=("-m", "zoo.cli", "serve"),
+    )  # fmt: skip
     try:
-        _wait_for(proc, f"Exporting HTTP/REST API at:localhost:{rest_port}", 180)
-        url = f"http://127.0.0.1:{rest_port}/v1/models/gpt:predict"
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/gpt:predict"
         rows = [
             {"prompt": p, "max_new_tokens": 20, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
              "seed": 0, "stop": ""}
@@ -306,7 +272,7 @@ def test_served_over_rest_and_grpc(exported, loaded):
             _post(url, {"signature_name": "generate", "instances": [{**rows[0], "top_p": 0.0}]})
         assert err.value.code == 400 and "top_p" in json.loads(err.value.read())["error"]
 
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with server.channel() as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "gpt"
@@ -326,8 +292,4 @@ def test_served_over_rest_and_grpc(exported, loaded):
             completions = [c.decode() for c in response.outputs["completion"].string_val]
             assert completions == expected
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT, free_port
 from tests.helpers import subprocess_env
+from tests.server_process import start_server
 
 SENTENCES = [
     "A man is riding a bicycle down the street.",
@@ -148,55 +146,27 @@ def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_
             assert total == pytest.approx(1.0 if token else 0.0, abs=1e-4)
 
 
-def _wait_for(proc: subprocess.Popen, marker: str, timeout: float) -> None:
-    seen: list[str] = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if marker in line:
-            return
-    raise AssertionError(f"server not ready ({marker!r} not printed):\n{''.join(seen)[-3000:]}")
-
-
-@pytest.mark.skipif(
-    not (REPO_ROOT / "serving" / "main.py").is_file(),
-    reason="serving/main.py (the zoo serve model server) does not exist yet",
-)
 def test_served_grpc_predict_returns_translation(keras_side, exported):
-    import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     translator, _ = keras_side
-    port, rest_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port), "--rest_api_port", str(rest_port),
-         "--model_name", "translate", "--model_base_path", str(Path(exported).parent)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    server = start_server(
+        "--model_name", "translate", "--model_base_path", str(Path(exported).parent),
+        entry=("-m", "zoo.cli", "serve"),
     )  # fmt: skip
     try:
-        _wait_for(proc, "Running gRPC ModelServer at", 180)
         sentences = [SENTENCES[0], SENTENCES[4]]
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "translate"
         request.inputs["source"].CopyFrom(tf.make_tensor_proto(sentences, dtype=tf.string))
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with server.channel() as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             response = stub.Predict(request, timeout=120)
         got = [t.decode("utf-8") for t in tf.make_ndarray(response.outputs["translation"])]
         want = translator.translate(sentences)["translation"].numpy()
         assert len(got) == 2 and got == [t.decode("utf-8") for t in want]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 @pytest.mark.parametrize(("source", "target", "word"), [("de", "en", "man"), ("en", "fr", "homme")])

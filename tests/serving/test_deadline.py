@@ -17,8 +17,8 @@ from serving import deadline
 from serving.batching import BatchingOptions
 from serving.errors import ServingError
 from serving.servable import Servable
+from tests.server_process import start_server
 from tests.serving import tf2_model
-from tests.serving.conftest import start_server
 
 TIMEOUT_MS = 300
 ENDLESS = 10**8  # matmul loop iterations: minutes of work unless cancelled

@@ -16,8 +16,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tests.server_process import start_server
 from tests.serving import tf2_model
-from tests.serving.conftest import start_server
 
 WARM_CYCLES = 5
 CYCLES = 20  # each cycle unloads two models and loads two (one TF1, one TF2)

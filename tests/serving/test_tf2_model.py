@@ -17,8 +17,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from serving.batching import BatchingOptions
 from serving.errors import ServingError
 from serving.servable import Servable
+from tests.server_process import start_server
 from tests.serving import tf2_model
-from tests.serving.conftest import start_server
 
 BATCHING = """
 max_batch_size { value: 8 }

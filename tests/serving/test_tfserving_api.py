@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.serving.conftest import start_server
+from tests.server_process import start_server
 
 MAX_MESSAGE = 1 << 20
 

@@ -19,7 +19,8 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import repository
-from tests.serving.conftest import copy_model, start_server, wait_for
+from tests.server_process import start_server
+from tests.serving.conftest import copy_model, wait_for
 
 CONFIG = """
 model_config_list {

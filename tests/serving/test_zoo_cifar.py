@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.helpers import small_image_folder
-from tests.serving.conftest import start_server
+from tests.server_process import start_server
 
 MODEL = "cifar_convnet"
 ATOL = 1e-5
