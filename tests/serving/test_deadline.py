@@ -129,7 +129,15 @@ def test_request_waiting_in_batch_queue_gives_up_at_deadline(models):
     try:
         thread = threading.Thread(target=blocker)
         thread.start()
-        time.sleep(0.2)
+        # wait until the batch thread has taken the blocker off the queue and is running it
+        # (a fixed sleep races on a loaded machine)
+        limit = time.monotonic() + 30
+        while time.monotonic() < limit and not (
+            "slow" in servable.batchers and not servable.batchers["slow"]._tasks
+        ):
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert thread.is_alive(), "the blocking request finished before the test could queue"
         start = time.monotonic()
         with deadline.scope(100):
             with pytest.raises(ServingError) as err:
