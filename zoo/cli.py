@@ -48,6 +48,7 @@ def _train_kwargs(args: argparse.Namespace) -> dict:
         overrides=_parse_overrides(args.set),
         steps_per_epoch=args.steps_per_epoch,
         tpu=args.tpu,
+        steps_per_execution=args.steps_per_execution,
         jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
         verbose=args.verbose,
     )
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--batch-size", type=int, default=None, help="global batch size")
         p.add_argument("--steps-per-epoch", type=int, default=None)
+        p.add_argument(
+            "--steps-per-execution", type=int, default=1, help="training steps per graph call"
+        )
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--strategy", default="auto")
         p.add_argument("--tpu", default=None, help="TPU name or address")
