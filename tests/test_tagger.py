@@ -268,3 +268,14 @@ def test_served_through_zoo_serve_rest(exported):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_cli_predict_prints_token_tag_pairs(exported):
+    from tests.helpers import zoo
+
+    version_dir = exported if (exported / "saved_model.pb").exists() else exported / "1"
+    out = zoo("predict", str(version_dir), "She sells seashells.", "").stdout.splitlines()
+    first = out[-2].split(": ", 1)[1].split()
+    assert [pair.rsplit("/", 1)[0] for pair in first] == ["She", "sells", "seashells", "."]
+    assert all(pair.rsplit("/", 1)[1] for pair in first)  # every token got a tag
+    assert out[-1] == ": "  # an empty sentence: no tokens, no crash

@@ -76,6 +76,10 @@ def run(
             best = np.argsort(-probs)[:top_k]
             ranked = ", ".join(f"{labels[j]} {probs[j]:.3f}" for j in best)
             yield f"{item}: {ranked}"
+        elif {"tokens", "tags"} <= outputs.keys():  # taggers: token/TAG pairs
+            length = int(outputs["lengths"][i]) if "lengths" in outputs else None
+            pairs = zip(outputs["tokens"][i][:length], outputs["tags"][i][:length], strict=True)
+            yield f"{item}: " + " ".join(f"{t.decode()}/{g.decode()}" for t, g in pairs)
         else:
             parts = [f"{k}={_format(v[i])}" for k, v in sorted(outputs.items())]
             yield f"{item}: " + " ".join(parts)
