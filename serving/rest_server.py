@@ -14,6 +14,7 @@ import logging
 import re
 import socket
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -172,6 +173,11 @@ def _model_spec(spec: Spec):
     return out
 
 
+#: how much of a refused (oversize) body is read and dropped before the connection closes
+LINGER_MAX_BYTES = 256 << 20
+LINGER_SECONDS = 5.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: RestApp  # set on the subclass built by build_server
@@ -204,6 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "error": f"Request body of {length} bytes exceeds the limit of {self.app.max_body}"
             }
             self._reply(413, orjson.dumps(err), "application/json")
+            self._discard(length)
             return None
         body = self.rfile.read(length) if length else b""
         if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
@@ -215,6 +222,21 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return None
         return body
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body (bounded in bytes and time), so that a client still
+        sending it reads our answer instead of a reset connection (nginx's lingering close)."""
+        budget = min(length, LINGER_MAX_BYTES)
+        deadline = time.monotonic() + LINGER_SECONDS
+        self.connection.settimeout(LINGER_SECONDS)
+        try:
+            while budget > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(budget, 1 << 16))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass
 
     def do_GET(self) -> None:  # noqa: N802
         self._reply(*self.app.handle("GET", self.path, b""))

@@ -84,7 +84,9 @@ class ImageClassifierRecipe(Recipe):
             float(config["learning_rate"]), decay_steps=1, decay_rate=float(config["lr_decay"])
         )
         model.compile(
-            optimizer=keras.optimizers.RMSprop(learning_rate=schedule),
+            optimizer=keras.optimizers.RMSprop(
+                learning_rate=schedule, epsilon=float(config.get("rmsprop_epsilon", 1e-7))
+            ),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=jit_compile,

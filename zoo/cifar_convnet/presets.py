@@ -11,6 +11,10 @@ _PAPER = {
     "batch_size": 32,
     "learning_rate": 1e-4,
     "lr_decay": 1e-6,  # Keras 2 `decay=`: lr / (1 + decay * step), as InverseTimeDecay
+    # The example's RMSprop divided by sqrt(v) + 1e-7; Keras 3 divides by sqrt(v + eps),
+    # so its default 1e-7 floors the denominator at 3e-4 and shrinks small-gradient steps.
+    # eps = 1e-14 inside the root reproduces Keras 2's 1e-7 outside it.
+    "rmsprop_epsilon": 1e-14,
     "shift": 0.1,
     "horizontal_flip": True,
     "epochs": 50,
