@@ -119,6 +119,30 @@ class Signature:
         return f"signature '{self.name}' expects inputs {{{describe(self.inputs)}}}"
 
 
+def _variables_read_by_signatures(graph: tf.Graph, meta_graph) -> list[tf.Tensor]:
+    """The resource-variable handles that the signatures' outputs depend on."""
+    stack = [
+        graph.as_graph_element(info.name, allow_operation=True)
+        for key, sig in meta_graph.signature_def.items()
+        if not key.startswith("__")  # __saved_model_init_op: the loader runs it itself
+        for info in sig.outputs.values()
+    ]
+    stack = [t if isinstance(t, tf.Operation) else t.op for t in stack]
+    seen: set[str] = set()
+    handles = []
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type == "VarHandleOp":
+            handles.append(op.outputs[0])
+            continue
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return handles
+
+
 class Servable:
     """A SavedModel version loaded in its own TF session."""
 
@@ -163,9 +187,7 @@ class Servable:
                 meta_graph = tf.compat.v1.saved_model.loader.load(
                     session, ["serve"], str(self.path)
                 )
-                handles = [
-                    op.outputs[0] for op in graph.get_operations() if op.type == "VarHandleOp"
-                ]
+                handles = _variables_read_by_signatures(graph, meta_graph)
                 if handles:
                     checks = [tf.raw_ops.VarIsInitializedOp(resource=h) for h in handles]
                     done = session.run(checks)

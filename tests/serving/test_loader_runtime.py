@@ -1,0 +1,50 @@
+"""Which runtime a SavedModel gets: a session (as TF Serving) when its import restores every
+variable, else TF2 eager signature functions; both give the same answers."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from serving import inference
+from serving.servable import Servable
+from training.export import track_keras_variables
+
+
+def _save(path, track: bool) -> np.ndarray:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, kernel_initializer="ones")])
+    module = tf.Module()
+    module.model = model
+    if track:
+        track_keras_variables(module)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def serve(x):
+        return {"y": module.model(x)}
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    return x, model(x).numpy()
+
+
+def test_keras_export_with_tracked_variables_runs_in_a_session(tmp_path):
+    x, expected = _save(tmp_path / "1", track=True)
+    servable = Servable("m", 1, tmp_path / "1")
+    try:
+        assert servable.runtime == "session"
+        _, out = inference.predict(servable, "", {"x": x})
+        np.testing.assert_allclose(out["y"], expected, atol=1e-6)
+    finally:
+        servable.close()
+
+
+def test_keras_export_the_session_cannot_restore_falls_back_to_eager(tmp_path):
+    x, expected = _save(tmp_path / "1", track=False)
+    servable = Servable("m", 1, tmp_path / "1")
+    try:
+        assert servable.runtime == "eager"
+        _, out = inference.predict(servable, "", {"x": x})
+        np.testing.assert_allclose(out["y"], expected, atol=1e-6)
+    finally:
+        servable.close()
