@@ -258,6 +258,10 @@ class GPTRecipe(Recipe):
         return build_gpt(model_config(config, assets))
 
     def compile(self, model, config: dict, data: Data | None, *, jit_compile: bool | str) -> None:
+        if jit_compile == "auto":
+            # Keras' "auto" turns XLA off on CPU-only machines; for this model XLA's fused
+            # attention/LayerNorm/GELU steps are faster on CPU too (benchmarks/train_gpt.py).
+            jit_compile = True
         lr, warmup = float(config["learning_rate"]), int(config["warmup_iters"])
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / (warmup + 1),

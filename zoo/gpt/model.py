@@ -32,6 +32,11 @@ def _dense(units: int, use_bias: bool, std: float, dtype: Any, name: str) -> ker
     )
 
 
+def _layer_norm(use_bias: bool, dtype: Any, name: str) -> keras.layers.LayerNormalization:
+    # nanoGPT's LayerNorm(bias=False) keeps the scale and drops the offset with the biases
+    return keras.layers.LayerNormalization(epsilon=1e-5, center=use_bias, dtype=dtype, name=name)
+
+
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention: softmax(Q K^T / sqrt(d) + causal mask) V.
 
@@ -135,11 +140,11 @@ class TransformerBlock(keras.layers.Layer):
         self.n_embd, self.n_head, self.dropout = n_embd, n_head, dropout
         self.use_bias, self.proj_std = use_bias, proj_std
         policy = self.dtype_policy
-        self.ln1 = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name="ln1")
+        self.ln1 = _layer_norm(use_bias, policy, "ln1")
         self.attn = CausalSelfAttention(
             n_embd, n_head, dropout, use_bias, proj_std, dtype=policy, name="attn"
         )
-        self.ln2 = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name="ln2")
+        self.ln2 = _layer_norm(use_bias, policy, "ln2")
         self.fc = _dense(4 * n_embd, use_bias, _INIT_STD, policy, "fc")
         self.fc_proj = _dense(n_embd, use_bias, proj_std, policy, "fc_proj")
         self.mlp_dropout = keras.layers.Dropout(dropout, dtype=policy)
@@ -192,7 +197,8 @@ class GPT(keras.Model):
         n_head: attention heads per block.
         n_embd: model width.
         dropout: dropout rate (embeddings, attention weights, residual branches).
-        use_bias: biases in the Dense projections (GPT-2 has them).
+        use_bias: biases in the Dense projections and LayerNorm offsets (GPT-2 has them;
+            nanoGPT's training script turns them off).
         dtype: a Keras dtype policy name, e.g. "float32" or "mixed_bfloat16".
 
     `model(token_ids)` maps int token ids [B, T] (T <= block_size) to float32 logits [B, T, V].
@@ -235,7 +241,7 @@ class GPT(keras.Model):
             )
             for i in range(n_layer)
         ]
-        self.ln_f = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy, name="ln_f")
+        self.ln_f = _layer_norm(use_bias, policy, "ln_f")
         self.build((None, None))
 
     def build(self, input_shape):

@@ -1,0 +1,85 @@
+"""GPT training speed: milliseconds per iteration with and without XLA, in one process.
+
+Same preset (default `baby`: nanoGPT's CPU configuration, batch 12, context 64), same data
+pipeline (random windows of tiny Shakespeare), same optimizer. The machines here are shared
+and noisy, so the contenders are interleaved: each round trains `--steps` iterations of
+every contender in turn, and the table reports the median over rounds (round 1, with tracing
+and compilation, is excluded).
+
+Contenders:
+- baseline: `model.fit` as Keras compiles it by default on a CPU-only machine (a
+  tf.function graph, no XLA);
+- XLA: the same with `jit_compile=True`, which is what `zoo train gpt` uses (the recipe's
+  "auto"), also with 25 steps per execution.
+
+    python -m benchmarks.train_gpt --data-dir ../shared/data --steps 100 --rounds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from training.recipes.gpt import RECIPE  # noqa: E402
+from zoo import registry  # noqa: E402
+
+
+def contenders(preset: str, data_dir: str) -> dict:
+    """name -> function training `steps` iterations of that contender."""
+    config = registry.get("gpt").config(preset)
+    batch = int(config["batch_size"])
+    runs = {}
+    for name, jit, spe in (
+        ("tf.function graph, Keras' CPU default (baseline)", False, 1),
+        ("XLA (zoo train gpt)", True, 1),
+        ("XLA, 25 steps/execution", True, 25),
+    ):
+        keras.utils.set_random_seed(1337)
+        data = RECIPE.load_data(config, data_dir, batch)
+        model = RECIPE.build_model(config, data.assets)
+        RECIPE.compile(model, config, data, jit_compile=jit)
+        model.steps_per_execution = spe
+        train = data.train
+
+        def fit(steps: int, model=model, train=train) -> None:
+            model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
+
+        runs[name] = fit
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--preset", default="baby")
+    parser.add_argument("--steps", type=int, default=100, help="iterations per round")
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    runs = contenders(args.preset, args.data_dir)
+    times = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, fit in runs.items():
+            start = time.perf_counter()
+            fit(args.steps)
+            times[name].append(1000 * (time.perf_counter() - start) / args.steps)
+    medians = {name: statistics.median(t[1:] or t) for name, t in times.items()}
+    base = next(iter(medians.values()))
+    print(
+        f"\nGPT `{args.preset}` training, {args.steps} iterations per round, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"median of rounds 2..{args.rounds}"
+    )
+    print(f"{'contender':50s} {'ms/iter':>8s} {'speed-up':>9s}   per round")
+    for name, ms in medians.items():
+        rounds = " ".join(f"{t:.0f}" for t in times[name])
+        print(f"{name:50s} {ms:8.1f} {base / ms:8.2f}x   {rounds}")
+
+
+if __name__ == "__main__":
+    main()
