@@ -108,6 +108,20 @@ print(json.dumps(out, default=lambda b: b.decode("utf-8")))
 """
 
 
+def _assert_equal_up_to_ties(model, source_ids, a_ids, b_ids, tol=1e-3) -> None:
+    """Greedy id rows are equal, or first differ where the two words' log-probabilities tie."""
+    for row, (a, b) in enumerate(zip(a_ids.tolist(), b_ids.tolist(), strict=True)):
+        width = max(len(a), len(b))
+        a, b = a + [0] * (width - len(a)), b + [0] * (width - len(b))
+        if a == b:
+            continue
+        t = next(i for i in range(width) if a[i] != b[i])
+        target_in = np.array([[model.bos_id] + a[:t]], np.int32)
+        logits = model({"source_ids": source_ids[row : row + 1], "target_in": target_in})
+        logp = tf.nn.log_softmax(logits[0, t]).numpy()
+        assert abs(logp[a[t]] - logp[b[t]]) < tol, (row, t, a, b)
+
+
 def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_side, exported):
     translator, _ = keras_side
     proc = subprocess.run(
@@ -127,9 +141,13 @@ def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_
     assert served["beam1"] == greedy
     assert served["beam3"] == keras(3)
     assert served["default"] == keras(0)  # preset beam size
-    # eager (no tf.function) decoding of the Keras model gives the same answer
-    eager = translator.translate(SENTENCES[:2], 1, 0)["translation"].numpy()
-    assert [t.decode("utf-8") for t in eager] == greedy[:2]
+    # eager (no tf.function) decoding of the Keras model gives the same answer, up to ties:
+    # a barely trained model can have two next words within float noise of each other
+    ids, _, _ = translator.encode_source(tf.constant(SENTENCES[:2]))
+    one, auto = tf.constant(1), tf.constant(0)
+    eager_ids = translator.decode(ids, one, auto)[0].numpy()
+    traced_ids = tf.function(translator.decode)(ids, one, auto)[0].numpy()
+    _assert_equal_up_to_ties(translator.model, ids.numpy(), eager_ids, traced_ids)
     # beam size 1 takes the beam-search code path too: same answer as greedy decoding
     from zoo.seq2seq import beam_search
 
