@@ -38,7 +38,7 @@ PRESETS: dict[str, dict] = {
         "max_decode_length": 256,
         "eval_limit": 100,
     },
-    # Multi30k en->de in about an hour on two CPU cores.
+    # Multi30k en->de: about 3 minutes per epoch on 2 quiet CPU cores (~370 ms per batch of 64).
     "default": {
         "source_lang": "en",
         "target_lang": "de",
