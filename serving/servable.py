@@ -18,6 +18,7 @@ Closing a version drops the session / loaded object, so reloads keep memory flat
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from tensorflow.python.saved_model import loader_impl
 
 from serving import deadline
 from serving.errors import ServingError, invalid
+
+log = logging.getLogger("serving.servable")
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -160,9 +163,10 @@ class Servable:
         self._graph = self._session = self._loaded = None
         try:
             meta_graph = self._load_session(session_config)
-        except Exception:
+        except Exception as e:
             if not self.is_tf2:
                 raise
+            log.info("%s runs its TF2 signature functions eagerly: %s", self.path, e)
             self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
         self.meta_graph = meta_graph
         self.signatures = {k: Signature(k, v) for k, v in meta_graph.signature_def.items()}
