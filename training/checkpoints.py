@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import keras
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
+BEST = "best.weights.h5"
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -58,6 +60,18 @@ def latest_checkpoint(directory: str | Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
+def best_checkpoint(directory: str | Path) -> Path | None:
+    """`best.weights.h5` (the epoch with the best monitored value) when the run keeps one."""
+    path = Path(directory) / BEST
+    return path if path.is_file() else None
+
+
+def is_best(history: list[dict], monitor: str) -> bool:
+    """Whether the last epoch of `history` has the lowest `monitor` value so far."""
+    values = [h[monitor] for h in history if monitor in h]
+    return bool(values) and monitor in history[-1] and history[-1][monitor] <= min(values)
+
+
 def save_weights_atomic(model: keras.Model, path: str | Path) -> None:
     """`model.save_weights` (weights and optimizer state) to `path`, atomically."""
     path = Path(path)
@@ -79,15 +93,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Save weights + optimizer state and the history atomically after every epoch.
 
     Keeps the newest `keep` checkpoints. `history.json` holds one logs dict per epoch so a
-    resumed run still reports the whole curve.
+    resumed run still reports the whole curve. With `monitor` (e.g. "val_loss", lower is
+    better) the best epoch so far is also kept as `best.weights.h5`, and its history entry
+    is marked `"best": 1.0`.
     """
 
-    def __init__(self, run_dir: str | Path, keep: int = 2, write: bool = True):
+    def __init__(
+        self, run_dir: str | Path, keep: int = 2, write: bool = True, monitor: str | None = None
+    ):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.keep = keep
         self.write = write
+        self.monitor = monitor
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.write:
@@ -96,7 +115,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         history = read_json(self.run_dir / "history.json", [])
         history = [h for h in history if h.get("epoch", 0) < completed]
         history.append({"epoch": completed, **{k: float(v) for k, v in (logs or {}).items()}})
-        save_weights_atomic(self.model, self.ckpt_dir / f"ckpt-{completed:04d}.weights.h5")
+        path = self.ckpt_dir / f"ckpt-{completed:04d}.weights.h5"
+        save_weights_atomic(self.model, path)
+        if self.monitor and is_best(history, self.monitor):
+            history[-1]["best"] = 1.0
+            best = self.ckpt_dir / BEST
+            tmp = self.ckpt_dir / f".tmp-{os.getpid()}-{BEST}"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, best)
         write_json_atomic(self.run_dir / "history.json", history)
         for _, old in list_checkpoints(self.ckpt_dir)[: -self.keep]:
             old.unlink(missing_ok=True)

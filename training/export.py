@@ -23,7 +23,9 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
-    """Rebuild the model of a run directory and load its newest checkpoint.
+    """Rebuild the model of a run directory and load its best (else newest) checkpoint.
+
+    The best checkpoint exists when the run's config names a `checkpoint_monitor`.
 
     Returns (keras_model, run_info) where run_info is the content of run.json.
     """
@@ -33,6 +35,8 @@ def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
         raise FileNotFoundError(f"{model_dir} is not a training run (no run.json)")
     recipe = get_recipe(run_info["model"])
     model = recipe.build_model(run_info["config"], run_info["assets"])
+    if checkpoint is None:
+        checkpoint = checkpoints.best_checkpoint(model_dir / "checkpoints")
     if checkpoint is None:
         latest = checkpoints.latest_checkpoint(model_dir / "checkpoints")
         if latest is None:

@@ -3,6 +3,7 @@
 Run directory layout (`--model-dir`):
     run.json                 model, preset, config, data assets (vocabularies, class names)
     checkpoints/ckpt-N.weights.h5   weights + optimizer state after epoch N (atomic)
+    checkpoints/best.weights.h5     the best epoch by `checkpoint_monitor`, when configured
     history.json             per-epoch logs (survives resume)
     logs/                    TensorBoard
     metrics.json             final task metrics and training throughput
@@ -17,7 +18,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training import checkpoints
+from training import checkpoints, plateau
 from training.distributed_loop import distributed_fit
 from training.recipe import get_recipe
 from training.strategy import is_chief, is_multi_worker, make_strategy
@@ -123,8 +124,11 @@ def run(
 
     steps = steps_per_epoch or data.steps_per_epoch
     throughput = Throughput(data.examples_per_step or global_batch)
-    callbacks = [throughput, *recipe.callbacks(config)]
-    callbacks.append(checkpoints.EpochCheckpoint(model_dir, write=chief))  # sees all logs
+    history = checkpoints.read_json(model_dir / "history.json", [])[:initial_epoch]
+    monitor = config.get("checkpoint_monitor")
+    callbacks = [throughput, *recipe.callbacks(config), *plateau.from_config(config, history)]
+    # last, so it sees (and records) every other callback's logs
+    callbacks.append(checkpoints.EpochCheckpoint(model_dir, write=chief, monitor=monitor))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
     start = time.perf_counter()
@@ -143,6 +147,10 @@ def run(
         else:
             model.fit(data.train, shuffle=False, **fit_kwargs)  # tf.data shuffles
     train_seconds = time.perf_counter() - start
+    best = checkpoints.best_checkpoint(model_dir / "checkpoints") if monitor else None
+    if best is not None:
+        model.load_weights(best)
+        print(f"[train] evaluating the best epoch by {monitor} ({best.name})")
 
     results = recipe.evaluate(model, config, data)
     metrics = {

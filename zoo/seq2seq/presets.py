@@ -29,6 +29,10 @@ PRESETS: dict[str, dict] = {
         "attention_units": 32,
         "dropout": 0.1,
         "learning_rate": 5e-3,
+        "lr_plateau_factor": 0.5,
+        "lr_plateau_patience": 0,
+        "min_learning_rate": 1e-5,
+        "checkpoint_monitor": "val_loss",
         "clipnorm": 1.0,
         "batch_size": 32,
         "epochs": 3,
@@ -59,6 +63,12 @@ PRESETS: dict[str, dict] = {
         "attention_units": 256,
         "dropout": 0.3,
         "learning_rate": 2e-3,
+        # Halve the rate after each epoch whose val loss is no better than the best so far
+        # (Luong et al. 2015 halve on a schedule); the best epoch by val loss is exported.
+        "lr_plateau_factor": 0.5,
+        "lr_plateau_patience": 0,
+        "min_learning_rate": 1e-5,
+        "checkpoint_monitor": "val_loss",
         "clipnorm": 1.0,
         "batch_size": 64,
         "epochs": 20,
