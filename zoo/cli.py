@@ -70,6 +70,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     latest = checkpoints.latest_checkpoint(source / "checkpoints")
     if latest is None:
         raise SystemExit(f"{source} has no completed checkpoint to fine-tune from")
+    start = checkpoints.best_checkpoint(source / "checkpoints") or latest[1]
     run_info = checkpoints.read_json(source / "run.json")
     kwargs = _train_kwargs(args)
     kwargs["preset"] = kwargs["preset"] or run_info["preset"]
@@ -78,7 +79,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         **recipe.finetune_overrides(run_info["config"], args.data_dir),
         **kwargs["overrides"],
     }
-    metrics = train.run(run_info["model"], init_weights=latest[1], **kwargs)
+    metrics = train.run(run_info["model"], init_weights=start, **kwargs)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 
