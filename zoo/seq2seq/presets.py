@@ -42,7 +42,8 @@ PRESETS: dict[str, dict] = {
         "max_decode_length": 256,
         "eval_limit": 100,
     },
-    # Multi30k en->de: about 3 minutes per epoch on 2 quiet CPU cores (~370 ms per batch of 64).
+    # Multi30k en->de: about 3.5 minutes per epoch on 2 CPU cores (~370-440 ms per batch of
+    # 64); 20 epochs gave val BLEU 35.3 with beam 4 (34.1 greedy), best val loss at epoch 20.
     "default": {
         "source_lang": "en",
         "target_lang": "de",
