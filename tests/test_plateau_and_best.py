@@ -77,3 +77,12 @@ def test_no_monitor_means_no_best_checkpoint(tmp_path):
     model.fit(x, y, epochs=2, validation_data=_data(32, 2), callbacks=[saver], verbose=0)
     assert checkpoints.best_checkpoint(tmp_path / "checkpoints") is None
     assert (tmp_path / "checkpoints" / "ckpt-0002.weights.h5").exists()
+
+
+def test_plateau_decay_refuses_an_optimizer_on_a_schedule():
+    model = _model()
+    schedule = keras.optimizers.schedules.InverseTimeDecay(0.01, 1, 1e-3)
+    model.compile(keras.optimizers.SGD(learning_rate=schedule), "mse")
+    x, y = _data(32, 1)
+    with pytest.raises(ValueError, match="constant learning rate"):
+        model.fit(x, y, epochs=1, callbacks=[PlateauDecay(0.01, [])], verbose=0)

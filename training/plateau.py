@@ -58,6 +58,12 @@ class PlateauDecay(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        rate = self.model.optimizer._learning_rate  # public getter hides schedules
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                "lr_plateau_factor needs a constant learning rate, but this recipe's optimizer "
+                f"follows a schedule ({type(rate).__name__}); drop one of the two"
+            )
         self.model.optimizer.learning_rate = self.current_rate()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
