@@ -1,6 +1,9 @@
-"""One error type for the whole server, carrying a gRPC status code and its HTTP mapping."""
+"""One error type for the whole server, carrying a gRPC status code and its HTTP mapping,
+and the one reader of TensorFlow error messages (`error_summary`)."""
 
 from __future__ import annotations
+
+import re
 
 import grpc
 
@@ -30,6 +33,13 @@ ERROR_CODE_NUMBER: dict[grpc.StatusCode, int] = {c: c.value[0] for c in grpc.Sta
 
 MAX_MESSAGE_CHARS = 1024
 
+_NOISE = re.compile(
+    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>"
+    r"|File \".*|\[\[\{\{node .*\}\}\]\].*)$"
+)
+_NODE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]")
+_OP = re.compile(r"\s*\[Op:[^\]]*\]")
+
 
 class ServingError(Exception):
     """A request failed with a status code (and optionally an HTTP code that overrides the map)."""
@@ -56,3 +66,18 @@ def invalid(message: str) -> ServingError:
 def not_found(message: str) -> ServingError:
     """NOT_FOUND."""
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def error_summary(message: str) -> str:
+    """The line of a TensorFlow error message that says what went wrong ("" when none).
+
+    Eager/function errors start with 'Graph execution error:' and a Python traceback of where
+    the failing op was defined; the cause ('Unknown image file format ...') comes after it,
+    followed by node and op names (`[[{{node ...}}]]`, `[Op:...]`), which are dropped.
+    Used by the server and by `zoo predict`.
+    """
+    for raw in message.splitlines():
+        line = _OP.sub("", _NODE.sub("", raw)).strip()
+        if line and not _NOISE.match(line):
+            return line
+    return ""

@@ -1,8 +1,9 @@
 """The source side of the server: model config files and version discovery on storage.
 
 Mirrors TF Serving's `FileSystemStoragePathSource`: a model lives in `base_path/<int64 version>/`
-(non-numeric names are ignored, `00000123` is version 123), and the model's version policy
-(`latest {num_versions}`, `all {}`, `specific {versions}`) picks the aspired versions.
+(non-numeric names are ignored, `00000123` is version 123; the rules live in `serving.layout`),
+and the model's version policy (`latest {num_versions}`, `all {}`, `specific {versions}`)
+picks the aspired versions.
 Unlike TF Serving, a version directory is only offered once it looks complete (it has a
 `saved_model.pb`/`.pbtxt` and nothing in it changed for `settle_seconds`), so a half-copied
 version is never loaded.
@@ -18,6 +19,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import layout
 from serving.errors import invalid
 
 ModelConfig = model_server_config_pb2.ModelConfig
@@ -92,14 +94,9 @@ def list_versions(base_path: str | Path, settle_seconds: float = 0.5) -> list[Ve
     A directory counts once it holds a saved_model.pb(.pbtxt) and nothing in it was created or
     changed during the last `settle_seconds` (a copy in progress keeps touching ctimes).
     """
-    base = Path(base_path)
-    if not base.is_dir():
-        return []
     found = []
     now = time.time()
-    for child in base.iterdir():
-        if not child.name.isdigit() or not child.is_dir():
-            continue
+    for version, child in layout.version_dirs(base_path):
         if not ((child / "saved_model.pb").exists() or (child / "saved_model.pbtxt").exists()):
             continue
         try:
@@ -108,8 +105,7 @@ def list_versions(base_path: str | Path, settle_seconds: float = 0.5) -> list[Ve
             continue
         if now - newest < settle_seconds:
             continue
-        found.append(VersionDir(int(child.name), child, fingerprint))
-    found.sort(key=lambda v: v.version)
+        found.append(VersionDir(version, child, fingerprint))
     return found
 
 

@@ -19,7 +19,6 @@ Closing a version drops the session / loaded object, so reloads keep memory flat
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
 from serving import deadline
-from serving.errors import ServingError, invalid
+from serving.errors import ServingError, error_summary, invalid
 
 log = logging.getLogger("serving.servable")
 
@@ -76,26 +75,6 @@ def shape_compatible(declared: list[int] | None, actual: tuple[int, ...]) -> boo
     if len(declared) != len(actual):
         return False
     return all(d == -1 or d == a for d, a in zip(declared, actual, strict=True))
-
-
-_NOISE = re.compile(
-    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>"
-    r"|File \".*|\[\[\{\{node .*\}\}\]\].*)$"
-)
-
-
-def error_summary(message: str) -> str:
-    """The line of a TensorFlow error message that says what went wrong.
-
-    Eager/function errors start with 'Graph execution error:' and a Python traceback of where
-    the failing op was defined; the cause ('Unknown image file format ...') comes after it.
-    """
-    for raw in message.splitlines():
-        line = re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]", "", raw)
-        line = re.sub(r"\s*\[Op:[^\]]*\]", "", line).strip()
-        if line and not _NOISE.match(line):
-            return line
-    return ""
 
 
 @dataclass

@@ -1,23 +1,21 @@
-"""Replay `assets.extra/tf_serving_warmup_requests` (a TFRecord of PredictionLog) at load time."""
+"""Replay a version's warmup file (`layout.WARMUP_PATH`: PredictionLog records) at load time."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import inference
+from serving.layout import WARMUP_PATH
 from serving.servable import Servable
 from serving.tensors import to_numpy
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving's limit
 
 
 def replay(servable: Servable) -> int:
     """Run every warmup record once; a failing record fails the load (as in TF Serving)."""
-    path = servable.path / WARMUP_FILE
+    path = servable.path / WARMUP_PATH
     if not path.exists():
         return 0
     count = 0

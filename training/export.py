@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from training import checkpoints
-from training.recipe import Export, get_recipe
+from training.export_module import ExportModule
+from training.recipe import get_recipe
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -95,9 +96,10 @@ def track_keras_variables(module: tf.Module) -> None:
 
 
 def write_saved_model(
-    export: Export, base_path: str | Path, model_name: str, version: int | None = None
+    module: ExportModule, base_path: str | Path, model_name: str, version: int | None = None
 ) -> Path:
-    """Write `export` as `<base_path>/<version>/` atomically; returns the version directory."""
+    """Write `module` as `<base_path>/<version>/` atomically, with its extra assets and its
+    warmup requests as TF Serving's warmup file; returns the version directory."""
     base_path = Path(base_path)
     base_path.mkdir(parents=True, exist_ok=True)
     version = version or next_version(base_path)
@@ -106,16 +108,16 @@ def write_saved_model(
         raise FileExistsError(f"{final} already exists; versions are never overwritten")
     tmp = base_path / f".tmp-{version}-{os.getpid()}"  # non-numeric: servers ignore it
     shutil.rmtree(tmp, ignore_errors=True)
-    track_keras_variables(export.module)
+    warmup = module.warmup()
     try:
-        tf.saved_model.save(export.module, str(tmp), signatures=export.signatures)
-        for name, text in export.extra_assets.items():
+        tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        for name, text in module.extra_assets().items():
             (tmp / "assets").mkdir(exist_ok=True)
             (tmp / "assets" / name).write_text(text)
-        if export.warmup:
+        if warmup:
             (tmp / "assets.extra").mkdir(exist_ok=True)
             with tf.io.TFRecordWriter(str(tmp / "assets.extra" / WARMUP_FILE)) as writer:
-                for record in warmup_records(export.warmup, model_name):
+                for record in warmup_records(warmup, model_name):
                     writer.write(record)
         os.rename(tmp, final)
     except BaseException:
@@ -133,5 +135,5 @@ def run(
     """Export the trained run in `model_dir` to `to/<version>/`; returns that directory."""
     model, run_info = load_trained(model_dir)
     recipe = get_recipe(run_info["model"])
-    export = recipe.export(model, run_info["config"], run_info["assets"])
-    return write_saved_model(export, to, model_name or Path(to).name, version)
+    module = recipe.export(model, run_info["config"], run_info["assets"])
+    return write_saved_model(module, to, model_name or Path(to).name, version)

@@ -8,14 +8,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-
-def op_error_message(err: tf.errors.OpError) -> str:
-    """The human part of a TensorFlow runtime error (no stack/node noise)."""
-    lines = [line.strip() for line in err.message.splitlines() if line.strip()]
-    for before, line in zip(lines, lines[1:], strict=False):
-        if line.startswith("[[") and not before.startswith("<stack"):
-            return before  # the op's own message sits just above its node name
-    return lines[0] if lines else str(err)
+from serving.errors import error_summary
+from serving.layout import version_dirs
 
 
 def resolve_version_dir(path: str | Path) -> Path:
@@ -23,11 +17,7 @@ def resolve_version_dir(path: str | Path) -> Path:
     path = Path(path)
     if (path / "saved_model.pb").exists():
         return path
-    versions = (
-        sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit())
-        if path.is_dir()
-        else []
-    )
+    versions = version_dirs(path)
     if not versions:
         raise FileNotFoundError(f"No SavedModel at {path} (nor integer version folders under it)")
     return versions[-1][1]
@@ -66,7 +56,7 @@ def run(
     try:
         result = fn(**{name: _input_value(spec, name, inputs)})
     except tf.errors.InvalidArgumentError as err:
-        raise ValueError(f"{signature} rejected the input: {op_error_message(err)}") from None
+        raise ValueError(f"{signature} rejected the input: {error_summary(err.message) or err}") from None
     outputs = {k: v.numpy() for k, v in result.items()}
     labels_file = version_dir / "assets" / "labels.txt"
     labels = labels_file.read_text().splitlines() if labels_file.exists() else None

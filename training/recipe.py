@@ -1,7 +1,8 @@
 """The contract between a model family and the generic train / evaluate / export commands.
 
-Each family has one module in `training/recipes/` defining a `Recipe` subclass instance
-named `RECIPE`. The generic code in `training/train.py`, `training/evaluate.py` and
+Each family has one module `training/recipes/<family name>.py` defining a `Recipe` subclass
+instance named `RECIPE`, found by name (no list to edit). Most recipes subclass a task
+layer (`training/tasks/`): image classification, sequence generation. The generic code in `training/train.py`, `training/evaluate.py` and
 `training/export.py` only ever talks to a family through this interface, so checkpoints,
 resume, TensorBoard logs, metrics.json, distribution and atomic export behave the same
 for every model.
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
+
+from training.export_module import ExportModule
 
 
 @dataclass
@@ -39,25 +42,6 @@ class Data:
     validation_steps: int | None = None
     examples_per_step: int | None = None
     assets: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Export:
-    """What a recipe hands to the export writer.
-
-    Attributes:
-        module: a tf.Module tracking the model and every resource (tables, constants).
-        signatures: signature name -> concrete function (one is "serving_default").
-        warmup: (signature_name, {input_name: value}) pairs replayed at load time; written to
-            `assets.extra/tf_serving_warmup_requests` as TF Serving PredictionLog records.
-        extra_assets: file name -> text written into the SavedModel's `assets/` folder
-            (e.g. labels.txt), useful to clients without reading the graph.
-    """
-
-    module: tf.Module
-    signatures: dict[str, Any]
-    warmup: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    extra_assets: dict[str, str] = field(default_factory=dict)
 
 
 class Recipe:
@@ -90,11 +74,17 @@ class Recipe:
         """Global batch size used when the CLI does not set one."""
         return int(config.get("batch_size", 32))
 
+    def model_config(self, config: dict, assets: dict) -> dict:
+        """The config the builder gets: the preset's, with its `DATA_DECIDED` sizes (vocabulary
+        sizes, tag counts) filled in from the data's `assets`. The default changes nothing."""
+        return config
+
     def build_model(self, config: dict, assets: dict):
-        """Build the keras.Model (called inside `strategy.scope()`); may use assets (vocab size)."""
+        """Build the keras.Model (called inside `strategy.scope()`): the one route from a
+        run's config and assets to a model, for training, evaluation, export and fine-tuning."""
         from zoo import registry
 
-        return registry.get(self.name).builder(config)
+        return registry.get(self.name).builder(self.model_config(config, assets))
 
     def compile(self, model, config: dict, data: Data | None, *, jit_compile: bool | str) -> None:
         """Attach optimizer, loss and metrics (called inside `strategy.scope()`)."""
@@ -118,15 +108,14 @@ class Recipe:
         """Config changes needed to fine-tune on `data_dir` (e.g. a new number of classes)."""
         return {}
 
-    def export(self, model, config: dict, assets: dict) -> Export:
-        """Wrap the trained model in tf.functions with explicit input signatures."""
+    def export(self, model, config: dict, assets: dict) -> ExportModule:
+        """The trained model wrapped in an `ExportModule` with its serving signatures."""
         raise NotImplementedError
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe of a registered model family."""
+    """The recipe of a model family: `RECIPE` in `training/recipes/<name>.py`."""
     from zoo import registry
 
-    spec = registry.get(name)
-    module = importlib.import_module(spec.recipe)
-    return module.RECIPE
+    registry.get(name)  # a clear error for unknown names
+    return importlib.import_module(f"training.recipes.{name}").RECIPE

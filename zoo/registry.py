@@ -1,33 +1,45 @@
-"""Name -> ModelSpec: how each model family plugs into the CLI, training and export.
+"""Name -> ModelSpec: the model families of the zoo, discovered by package.
 
-A model family registers one `ModelSpec`. The spec is data: the builder (config dict ->
-keras.Model), named presets, the task, the default dataset, and the dotted path of the
-training recipe (in `training/recipes/`) that knows the family's data, loss, metrics and
-export signatures. `zoo/` never imports `training/`; the recipe is looked up by name.
+A family is a package under `zoo/` whose `__init__.py` defines `SPEC = ModelSpec(...)`:
+the builder (config dict -> keras.Model), its named presets, and example inputs for the
+shared contract tests. Nothing here lists the families; adding a package adds a family.
+Its training recipe is found the same way, by name (`training/recipes/<name>.py`), so
+`zoo/` never imports `training/` or `serving/`.
+
+Sizes that the training data decides (vocabulary sizes, tag counts) are `DATA_DECIDED` in
+a preset: the recipe fills them in from the data's assets, and the spec's `example_sizes`
+gives small values for building a model without data.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+#: A preset value that the training data decides (vocabulary size, number of tags).
+DATA_DECIDED = None
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the CLI needs to know about one model family.
+    """Everything the CLI, the recipes and the contract tests need to know of one family.
 
     Attributes:
-        name: registry name, e.g. "cifar_convnet".
+        name: registry name, the family's package name under `zoo/`, e.g. "cifar_convnet".
         task: "image_classification", "tagging", "translation", "language_modeling", ...
         description: one line for `zoo list`.
         builder: function `config dict -> keras.Model` (framework-free).
         presets: preset name -> config dict (each complete, not a delta).
         default_preset: preset used when none is named.
-        dataset: the default dataset, as a human-readable hint (TFDS name / local folder).
-        recipe: dotted module path of the training recipe, e.g. "training.recipes.cifar_convnet".
-        paper: citation of the model's paper or source.
+        example_inputs: `(config, numpy Generator) -> inputs` for a model built from that
+            config: a small batch of the documented `call` input (the contract tests use it).
+        example_sizes: values for the `DATA_DECIDED` keys, to build a model without data.
     """
 
     name: str
@@ -36,10 +48,8 @@ class ModelSpec:
     builder: Callable[[dict[str, Any]], Any]
     presets: dict[str, dict[str, Any]]
     default_preset: str
-    dataset: str
-    recipe: str
-    paper: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
+    example_inputs: Callable[[dict[str, Any], np.random.Generator], Any]
+    example_sizes: dict[str, int] = field(default_factory=dict)
 
     def config(self, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
         """A copy of a preset's config with overrides applied (unknown keys are an error)."""
@@ -58,48 +68,52 @@ class ModelSpec:
         return config
 
     def build(self, preset: str | None = None, **overrides: Any):
-        """Build a fresh keras.Model from a preset."""
+        """Build a fresh keras.Model from a preset (its `DATA_DECIDED` sizes must be given)."""
         return self.builder(self.config(preset, **overrides))
 
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-# Model families are imported lazily so `zoo list` stays fast and a broken family cannot
-# take the others down. Each module registers its spec on import.
-_FAMILY_MODULES = (
-    "zoo.cifar_convnet",
-    "zoo.tagger",
-    "zoo.seq2seq",
-    "zoo.gpt",
-)
+    def example(self, preset: str = "tiny", seed: int = 0) -> tuple[Any, Any]:
+        """A model built from `preset` without data, and a batch of example inputs for it."""
+        config = self.config(preset)
+        config.update(
+            {k: v for k, v in self.example_sizes.items() if config.get(k) is DATA_DECIDED}
+        )
+        return self.builder(config), self.example_inputs(config, np.random.default_rng(seed))
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add a spec to the registry (re-registering the same name replaces it)."""
-    _REGISTRY[spec.name] = spec
-    return spec
+def _discover() -> dict[str, ModelSpec]:
+    import zoo
+
+    specs: dict[str, ModelSpec] = {}
+    for info in pkgutil.iter_modules(zoo.__path__):
+        if not info.ispkg:
+            continue
+        module = importlib.import_module(f"zoo.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if isinstance(spec, ModelSpec):
+            if spec.name != info.name:
+                raise ValueError(f"zoo/{info.name} registers a spec named {spec.name!r}")
+            specs[spec.name] = spec
+    return specs
 
 
-def _load_families() -> None:
-    import importlib
+_REGISTRY: dict[str, ModelSpec] | None = None
 
-    for module in _FAMILY_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # the family exists but one of its imports is missing
-                raise
+
+def _registry() -> dict[str, ModelSpec]:
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _discover()
+    return _REGISTRY
 
 
 def get(name: str) -> ModelSpec:
-    """The spec registered under `name`, with a helpful error for unknown names."""
-    _load_families()
-    if name not in _REGISTRY:
-        raise KeyError(f"Unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    """The spec of the family `name`, with a helpful error for unknown names."""
+    specs = _registry()
+    if name not in specs:
+        raise KeyError(f"Unknown model {name!r}; known models: {', '.join(sorted(specs))}")
+    return specs[name]
 
 
 def names() -> list[str]:
-    """Sorted names of all registered models."""
-    _load_families()
-    return sorted(_REGISTRY)
+    """Sorted names of all model families."""
+    return sorted(_registry())

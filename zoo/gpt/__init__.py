@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import numpy as np
+
 from zoo import registry
 from zoo.gpt.generation import generate, sample_logits, score
 from zoo.gpt.model import GPT, CausalSelfAttention, TransformerBlock
@@ -10,7 +12,7 @@ from zoo.gpt.presets import PRESETS
 
 def build_gpt(config: dict[str, Any]) -> GPT:
     """Build a `GPT` from a preset config (`vocab_size` must be set, > 0)."""
-    if int(config.get("vocab_size", 0)) <= 0:
+    if not config.get("vocab_size"):
         raise ValueError("config['vocab_size'] must be set (the recipe takes it from the data)")
     policy = config.get("dtype_policy", "float32")
     return GPT(
@@ -26,18 +28,20 @@ def build_gpt(config: dict[str, Any]) -> GPT:
     )
 
 
-SPEC = registry.register(
-    registry.ModelSpec(
-        name="gpt",
-        task="language_modeling",
-        description="GPT-2 style character language model (nanoGPT), KV-cached sampling",
-        builder=build_gpt,
-        presets=PRESETS,
-        default_preset="baby",
-        dataset="a text file, e.g. ../shared/data/tinyshakespeare/input.txt, or TFDS tiny_shakespeare",
-        recipe="training.recipes.gpt",
-        paper="Radford et al. 2019, GPT-2; Karpathy, nanoGPT (github.com/karpathy/nanoGPT)",
-    )
+def example_inputs(config: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Two rows of 7 token ids."""
+    return rng.integers(0, int(config["vocab_size"]), size=(2, 7)).astype("int32")
+
+
+SPEC = registry.ModelSpec(
+    name="gpt",
+    task="language_modeling",
+    description="GPT-2 style character language model (nanoGPT), KV-cached sampling",
+    builder=build_gpt,
+    presets=PRESETS,
+    default_preset="baby",
+    example_inputs=example_inputs,
+    example_sizes={"vocab_size": 65},
 )
 
 __all__ = [

@@ -2,13 +2,15 @@
 
 Training runs are iteration-based: `max_iters` optimizer steps in `epochs` evaluation
 intervals (`max_iters // epochs` steps each, nanoGPT's eval_interval), with linear warmup
-then cosine decay from `learning_rate` to `min_lr`. `vocab_size` 0 means "from the data"
-(the character vocabulary learned from the training text).
+then cosine decay from `learning_rate` to `min_lr`. `vocab_size` is `DATA_DECIDED`: the
+size of the character vocabulary learned from the training text.
 """
+
+from zoo.registry import DATA_DECIDED
 
 _SHAKESPEARE_CHAR = {
     # model
-    "vocab_size": 0,
+    "vocab_size": DATA_DECIDED,
     "block_size": 256,
     "n_layer": 6,
     "n_head": 6,

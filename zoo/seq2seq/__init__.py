@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 from zoo import registry
@@ -24,19 +25,21 @@ def build(config: dict) -> Seq2SeqTranslator:
     return model
 
 
-registry.register(
-    registry.ModelSpec(
-        name="seq2seq",
-        task="translation",
-        description="BiLSTM encoder + LSTM decoder with attention; greedy and beam search",
-        builder=build,
-        presets=PRESETS,
-        default_preset="default",
-        dataset="multi30k (../shared/data/multi30k: {train,val}.{en,de,fr}) or any line-aligned pair",
-        recipe="training.recipes.seq2seq",
-        paper=(
-            "Sutskever et al. 2014, Sequence to Sequence Learning with Neural Networks; "
-            "Bahdanau et al. 2015; Luong et al. 2015, Effective Approaches to Attention-based NMT"
-        ),
-    )
+def example_inputs(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Two source sentences of 7 ids and target prefixes of 5 ids."""
+    return {
+        "source_ids": rng.integers(4, 9, size=(2, 7)).astype("int32"),
+        "target_in": rng.integers(4, 9, size=(2, 5)).astype("int32"),
+    }
+
+
+SPEC = registry.ModelSpec(
+    name="seq2seq",
+    task="translation",
+    description="BiLSTM encoder + LSTM decoder with attention; greedy and beam search",
+    builder=build,
+    presets=PRESETS,
+    default_preset="default",
+    example_inputs=example_inputs,
+    example_sizes={"source_vocab_size": 65, "target_vocab_size": 65},
 )

@@ -1,11 +1,13 @@
 """Named configurations of the seq2seq translator (complete dicts, not deltas).
 
 Model keys go to `Seq2SeqTranslator`; the others drive data, training and decoding.
-`source_vocab_size` / `target_vocab_size` are placeholders: the recipe replaces them with
-the sizes of the vocabularies built from the training data.
+`source_vocab_size` / `target_vocab_size` are `DATA_DECIDED`: the recipe sets them to the
+sizes of the vocabularies built from the training data.
 """
 
 from __future__ import annotations
+
+from zoo.registry import DATA_DECIDED
 
 PRESETS: dict[str, dict] = {
     # Trains in seconds on a slice of Multi30k; for tests.
@@ -20,8 +22,8 @@ PRESETS: dict[str, dict] = {
         "min_count": 1,
         "max_source_vocab": 3000,
         "max_target_vocab": 3000,
-        "source_vocab_size": 3000,
-        "target_vocab_size": 3000,
+        "source_vocab_size": DATA_DECIDED,
+        "target_vocab_size": DATA_DECIDED,
         "embedding_dim": 32,
         "encoder_units": 32,
         "decoder_units": 48,
@@ -55,8 +57,8 @@ PRESETS: dict[str, dict] = {
         "min_count": 2,
         "max_source_vocab": 12000,
         "max_target_vocab": 12000,
-        "source_vocab_size": 12000,
-        "target_vocab_size": 12000,
+        "source_vocab_size": DATA_DECIDED,
+        "target_vocab_size": DATA_DECIDED,
         "embedding_dim": 256,
         "encoder_units": 256,
         "decoder_units": 256,

@@ -1,8 +1,10 @@
 """Named configurations of the BiLSTM tagger.
 
-Vocabulary sizes and the tag count here are defaults for building without data; the
-training recipe replaces them with the sizes of the vocabularies it builds.
+Vocabulary sizes and the tag count are `DATA_DECIDED`: the training recipe sets them to the
+sizes of the vocabularies and tag set it builds.
 """
+
+from zoo.registry import DATA_DECIDED
 
 _DEFAULT = {
     # data
@@ -14,9 +16,9 @@ _DEFAULT = {
     "max_word_length": 20,  # characters kept per word (longer words are cut)
     "word_dropout": 0.1,  # training words replaced by [UNK] (learn to use characters)
     # model
-    "word_vocab_size": 20000,
-    "char_vocab_size": 200,
-    "num_tags": 17,
+    "word_vocab_size": DATA_DECIDED,
+    "char_vocab_size": DATA_DECIDED,
+    "num_tags": DATA_DECIDED,
     "word_dim": 100,
     "char_dim": 32,
     "char_filters": 128,

@@ -1,0 +1,78 @@
+"""The one base class of every exported SavedModel module.
+
+An `ExportModule` holds the trained Keras model(s) and whatever the signatures need (lookup
+tables, constants), and declares each serving signature as a method named after it:
+
+    class Classifier(ExportModule):
+        @signature(tf.TensorSpec([None], tf.string, name="image_bytes"))
+        def serving_default(self, image_bytes):
+            ...
+
+Keras objects are kept out of `tf.Module` tracking in one way only, `ExportModule.__init__`;
+the module tracks the models' raw `tf.Variable`s instead. Tracking Keras 3 layers would
+save every variable twice (a handle per Keras variable, another per tf.Variable), and a
+session-based loader (stock TF Serving, TF1's `saved_model_cli`) then restores the copy the
+signatures do not read (keras-team/keras #20095, #19274; tensorflow/serving #2250).
+`keras.export.ExportArchive` does the same. The SavedModel's object graph then holds no
+Keras layer, so loading it never imports Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+_SIGNATURE_ATTR = "_zoo_signature"
+
+
+def signature(*input_signature: tf.TensorSpec, autograph: bool = True) -> Callable:
+    """Declare an `ExportModule` method as the serving signature of the same name.
+
+    The method becomes a `tf.function` with this input signature; its spec names are the
+    signature's input names, and it returns a dict of named output tensors.
+    """
+
+    def decorate(method: Callable) -> Any:
+        function = tf.function(method, input_signature=list(input_signature), autograph=autograph)
+        setattr(function, _SIGNATURE_ATTR, True)
+        return function
+
+    return decorate
+
+
+class ExportModule(tf.Module):
+    """Base of the exported modules: untracked Keras models, tracked variables, signatures.
+
+    Args:
+        name: the module's name.
+        **models: the Keras models the signatures call, available as attributes of the
+            same names (e.g. `self.model`), kept out of tracking.
+    """
+
+    def __init__(self, name: str, **models: Any):
+        super().__init__(name=name)
+        for key, model in models.items():
+            self.__dict__[key] = model  # bypasses tf.Module's attribute tracking
+        self.model_variables = [
+            getattr(v, "value", v) for model in models.values() for v in model.variables
+        ]
+
+    def signatures(self) -> dict[str, Any]:
+        """Signature name -> concrete function, for every method declared with `signature`."""
+        found = {}
+        for name in dir(type(self)):
+            if getattr(getattr(type(self), name, None), _SIGNATURE_ATTR, False):
+                found[name] = getattr(self, name).get_concrete_function()
+        if "serving_default" not in found:
+            raise TypeError(f"{type(self).__name__} declares no serving_default signature")
+        return found
+
+    def warmup(self) -> list[tuple[str, dict[str, Any]]]:
+        """(signature name, {input name: value}) requests replayed when a server loads it."""
+        return []
+
+    def extra_assets(self) -> dict[str, str]:
+        """File name -> text written into the SavedModel's `assets/` (e.g. labels.txt)."""
+        return {}
