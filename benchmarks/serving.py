@@ -30,6 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
+from serving.layout import version_dirs  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SIGNATURE = "predict_pixels"
 
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     base = (
         Path(args.model_base_path).resolve() if args.model_base_path else build_model(tmp / "cifar")
     )
-    version = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    version = version_dirs(base)[-1][1]
     pixels = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
     body = orjson.dumps({"signature_name": SIGNATURE, "instances": pixels.tolist()})
     flask_body = orjson.dumps({"instances": pixels.tolist()})

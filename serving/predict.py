@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -48,6 +48,25 @@ class Spec:
             label=spec.version_label if choice == "version_label" else None,
             signature_name=spec.signature_name,
         )
+
+
+@dataclass(frozen=True)
+class _ExampleApi:
+    """What differs between Classify and Regress: the metric label, the inference function,
+    the repeated field of its result (one row per Example) and the response type."""
+
+    name: str
+    run: Callable
+    rows: str
+    response: type
+
+
+_CLASSIFY = _ExampleApi(
+    "classify", inference.classify, "classifications", classification_pb2.ClassificationResponse
+)
+_REGRESS = _ExampleApi(
+    "regress", inference.regress, "regressions", regression_pb2.RegressionResponse
+)
 
 
 def resolved_spec(name: str, version: int, signature_name: str) -> model_pb2.ModelSpec:
@@ -107,29 +126,25 @@ class PredictionCore:
         self, request: classification_pb2.ClassificationRequest, entrypoint: str = "GRPC"
     ) -> classification_pb2.ClassificationResponse:
         """TF Serving's Classify."""
-        spec = Spec.from_proto(request.model_spec)
-        with self._measure(spec.name, "classify", entrypoint):
-            with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
-                sig, result = inference.classify(servable, request)
-                metrics.REQUEST_EXAMPLE_COUNTS.observe(
-                    len(result.classifications), spec.name, "classify"
-                )
-                return classification_pb2.ClassificationResponse(
-                    model_spec=resolved_spec(spec.name, servable.version, sig.name), result=result
-                )
+        return self._on_examples(request, entrypoint, _CLASSIFY)
 
     def regress(
         self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"
     ) -> regression_pb2.RegressionResponse:
         """TF Serving's Regress."""
+        return self._on_examples(request, entrypoint, _REGRESS)
+
+    def _on_examples(self, request, entrypoint: str, api: _ExampleApi):
+        """Classify or Regress: run `api` on the request's Examples, count them, wrap the
+        result with the resolved model spec."""
         spec = Spec.from_proto(request.model_spec)
-        with self._measure(spec.name, "regress", entrypoint):
+        with self._measure(spec.name, api.name, entrypoint):
             with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
-                sig, result = inference.regress(servable, request)
+                sig, result = api.run(servable, request)
                 metrics.REQUEST_EXAMPLE_COUNTS.observe(
-                    len(result.regressions), spec.name, "regress"
+                    len(getattr(result, api.rows)), spec.name, api.name
                 )
-                return regression_pb2.RegressionResponse(
+                return api.response(
                     model_spec=resolved_spec(spec.name, servable.version, sig.name), result=result
                 )
 

@@ -55,13 +55,6 @@ def to_numpy(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
         raise invalid(f"Input '{name}' is not a valid TensorProto: {e}") from None
 
 
-def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encode an output array into the typed value field of a TensorProto."""
-    proto = tensor_pb2.TensorProto()
-    fill_proto(proto, array)
-    return proto
-
-
 def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
     """Write an output array into an (empty) TensorProto in place, e.g. a response's
     `outputs[name]`, which saves building and copying a separate message."""

@@ -41,7 +41,7 @@ def zoo(
 ) -> subprocess.CompletedProcess:
     """Run the `zoo` CLI in a subprocess and return the completed process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args],
+        [sys.executable, "-m", "tfzoo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

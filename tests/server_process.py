@@ -66,7 +66,7 @@ def start_server(
 ) -> Server:
     """Start the server with TF Serving flags and wait for its startup lines.
 
-    `entry` is what follows the interpreter: `-m serving` or e.g. `-m zoo.cli serve`.
+    `entry` is what follows the interpreter: `-m serving` or e.g. `-m tfzoo serve`.
     """
     grpc_port, rest_port = free_port(), free_port() if rest else 0
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")

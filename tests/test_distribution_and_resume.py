@@ -91,7 +91,7 @@ def test_multi_worker_mirrored_two_processes(cifar_tiny_folder, tmp_path):
 def test_killed_run_resumes_from_last_completed_epoch(cifar_tiny_folder, tmp_path):
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "zoo.cli", "train", "cifar_convnet", "--preset", "tiny",
+        sys.executable, "-m", "tfzoo", "train", "cifar_convnet", "--preset", "tiny",
         "--epochs", "40", "--batch-size", "4", "--data-dir", str(cifar_tiny_folder),
         "--model-dir", str(run_dir), "--verbose", "0",
     ]  # fmt: skip

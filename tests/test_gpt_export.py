@@ -252,7 +252,7 @@ def test_served_over_rest_and_grpc(exported, loaded):
     expected = _generate(loaded, ["Shall I", "So long"], 20)
     server = start_server(
         "--model_name", "gpt", "--model_base_path", str(exported.parent),
-        entry=("-m", "zoo.cli", "serve"),
+        entry=("-m", "tfzoo", "serve"),
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{server.rest_port}/v1/models/gpt:predict"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import zoo
-from zoo import pretrained
+from training import pretrained
 
 
 def _fake_saved_model(path: Path) -> Path:

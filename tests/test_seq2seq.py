@@ -170,7 +170,7 @@ def test_served_grpc_predict_returns_translation(keras_side, exported):
     translator, _ = keras_side
     server = start_server(
         "--model_name", "translate", "--model_base_path", str(Path(exported).parent),
-        entry=("-m", "zoo.cli", "serve"),
+        entry=("-m", "tfzoo", "serve"),
     )  # fmt: skip
     try:
         sentences = [SENTENCES[0], SENTENCES[4]]

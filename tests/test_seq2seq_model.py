@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from zoo import registry
-from zoo.seq2seq import Seq2SeqTranslator, beam_search, greedy_decode
+from zoo.layers.decoding import beam_search, greedy_decode
+from zoo.seq2seq import Seq2SeqTranslator
 
 SOURCE = np.array([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0], [2, 0, 0, 0, 0]], "int32")
 

@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from serving.layout import version_dirs, write_text_atomic
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -20,9 +22,7 @@ def model_base_paths(models: Path) -> list[Path]:
     """Sub-folders of `models` that hold at least one integer version directory."""
     if not models.is_dir():
         return []
-    return sorted(
-        p for p in models.iterdir() if p.is_dir() and any(v.name.isdigit() for v in p.iterdir())
-    )
+    return sorted(p for p in models.iterdir() if p.is_dir() and version_dirs(p))
 
 
 def write_config(models: Path) -> Path:
@@ -33,9 +33,7 @@ def write_config(models: Path) -> Path:
         for p in model_base_paths(models)
     )
     path = models / "models.config"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"model_config_list {{\n{entries}}}\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, f"model_config_list {{\n{entries}}}\n")
     return path
 
 

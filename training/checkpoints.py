@@ -1,36 +1,25 @@
 """Atomic per-epoch checkpoints, resume, and small atomic JSON files in a run directory.
 
 A checkpoint file `ckpt-<epoch>.weights.h5` exists only once it is complete: it is written
-under a temporary name and renamed, so a run killed mid-write leaves the previous epoch's
-checkpoint intact and the next run resumes from it.
+under a temporary name and renamed (`serving.layout`'s atomic writes), so a run killed
+mid-write leaves the previous epoch's checkpoint intact and the next run resumes from it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import keras
 
+# write_json_atomic is also what training/train.py calls as checkpoints.write_json_atomic
+from serving.layout import staged_file, write_json_atomic
+
 _CKPT = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 BEST = "best.weights.h5"
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to `path` via a temporary file and rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
@@ -74,13 +63,8 @@ def is_best(history: list[dict], monitor: str) -> bool:
 
 def save_weights_atomic(model: keras.Model, path: str | Path) -> None:
     """`model.save_weights` (weights and optimizer state) to `path`, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    model.save_weights(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with staged_file(path) as tmp:  # keeps the `.weights.h5` ending Keras insists on
+        model.save_weights(tmp)
 
 
 def build_optimizer_state(model: keras.Model) -> None:
@@ -119,10 +103,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_weights_atomic(self.model, path)
         if self.monitor and is_best(history, self.monitor):
             history[-1]["best"] = 1.0
-            best = self.ckpt_dir / BEST
-            tmp = self.ckpt_dir / f".tmp-{os.getpid()}-{BEST}"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, best)
+            with staged_file(self.ckpt_dir / BEST) as tmp:
+                shutil.copyfile(path, tmp)
         write_json_atomic(self.run_dir / "history.json", history)
         for _, old in list_checkpoints(self.ckpt_dir)[: -self.keep]:
             old.unlink(missing_ok=True)

@@ -8,19 +8,16 @@ half-written version.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from serving.layout import WARMUP_PATH, next_version, staged_directory
 from training import checkpoints
 from training.export_module import ExportModule
 from training.recipe import get_recipe
-
-WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
@@ -43,17 +40,10 @@ def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
         if latest is None:
             raise FileNotFoundError(f"{model_dir} has no completed checkpoint yet")
         checkpoint = latest[1]
-    model.load_weights(checkpoint, skip_mismatch=True)  # optimizer state is not needed here
+    # Strict: a checkpoint that does not fit the rebuilt model is an error, never a partly
+    # restored export. The optimizer state in the file is not needed here.
+    model.load_weights(checkpoint)
     return model, run_info
-
-
-def next_version(base_path: str | Path) -> int:
-    """1 + the highest integer version directory under `base_path` (1 when none)."""
-    base_path = Path(base_path)
-    versions = (
-        [int(p.name) for p in base_path.iterdir() if p.name.isdigit()] if base_path.is_dir() else []
-    )
-    return max(versions, default=0) + 1
 
 
 def warmup_records(warmup: list[tuple[str, dict[str, Any]]], model_name: str) -> list[bytes]:
@@ -101,28 +91,19 @@ def write_saved_model(
     """Write `module` as `<base_path>/<version>/` atomically, with its extra assets and its
     warmup requests as TF Serving's warmup file; returns the version directory."""
     base_path = Path(base_path)
-    base_path.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(base_path)
-    final = base_path / str(version)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; versions are never overwritten")
-    tmp = base_path / f".tmp-{version}-{os.getpid()}"  # non-numeric: servers ignore it
-    shutil.rmtree(tmp, ignore_errors=True)
-    warmup = module.warmup()
-    try:
+    final = base_path / str(version or next_version(base_path))
+    # written under a non-numeric temporary name (servers ignore it), renamed when complete
+    with staged_directory(final) as tmp:
+        warmup = module.warmup()
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
         for name, text in module.extra_assets().items():
             (tmp / "assets").mkdir(exist_ok=True)
             (tmp / "assets" / name).write_text(text)
         if warmup:
-            (tmp / "assets.extra").mkdir(exist_ok=True)
-            with tf.io.TFRecordWriter(str(tmp / "assets.extra" / WARMUP_FILE)) as writer:
+            (tmp / WARMUP_PATH).parent.mkdir(exist_ok=True)
+            with tf.io.TFRecordWriter(str(tmp / WARMUP_PATH)) as writer:
                 for record in warmup_records(warmup, model_name):
                     writer.write(record)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -31,10 +31,75 @@ def _input_value(spec: tf.TensorSpec, name: str, inputs: list[str]) -> tf.Tensor
     return tf.constant(inputs)
 
 
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _format(value: np.ndarray) -> str:
     if value.dtype == object:
-        value = np.vectorize(lambda b: b.decode("utf-8", "replace"))(value)
+        value = np.vectorize(_text)(value)
     return np.array2string(value, precision=4, max_line_width=160, threshold=200)
+
+
+def _is_string(value: np.ndarray) -> bool:
+    return value.dtype.kind in "OSU"
+
+
+def _echoes(item: str, column: np.ndarray) -> bool:
+    return all(_text(s) in item for s in column if _text(s))
+
+
+def _columns(item: str, row: dict[str, np.ndarray], top_k: int) -> tuple[list[str], set[str]]:
+    """Aligned lists: string columns of one length side by side ("token/TAG"), with the
+    float columns of that length as scores ("label 0.912", ranked lists cut to `top_k`)."""
+    parts, used = [], set()
+    lengths = sorted({len(v) for v in row.values() if _is_string(v) and v.ndim == 1})
+    for n in lengths:
+        strings = {k: v for k, v in row.items() if _is_string(v) and v.shape == (n,)}
+        floats = {k: v for k, v in sorted(row.items()) if v.dtype.kind == "f" and v.shape == (n,)}
+        used |= strings.keys() | floats.keys()
+        scores = list(floats.values())
+
+        # columns that echo the input (tokens) come before what they annotate (tags)
+        names = [k for _, k in sorted((not _echoes(item, v), k) for k, v in strings.items())]
+        entries = []
+        for j in range(n):
+            texts = [_text(strings[k][j]) for k in names]
+            if not any(texts):  # padding
+                continue
+            entries.append(" ".join(["/".join(texts), *(f"{s[j]:.3f}" for s in scores)]))
+        parts.append(", ".join(entries[:top_k]) if scores else " ".join(entries))
+    return parts, used
+
+
+def format_outputs(
+    item: str, row: dict[str, np.ndarray], top_k: int = 3, labels: list[str] | None = None
+) -> str:
+    """One input's outputs as a readable line, by what they hold (never by model family).
+
+    Strings are the answer: a string is printed as it is, lists of strings side by side
+    with their scores (see `_columns`). Integers (ids, lengths) only index or measure those
+    strings and are left out; other numbers follow as `name=value`. A float vector over
+    the export's `labels.txt` is ranked as labels with scores. Without strings, every
+    output is printed as `name=value`.
+    """
+    if labels and not any(_is_string(v) for v in row.values()):
+        for name, value in list(row.items()):
+            if value.dtype.kind == "f" and value.shape == (len(labels),):
+                order = np.argsort(-value)
+                row = {**row, name: value[order], "labels": np.array(labels, object)[order]}
+    if not any(_is_string(v) for v in row.values()):
+        return f"{item}: " + " ".join(f"{k}={_format(v)}" for k, v in sorted(row.items()))
+    texts = {k: _text(v.item()) for k, v in sorted(row.items()) if _is_string(v) and v.ndim == 0}
+    parts = list(texts.values()) if len(texts) == 1 else [f"{k}={v}" for k, v in texts.items()]
+    columns, used = _columns(item, row, top_k)
+    parts += columns
+    parts += [
+        f"{k}={_format(v)}"
+        for k, v in sorted(row.items())
+        if k not in used and k not in texts and v.dtype.kind not in "iub"
+    ]
+    return f"{item}: " + "  ".join(parts)
 
 
 def run(
@@ -56,20 +121,11 @@ def run(
     try:
         result = fn(**{name: _input_value(spec, name, inputs)})
     except tf.errors.InvalidArgumentError as err:
-        raise ValueError(f"{signature} rejected the input: {error_summary(err.message) or err}") from None
+        raise ValueError(
+            f"{signature} rejected the input: {error_summary(err.message) or err}"
+        ) from None
     outputs = {k: v.numpy() for k, v in result.items()}
     labels_file = version_dir / "assets" / "labels.txt"
     labels = labels_file.read_text().splitlines() if labels_file.exists() else None
     for i, item in enumerate(inputs):
-        if labels and "probabilities" in outputs:
-            probs = outputs["probabilities"][i]
-            best = np.argsort(-probs)[:top_k]
-            ranked = ", ".join(f"{labels[j]} {probs[j]:.3f}" for j in best)
-            yield f"{item}: {ranked}"
-        elif {"tokens", "tags"} <= outputs.keys():  # taggers: token/TAG pairs
-            length = int(outputs["lengths"][i]) if "lengths" in outputs else None
-            pairs = zip(outputs["tokens"][i][:length], outputs["tags"][i][:length], strict=True)
-            yield f"{item}: " + " ".join(f"{t.decode()}/{g.decode()}" for t, g in pairs)
-        else:
-            parts = [f"{k}={_format(v[i])}" for k, v in sorted(outputs.items())]
-            yield f"{item}: " + " ".join(parts)
+        yield format_outputs(item, {k: v[i] for k, v in outputs.items()}, top_k, labels)

@@ -108,6 +108,20 @@ class Recipe:
         """Config changes needed to fine-tune on `data_dir` (e.g. a new number of classes)."""
         return {}
 
+    def reinitialized_layers(self, model, config: dict, parent_config: dict) -> list[str]:
+        """Top-level layers of `model` that fine-tuning from a run with `parent_config`
+        starts afresh (a new head); every other weight is copied, and must fit."""
+        return []
+
+    def init_from(self, model, source, parts: list[str]) -> None:
+        """Initialise the named parts of `model` (e.g. ["backbone"]) from the trained run
+        in `source`, whose model must have layers of those names and shapes."""
+        from training.export import load_trained
+        from training.transfer import copy_parts
+
+        parent, _ = load_trained(source)
+        copy_parts(parent, model, parts)
+
     def export(self, model, config: dict, assets: dict) -> ExportModule:
         """The trained model wrapped in an `ExportModule` with its serving signatures."""
         raise NotImplementedError

@@ -20,8 +20,10 @@ import tensorflow as tf
 
 from training import checkpoints, plateau
 from training.distributed_loop import distributed_fit
+from training.export import load_trained
 from training.recipe import get_recipe
 from training.strategy import is_chief, is_multi_worker, make_strategy
+from training.transfer import copy_weights
 
 
 class Throughput(keras.callbacks.Callback):
@@ -68,7 +70,7 @@ def run(
     steps_per_epoch: int | None = None,
     tpu: str | None = None,
     jit_compile: bool | str = "auto",
-    init_weights: str | Path | None = None,
+    parent: str | Path | None = None,
     steps_per_execution: int = 1,
     verbose: int = 1,
 ) -> dict[str, Any]:
@@ -76,7 +78,8 @@ def run(
 
     A run directory that already holds checkpoints is resumed from its newest complete
     epoch with the config it was started with (a different preset is an error).
-    `init_weights` (a `.weights.h5` file) starts from trained weights: fine-tuning.
+    `parent` (a run directory) starts from its trained weights: fine-tuning. Its weights are
+    copied strictly, except in the layers the recipe re-initialises for the new data.
     `steps_per_execution` runs that many training steps per call into the graph (less
     Python overhead per step; the progress bar and callbacks update less often).
     """
@@ -109,11 +112,12 @@ def run(
     resume = checkpoints.latest_checkpoint(model_dir / "checkpoints")
     with strategy.scope():
         model = recipe.build_model(config, assets)
-        if init_weights and not resume:
-            # before compile: take the trained layers, not the old optimizer state; layers
-            # whose shape changed (a new classification head) keep their fresh weights
-            model.load_weights(init_weights, skip_mismatch=True)
-            print(f"[train] starting from weights {init_weights}")
+        if parent and not resume:
+            # before compile: the trained layers, not the old optimizer state
+            source, parent_info = load_trained(parent)
+            fresh = recipe.reinitialized_layers(model, config, parent_info["config"])
+            copy_weights(source, model, reinitialized=fresh)
+            print(f"[train] starting from {parent}; re-initialised: {', '.join(fresh) or 'none'}")
         _compile(recipe, model, config, data, jit_compile)
         model.steps_per_execution = int(steps_per_execution)
     initial_epoch = 0

@@ -59,7 +59,7 @@ def in_process(exported: Path, images: list[bytes]) -> dict[str, dict[str, np.nd
 @pytest.fixture(scope="module")
 def server(exported: Path):
     srv = start_server(
-        f"--model_name={MODEL}", f"--model_base_path={exported}", entry=("-m", "zoo.cli", "serve")
+        f"--model_name={MODEL}", f"--model_base_path={exported}", entry=("-m", "tfzoo", "serve")
     )
     yield srv
     srv.stop()

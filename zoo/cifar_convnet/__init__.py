@@ -3,7 +3,7 @@
 import numpy as np
 
 from zoo import registry
-from zoo.cifar_convnet.model import build_cifar_convnet
+from zoo.cifar_convnet.model import build_cifar_convnet, cifar_backbone
 from zoo.cifar_convnet.presets import PRESETS
 
 
@@ -23,4 +23,4 @@ SPEC = registry.ModelSpec(
     example_inputs=example_pixels,
 )
 
-__all__ = ["SPEC", "PRESETS", "build_cifar_convnet", "example_pixels"]
+__all__ = ["SPEC", "PRESETS", "build_cifar_convnet", "cifar_backbone", "example_pixels"]

@@ -6,11 +6,10 @@ import numpy as np
 from keras import ops
 
 from zoo import registry
-from zoo.seq2seq.decoding import beam_search, greedy_decode
 from zoo.seq2seq.model import Seq2SeqTranslator
 from zoo.seq2seq.presets import MODEL_KEYS, PRESETS
 
-__all__ = ["Seq2SeqTranslator", "beam_search", "build", "greedy_decode", "PRESETS"]
+__all__ = ["SPEC", "Seq2SeqTranslator", "build", "PRESETS"]
 
 
 def build(config: dict) -> Seq2SeqTranslator:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-ATTENTION_KINDS = ("additive", "multiplicative")
-_NEG = -1e9
+from zoo.layers import decoding
+from zoo.layers.attention import Attention
 
 
 @keras.saving.register_keras_serializable(package="zoo.seq2seq")
@@ -19,8 +19,10 @@ class Seq2SeqTranslator(keras.Model):
     word; its state h_t attends over the encoder states s_j; the attentional vector
     tanh(W [c_t; h_t]) predicts the next word. The score is either additive
     (Bahdanau et al. 2015: v^T tanh(W1 h_t + W2 s_j)) or multiplicative (Luong "general":
-    h_t^T W s_j). Since attention comes after the decoder LSTM (no input feeding), teacher
-    forcing runs the decoder LSTM over the whole target in one call.
+    h_t^T W s_j), computed by `zoo.layers.attention.Attention`. Since attention comes after
+    the decoder LSTM (no input feeding), teacher forcing runs the decoder LSTM over the whole
+    target in one call. Greedy and beam search are `zoo.layers.decoding`'s, through the
+    decoding interface below (`initial_state`, `attention_size`, `step`).
 
     Args:
         source_vocab_size: source vocabulary size (id 0 is padding).
@@ -58,8 +60,6 @@ class Seq2SeqTranslator(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
         for name, value in (
             ("source_vocab_size", source_vocab_size),
             ("target_vocab_size", target_vocab_size),
@@ -91,12 +91,11 @@ class Seq2SeqTranslator(keras.Model):
         self.init_h = layers.Dense(decoder_units, activation="tanh", name="init_h")
         self.init_c = layers.Dense(decoder_units, name="init_c")
         self.decoder_lstm = layers.LSTM(decoder_units, return_sequences=True, name="decoder")
-        if attention == "additive":
-            self.key_proj = layers.Dense(attention_units, use_bias=False, name="attention_keys")
-            self.query_proj = layers.Dense(attention_units, name="attention_query")
-            self.score_proj = layers.Dense(1, use_bias=False, name="attention_score")
-        else:
-            self.key_proj = layers.Dense(decoder_units, use_bias=False, name="attention_keys")
+        self.attention_layer = Attention(
+            attention,
+            attention_units if attention == "additive" else decoder_units,
+            name="attention",
+        )
         self.combine = layers.Dense(decoder_units, activation="tanh", name="attentional")
         self.output_dropout = layers.Dropout(dropout)
         self.output_proj = layers.Dense(target_vocab_size, name="logits")
@@ -104,7 +103,7 @@ class Seq2SeqTranslator(keras.Model):
     # -- building blocks ------------------------------------------------------------------
 
     def encode(self, source_ids, training: bool = False):
-        """Source ids [B, S] -> (states [B,S,2E], keys, mask [B,S] bool, h0 [B,D], c0 [B,D])."""
+        """Source ids [B, S] -> (context, state) of decoding (see `initial_state`)."""
         source_ids = ops.cast(source_ids, "int32")
         mask = ops.not_equal(source_ids, 0)
         x = self.source_embedding(source_ids)
@@ -112,20 +111,8 @@ class Seq2SeqTranslator(keras.Model):
         states, fh, fc, bh, bc = self.encoder(x, mask=mask, training=training)
         h0 = self.init_h(ops.concatenate([fh, bh], axis=-1))
         c0 = self.init_c(ops.concatenate([fc, bc], axis=-1))
-        keys = self.key_proj(states)
-        return states, keys, mask, h0, c0
-
-    def attend(self, queries, states, keys, mask):
-        """Queries [B, T, D] -> (context [B, T, 2E], weights [B, T, S])."""
-        if self.attention == "additive":
-            q = self.query_proj(queries)  # [B, T, A]
-            hidden = ops.tanh(ops.expand_dims(q, 2) + ops.expand_dims(keys, 1))  # [B,T,S,A]
-            scores = ops.squeeze(self.score_proj(hidden), -1)
-        else:
-            scores = ops.matmul(queries, ops.transpose(keys, (0, 2, 1)))  # [B, T, S]
-        scores = ops.where(ops.expand_dims(mask, 1), scores, _NEG)
-        weights = ops.softmax(scores, axis=-1)
-        return ops.matmul(weights, states), weights
+        keys = self.attention_layer.project_keys(states)
+        return (states, keys, mask), (h0, c0)
 
     def logits_from(self, decoder_out, context, training: bool = False):
         """Decoder outputs and attention contexts -> next-word logits."""
@@ -134,21 +121,33 @@ class Seq2SeqTranslator(keras.Model):
         return self.output_proj(attentional)
 
     def call(self, inputs, training: bool = False):
-        states, keys, mask, h0, c0 = self.encode(inputs["source_ids"], training=training)
+        (states, keys, mask), initial = self.encode(inputs["source_ids"], training=training)
         y = self.target_embedding(ops.cast(inputs["target_in"], "int32"))
         y = self.embedding_dropout(y, training=training)
         # Padding only trails the target, so real steps are unaffected without a mask.
-        decoder_out = self.decoder_lstm(y, initial_state=[h0, c0], training=training)
-        context, _ = self.attend(decoder_out, states, keys, mask)
+        decoder_out = self.decoder_lstm(y, initial_state=list(initial), training=training)
+        context, _ = self.attention_layer(decoder_out, states, keys=keys, mask=mask)
         return self.logits_from(decoder_out, context, training=training)
 
-    def decode_step(self, tokens, h, c, states, keys, mask):
-        """One decoder step: tokens [B] -> (log-probs [B, V], h, c, attention [B, S])."""
+    # -- the decoding interface of zoo.layers.decoding ------------------------------------
+
+    def initial_state(self, source_ids):
+        """Source ids [B, S] -> (context (states [B, S, 2E], keys, mask [B, S] bool),
+        state (h [B, D], c [B, D]))."""
+        return self.encode(source_ids)
+
+    def attention_size(self, context):
+        """S, the source length."""
+        return ops.shape(context[2])[1]
+
+    def step(self, tokens, state, context):
+        """One decoder step: tokens [B] -> (log-probs [B, V], (h, c), attention [B, S])."""
+        states, keys, mask = context
         x = self.target_embedding(ops.cast(tokens, "int32"))
-        out, (h, c) = self.decoder_lstm.cell(x, [h, c], training=False)
-        context, weights = self.attend(ops.expand_dims(out, 1), states, keys, mask)
-        logits = self.logits_from(out, ops.squeeze(context, 1))
-        return ops.log_softmax(logits, axis=-1), h, c, ops.squeeze(weights, 1)
+        out, (h, c) = self.decoder_lstm.cell(x, list(state), training=False)
+        attended, weights = self.attention_layer(out, states, keys=keys, mask=mask)
+        logits = self.logits_from(out, attended)
+        return ops.log_softmax(logits, axis=-1), (h, c), weights
 
     # -- inference ----------------------------------------------------------------------
 
@@ -158,8 +157,6 @@ class Seq2SeqTranslator(keras.Model):
         Returns (target ids [B, L] int32 (0 after "</s>"), attention [B, L, S], log-prob
         scores [B]). `max_length` None means 2 * S + 10.
         """
-        from zoo.seq2seq import decoding
-
         if max_length is None:
             max_length = 2 * ops.shape(source_ids)[1] + 10
         if isinstance(beam_size, int) and beam_size == 1:

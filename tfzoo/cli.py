@@ -67,10 +67,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from training.recipe import get_recipe
 
     source = Path(args.source)
-    latest = checkpoints.latest_checkpoint(source / "checkpoints")
-    if latest is None:
+    if checkpoints.latest_checkpoint(source / "checkpoints") is None:
         raise SystemExit(f"{source} has no completed checkpoint to fine-tune from")
-    start = checkpoints.best_checkpoint(source / "checkpoints") or latest[1]
     run_info = checkpoints.read_json(source / "run.json")
     kwargs = _train_kwargs(args)
     kwargs["preset"] = kwargs["preset"] or run_info["preset"]
@@ -79,7 +77,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         **recipe.finetune_overrides(run_info["config"], args.data_dir),
         **kwargs["overrides"],
     }
-    metrics = train.run(run_info["model"], init_weights=start, **kwargs)
+    metrics = train.run(run_info["model"], parent=source, **kwargs)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 
@@ -108,7 +106,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from zoo import pretrained
+    from training import pretrained
 
     try:
         path = pretrained.pull(args.artifact, args.to, args.sha256, args.cache, args.version)
@@ -119,7 +117,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from zoo import pretrained
+    from training import pretrained
 
     try:
         digest = pretrained.pack(args.version_dir, args.out)

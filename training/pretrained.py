@@ -4,8 +4,9 @@ An artifact is a `.tar.gz` of one SavedModel version directory. `pull` streams i
 cache keyed by its sha256 (a `.part` file resumes with an HTTP Range request after an
 interrupted download), checks the hash before anything is unpacked, unpacks into a
 temporary directory beside the destination, checks it is a SavedModel, and renames it into
-`<base_path>/<next version>/`. A failed download, a wrong hash or a corrupt archive leaves
-the destination exactly as it was. Pure Python: no TensorFlow needed.
+`<base_path>/<next version>/` (`serving.layout`'s staged directory). A failed download, a
+wrong hash or a corrupt archive leaves the destination exactly as it was. Pure Python: no
+TensorFlow needed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from serving.layout import next_version, replace_file, staged_directory, staged_file
 
 CHUNK = 1 << 20
 
@@ -61,20 +63,21 @@ def pack(version_dir: str | Path, out: str | Path) -> str:
     version_dir = Path(version_dir)
     if not (version_dir / "saved_model.pb").exists():
         raise PullError(f"{version_dir} is not a SavedModel directory (no saved_model.pb)")
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
 
     def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
         return info
 
     # reproducible: the same files always give the same bytes (and sha256)
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(version_dir.rglob("*")):
-                arcname = str(path.relative_to(version_dir))
-                tar.add(path, arcname=arcname, recursive=False, filter=normalize)
-    os.replace(tmp, out)
+    with (
+        staged_file(out) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for path in sorted(version_dir.rglob("*")):
+            arcname = str(path.relative_to(version_dir))
+            tar.add(path, arcname=arcname, recursive=False, filter=normalize)
     return sha256_of(out)
 
 
@@ -130,32 +133,26 @@ def fetch(url: str, sha256: str, cache: Path | None = None, timeout: float = 60.
     if actual != sha256:
         part.unlink(missing_ok=True)
         raise PullError(f"sha256 mismatch for {url}: expected {sha256}, got {actual}")
-    os.replace(part, final)
+    replace_file(part, final)
     return final
 
 
 def install(archive: Path, base_path: str | Path, version: int | None = None) -> Path:
     """Unpack a verified artifact into `<base_path>/<version>/` atomically."""
     base_path = Path(base_path)
-    base_path.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        versions = [int(p.name) for p in base_path.iterdir() if p.name.isdigit()]
-        version = max(versions, default=0) + 1
-    final = base_path / str(version)
-    if final.exists():
-        raise PullError(f"{final} already exists; versions are never overwritten")
-    tmp = Path(tempfile.mkdtemp(prefix=".pull-", dir=base_path))  # non-numeric: not served
+    final = base_path / str(next_version(base_path) if version is None else version)
     try:
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise PullError(f"corrupt artifact {archive}: {err}") from err
-        if not (tmp / "saved_model.pb").exists():
-            raise PullError(f"artifact {archive} holds no saved_model.pb")
-        os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # unpacked under a non-numeric temporary name (not served), renamed when complete
+        with staged_directory(final) as tmp:
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    tar.extractall(tmp, filter="data")
+            except (tarfile.TarError, EOFError, OSError) as err:
+                raise PullError(f"corrupt artifact {archive}: {err}") from err
+            if not (tmp / "saved_model.pb").exists():
+                raise PullError(f"artifact {archive} holds no saved_model.pb")
+    except FileExistsError as err:
+        raise PullError(str(err)) from None
     return final
 
 

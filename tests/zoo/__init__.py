@@ -1,0 +1,1 @@
+"""Tests of zoo/: model code, layers, the family contract."""

@@ -1,0 +1,46 @@
+"""Run every family's example under the Keras backend of this process (a test subprocess).
+
+`python -m tests.zoo.backend_outputs WEIGHTS_DIR OUT.npz` loads `<WEIGHTS_DIR>/<name>.weights.h5`
+(saved under another backend) into each family's `tiny` example model, and writes its
+flattened outputs, then the loss and weight change of one SGD step, to OUT.npz.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from zoo import registry
+
+
+def forward_and_step(model: keras.Model, inputs) -> tuple[list[np.ndarray], float, float]:
+    """Outputs of `model` on `inputs`, then one SGD step towards zero outputs: (outputs,
+    loss, largest weight change)."""
+    outputs = [np.asarray(o) for o in keras.tree.flatten(model(inputs, training=False))]
+    before = [np.array(w) for w in model.get_weights()]
+    targets = keras.tree.map_structure(np.zeros_like, model(inputs, training=False))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    loss = model.train_on_batch(inputs, targets)
+    loss = float(np.sum(loss)) if isinstance(loss, list) else float(loss)
+    change = max(float(np.abs(np.array(a) - b).max()) for a, b in zip(model.get_weights(), before, strict=True))
+    return outputs, loss, change
+
+
+def main(weights_dir: str, out: str) -> None:
+    results = {"backend": np.array(keras.backend.backend())}
+    for name in registry.names():
+        model, inputs = registry.get(name).example()
+        model.load_weights(Path(weights_dir) / f"{name}.weights.h5")
+        outputs, loss, change = forward_and_step(model, inputs)
+        for i, value in enumerate(outputs):
+            results[f"{name}/out{i}"] = value
+        results[f"{name}/loss"] = np.array(loss)
+        results[f"{name}/change"] = np.array(change)
+    np.savez(out, **results)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

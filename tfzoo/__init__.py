@@ -1,0 +1,4 @@
+"""The application layer: the `zoo` command, at the top of the import graph.
+
+It imports `zoo` (models), `training` and `serving`; none of them imports it.
+"""

@@ -1,0 +1,1 @@
+"""Task layers: what every family of one task shares (data, losses, metrics, export)."""
