@@ -1,19 +1,30 @@
-# The zoo's model server as a container: a drop-in for tensorflow/serving.
-#   docker build -t tfzoo .
-#   docker run -p 8500:8500 -p 8501:8501 -v $PWD/models:/models tfzoo
-# (Not built in CI: the CI machines have no Docker engine.)
+# syntax=docker/dockerfile:1
+# The zoo's model server as a container: a drop-in for the tensorflow/serving image.
+#   make serve                    # fills ./models (exports a model when it is empty)
+#   docker build -t tfzoo .       # bakes ./models, when present, into /models
+#   docker run -p 8500:8500 -p 8501:8501 tfzoo                      # serves every baked model
+#   docker run -p 8501:8501 -v $PWD/m:/models/m -e MODEL_NAME=m tfzoo --rest_api_timeout_in_ms=5000
+# Same environment as tensorflow/serving (MODEL_NAME, MODEL_BASE_PATH); extra arguments are
+# passed to `zoo serve` (serving/docker_entrypoint.py). Linted by hadolint in the test suite.
 FROM python:3.11-slim
 
-ENV PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+ENV PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MODEL_BASE_PATH=/models
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY zoo ./zoo
 COPY training ./training
 COPY serving ./serving
-RUN pip install --no-cache-dir .
+COPY tfzoo ./tfzoo
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 1000 serving \
+    && mkdir -p /models
+# the models exported into ./models (by `make serve` or `zoo export`), if any
+RUN --mount=type=bind,source=.,target=/src \
+    if [ -d /src/models ]; then cp -r /src/models/. /models/; fi \
+    && chown -R serving /models
+USER 1000
 
 EXPOSE 8500 8501
-VOLUME ["/models"]
-# Same flags as tensorflow_model_server; override MODEL_NAME or pass --model_config_file.
-ENV MODEL_NAME=model
-ENTRYPOINT ["sh", "-c", "exec zoo serve --port=8500 --rest_api_port=8501 --model_name=${MODEL_NAME} --model_base_path=/models/${MODEL_NAME} \"$@\"", "--"]
+ENTRYPOINT ["python", "-m", "serving.docker_entrypoint"]

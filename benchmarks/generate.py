@@ -34,8 +34,7 @@ def _modules(preset: str, model_dir: str | None):
     if model_dir:
         from training.generate import load_module
 
-        cached = load_module(model_dir, use_cache=True)
-        uncached = GenerationModule(cached.model, _vocab_of(model_dir), {}, use_cache=False)
+        cached, uncached = load_module(model_dir), load_module(model_dir, use_cache=False)
         return cached, uncached, f"{preset} (trained: {model_dir})"
     from zoo import registry
 
@@ -44,16 +43,9 @@ def _modules(preset: str, model_dir: str | None):
     return GenerationModule(model, vocab, {}), GenerationModule(model, vocab, {}, False), preset
 
 
-def _vocab_of(model_dir: str) -> CharVocab:
-    from training import checkpoints
-
-    run_info = checkpoints.read_json(f"{model_dir}/run.json")
-    return CharVocab.from_assets(run_info["assets"])
-
-
 def tokens_per_second(module, batch: int, tokens: int, repeats: int) -> float:
     """Median generated tokens per second (all rows) over `repeats` timed runs."""
-    fn = module["generate"]
+    fn = module.generate
     args = [
         tf.fill([batch], "\n"),
         tf.fill([batch], tokens),

@@ -4,7 +4,11 @@ Reads TF Serving's `BatchingParameters` text format. A request's rows (dim 0 of 
 a queue; batch threads merge queued requests with the same output set and per-row shapes into one
 graph run of at most `max_batch_size` rows (padded up to the next `allowed_batch_sizes` entry),
 waiting at most `batch_timeout_micros` for a batch to fill, and split the outputs back. A full
-queue (`max_enqueued_batches * max_batch_size` rows) fails fast with UNAVAILABLE (REST 429).
+queue (`max_enqueued_batches * max_batch_size` rows) fails fast with UNAVAILABLE (REST 503), as
+TF Serving's batch scheduler does. With `pad_variable_length_inputs`, requests whose inputs differ
+only past dim 0 share a batch: each input is padded at the end of every other dimension to the
+batch's largest size, with its own first value, and the padded outputs are split by rows only
+(batching/batching_util.cc AddPadding / PadTensor, batching_session.cc MergeInputTensors).
 Requests that cannot be merged (rank-0 inputs, more rows than `max_batch_size`, shapes that
 differ from the signature) run on their own, so batching never changes which requests succeed.
 """
@@ -45,6 +49,11 @@ class BatchingOptions:
             p = text_format.Parse(text, BatchingParameters())
         except text_format.ParseError as e:
             raise invalid(f"Invalid batching parameters file: {e}") from None
+        return cls.from_proto(p)
+
+    @classmethod
+    def from_proto(cls, p) -> BatchingOptions:
+        """From a BatchingParameters message, TF Serving's defaults for unset fields."""
         d = cls()
         opts = cls(
             max_batch_size=p.max_batch_size.value
@@ -97,6 +106,7 @@ class _Task:
     enqueued: float
     # held until the result is in: a bare lock is much cheaper to signal than an Event
     # (Condition + notify_all) when a batch thread completes dozens of tasks under the GIL
+    limit: deadline.Deadline | None = None  # the request's deadline
     done: threading.Lock = field(default_factory=_held_lock)
     result: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
@@ -134,7 +144,8 @@ class BatchQueue:
                 rows = a.shape[0]
             elif a.shape[0] != rows:
                 return None
-            parts.append((name, a.shape[1:], a.dtype.str))
+            inner = a.ndim if self._opts.pad_variable_length_inputs else a.shape[1:]
+            parts.append((name, inner, a.dtype.str))
         if not rows or rows > self._opts.max_batch_size:
             return None
         return (output_names, tuple(parts))
@@ -147,7 +158,8 @@ class BatchQueue:
         if key is None:
             return self._servable.run_direct(sig, inputs, output_names)
         rows = next(iter(inputs.values())).shape[0]
-        task = _Task(key, inputs, rows, time.monotonic())
+        limit = deadline.current()
+        task = _Task(key, inputs, rows, time.monotonic(), limit)
         with self._cv:
             if self._closed:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "Servable is being unloaded")
@@ -155,12 +167,10 @@ class BatchQueue:
                 raise ServingError(
                     grpc.StatusCode.UNAVAILABLE,
                     "The batch scheduling queue to which this task was submitted is full",
-                    http_status=429,
                 )
             self._tasks.append(task)
             self._rows += rows
             self._cv.notify()
-        limit = deadline.current()
         if not task.done.acquire(timeout=-1 if limit is None else max(0.0, limit.remaining())):
             with self._cv:
                 try:
@@ -181,13 +191,13 @@ class BatchQueue:
                     return None
                 self._cv.wait()
             first = self._tasks[0]
-            deadline = first.enqueued + timeout
+            until = first.enqueued + timeout
             while True:
                 same = sum(t.rows for t in self._tasks if t.key == first.key)
                 now = time.monotonic()
-                if same >= self._opts.max_batch_size or now >= deadline or self._closed:
+                if same >= self._opts.max_batch_size or now >= until or self._closed:
                     break
-                self._cv.wait(deadline - now)
+                self._cv.wait(until - now)
                 if not self._tasks or self._tasks[0] is not first:  # taken by another thread
                     return []
             batch, rows, rest = [], 0, deque()
@@ -217,6 +227,21 @@ class BatchQueue:
         return rows
 
     def _run(self, batch: list[_Task]) -> None:
+        """Run a batch under the latest of its requests' deadlines (batching_session.cc)."""
+        limit = deadline.for_batch([t.limit for t in batch])
+        if limit is not None and limit.remaining() <= 0:
+            error = ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "Run() timeout exceeded while waiting in batching queue",
+            )
+            for t in batch:
+                t.error = error
+                t.done.release()
+            return
+        with deadline.bound(limit):
+            self._run_merged(batch)
+
+    def _run_merged(self, batch: list[_Task]) -> None:
         output_names = batch[0].key[0]
         try:
             rows = sum(t.rows for t in batch)
@@ -232,6 +257,8 @@ class BatchQueue:
             merged = {}
             for name in batch[0].inputs:
                 parts = [t.inputs[name] for t in batch]
+                if self._opts.pad_variable_length_inputs:
+                    parts = pad_to_common_shape(parts)
                 if target > rows:  # pad by repeating the first row
                     parts.append(np.repeat(parts[0][:1], target - rows, axis=0))
                 merged[name] = np.concatenate(parts, axis=0)
@@ -266,3 +293,16 @@ class BatchQueue:
             self._cv.notify_all()
         for t in self._threads:
             t.join(timeout=30)
+
+
+def pad_to_common_shape(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad each array at the end of every dimension but the first up to the largest size
+    among them, with the array's own first value (TF Serving's PadTensor)."""
+    target = np.max([a.shape for a in arrays], axis=0)
+    out = []
+    for a in arrays:
+        widths = [(0, 0)] + [(0, int(t - s)) for t, s in zip(target[1:], a.shape[1:], strict=True)]
+        if any(w for _, w in widths) and a.size:
+            a = np.pad(a, widths, constant_values=a.flat[0])
+        out.append(a)
+    return out

@@ -1,7 +1,7 @@
 """TF Serving config messages that the `tensorflow-serving-api` wheel does not ship.
 
-`BatchingParameters` (servables/tensorflow/session_bundle_config.proto) and `MonitoringConfig`
-(config/monitoring_config.proto) are rebuilt here from their field lists so that the text-format
+`BatchingParameters` (servables/tensorflow/session_bundle_config.proto), `MonitoringConfig`
+(config/monitoring_config.proto) and `SSLConfig` (config/ssl_config.proto) are rebuilt here from their field lists so that the text-format
 files written for `tensorflow_model_server` parse with the same names and types.
 """
 
@@ -59,6 +59,14 @@ def _build() -> None:
         type_name=".tensorflow.serving.PrometheusConfig",
         label=_F.LABEL_OPTIONAL,
     )
+    ssl = fd.message_type.add(name="SSLConfig")
+    for name, number, kind in (
+        ("server_key", 1, _F.TYPE_STRING),
+        ("server_cert", 2, _F.TYPE_STRING),
+        ("custom_ca", 3, _F.TYPE_STRING),
+        ("client_verify", 4, _F.TYPE_BOOL),
+    ):
+        ssl.field.add(name=name, number=number, type=kind, label=_F.LABEL_OPTIONAL)
     _pool.Add(fd)
 
 
@@ -68,4 +76,7 @@ BatchingParameters = message_factory.GetMessageClass(
 )
 MonitoringConfig = message_factory.GetMessageClass(
     _pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+)
+SSLConfig = message_factory.GetMessageClass(
+    _pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
 )

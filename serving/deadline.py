@@ -1,12 +1,17 @@
-"""Request deadlines (--rest_api_timeout_in_ms): TF Serving answers DEADLINE_EXCEEDED (HTTP 504).
+"""Request deadlines: TF Serving answers DEADLINE_EXCEEDED (HTTP 504).
 
-A front end opens `scope(timeout_ms)` around a request; the code that runs the model reads
+Two sources, as in TF Serving: REST requests get --rest_api_timeout_in_ms
+(http_rest_api_handler.cc sets RunOptions.timeout_in_ms), gRPC requests get the client's own
+deadline (prediction_service_impl.cc: `run_options.set_timeout_in_ms(
+DeadlineToTimeoutMillis(context->raw_deadline()))` for Predict, Classify, Regress and
+MultiInference). A front end opens `scope(timeout_ms)` around a request; the code that runs the model reads
 `current()` from the same thread, so no signature in between has to carry the deadline:
 - TF2 signature functions run under a `CancellationManager` that one watchdog thread cancels
   when the deadline passes, so the runtime stops the graph (a long loop really stops, the
   thread and the CPU are freed).
-- TF1 sessions get `RunOptions.timeout_in_ms` (the configured budget; one cached callable per
-  budget), which the session enforces itself.
+- TF1 sessions get `RunOptions.timeout_in_ms`, which the session enforces itself: the
+  configured budget for REST; for gRPC the time left, rounded up to a power of two ms so that
+  a few cached callables serve every deadline.
 - A request waiting in a batch queue gives up waiting at the deadline.
 
 TensorFlow keeps the active CancellationManager in one process-wide global
@@ -34,10 +39,12 @@ _local = threading.local()
 
 @dataclass(frozen=True)
 class Deadline:
-    """When a request must be answered (time.monotonic()) and the configured budget."""
+    """When a request must be answered (time.monotonic()), the budget a session run gets
+    (`timeout_ms`), and where the deadline came from (for the error message)."""
 
     at: float
     timeout_ms: int
+    source: str = "--rest_api_timeout_in_ms"
 
     def remaining(self) -> float:
         """Seconds left (negative once passed)."""
@@ -48,7 +55,7 @@ class Deadline:
         return ServingError(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"Deadline exceeded: the request did not finish within {self.timeout_ms} ms "
-            "(--rest_api_timeout_in_ms)",
+            f"({self.source})",
         )
 
 
@@ -67,6 +74,48 @@ def scope(timeout_ms: int) -> Iterator[Deadline | None]:
     _local.deadline = Deadline(time.monotonic() + timeout_ms / 1000.0, timeout_ms)
     try:
         yield _local.deadline
+    finally:
+        _local.deadline = previous
+
+
+@contextlib.contextmanager
+def client_scope(seconds_left: float | None) -> Iterator[Deadline | None]:
+    """Serve one gRPC request under the client's deadline (None or absurdly far: none)."""
+    if seconds_left is None or seconds_left > 1e8:
+        yield None
+        return
+    previous = current()
+    _local.deadline = Deadline(
+        time.monotonic() + seconds_left, _budget_ms(seconds_left), "the client's deadline"
+    )
+    try:
+        yield _local.deadline
+    finally:
+        _local.deadline = previous
+
+
+def _budget_ms(seconds_left: float) -> int:
+    """A session run budget: the time left, rounded up to a power of two ms."""
+    ms = max(1, int(seconds_left * 1000))
+    return 1 << (ms - 1).bit_length()
+
+
+def for_batch(limits: list[Deadline | None]) -> Deadline | None:
+    """The deadline a batch runs under: the latest of its requests' (none if one has none),
+    as batching_session.cc:746-783 takes the largest remaining timeout for the batch."""
+    if not limits or any(limit is None for limit in limits):
+        return None
+    latest = max(limits, key=lambda limit: limit.at)
+    return Deadline(latest.at, _budget_ms(latest.remaining()), latest.source)
+
+
+@contextlib.contextmanager
+def bound(limit: Deadline | None) -> Iterator[Deadline | None]:
+    """Run this block (in this thread) under an existing deadline."""
+    previous = current()
+    _local.deadline = limit
+    try:
+        yield limit
     finally:
         _local.deadline = previous
 

@@ -1,16 +1,27 @@
-"""gRPC front end: tensorflow.serving.PredictionService + ModelService + grpc.health.v1.
+"""gRPC front end: tensorflow.serving.PredictionService + ModelService, the Open Inference
+Protocol's inference.GRPCInferenceService, and (on request) grpc.health.v1.
 
 Thin translation only: TensorProto <-> numpy and status codes; everything else is PredictionCore.
+What follows TF Serving (model_servers/server.cc BuildAndStart, prediction_service_impl.cc):
+- the client's deadline becomes the run timeout of Predict/Classify/Regress/MultiInference;
+- request_count / request_latency are recorded for Predict, Classify and Regress only, with
+  API `Predict`/`Classify`/`Regress` and latency only when the request succeeded;
+- the standard health service exists only with --enable_grpc_healthcheck_service, and
+  serves "" plus the short names "ModelService" and "PredictionService";
+- --grpc_channel_arguments `k=v,k=v` (ints passed as ints), credentials from
+  --ssl_config_file (SSLConfig: server_key, server_cert, custom_ca, client_verify), the TCP
+  port and/or a Unix socket (--grpc_socket_path), and no 4 MB message limit.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     model_management_pb2,
     model_service_pb2_grpc,
@@ -18,27 +29,54 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving import deadline, metrics
 from serving.errors import ERROR_CODE_NUMBER, ServingError, invalid
 from serving.predict import PredictionCore, Spec, error_status
 from serving.tensors import fill_proto, to_numpy
 
 log = logging.getLogger("serving.grpc")
 
+HEALTH_SERVICES = ("", "ModelService", "PredictionService")
 
-def _guard(method: Callable) -> Callable:
-    """Map exceptions to gRPC status codes (never crash the handler)."""
 
-    def wrapper(self, request, context):
+def guard(method: Callable, api: str | None = None, timed: bool = False) -> Callable:
+    """Map exceptions to gRPC status codes (never crash the handler); with `api`, record
+    TF Serving's request metrics under that API name; with `timed`, run under the client's
+    deadline."""
+
+    @functools.wraps(method)
+    def wrapper(request, context):
+        start = time.perf_counter()
+        code_name = "OK"
         try:
-            return method(self, request, context)
+            if timed:
+                with deadline.client_scope(context.time_remaining()):
+                    return method(request, context)
+            return method(request, context)
         except Exception as e:
             code, message = error_status(e)
+            code_name = code.name
             if not isinstance(e, ServingError):
                 log.exception("internal error in %s", method.__name__)
             context.abort(code, message)
+        finally:
+            if api is not None:
+                model = _model_name(request)
+                metrics.record_request(model, api, "GRPC", code_name, time.perf_counter() - start)
 
-    wrapper.__name__ = method.__name__
     return wrapper
+
+
+def _model_name(request) -> str:
+    spec = getattr(request, "model_spec", None)
+    if spec is not None:
+        return spec.name
+    return getattr(request, "model_name", "")
+
+
+def _need_spec(request) -> None:
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -46,40 +84,36 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def __init__(self, core: PredictionCore):
         self.core = core
+        self.Predict = guard(self._predict, "Predict", timed=True)
+        self.Classify = guard(self._classify, "Classify", timed=True)
+        self.Regress = guard(self._regress, "Regress", timed=True)
+        self.MultiInference = guard(self._multi_inference, timed=True)
+        self.GetModelMetadata = guard(self._metadata)
 
-    @_guard
-    def Predict(self, request, context):  # noqa: N802 (gRPC method names)
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
+    def _predict(self, request, context):
+        _need_spec(request)
         inputs = {name: to_numpy(t, name) for name, t in request.inputs.items()}
         spec, _sig, outputs = self.core.predict(
-            Spec.from_proto(request.model_spec), inputs, list(request.output_filter), "GRPC"
+            Spec.from_proto(request.model_spec), inputs, list(request.output_filter), request
         )
         response = predict_pb2.PredictResponse(model_spec=spec)
         for name, value in outputs.items():
             fill_proto(response.outputs[name], value)
         return response
 
-    @_guard
-    def Classify(self, request, context):  # noqa: N802
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
-        return self.core.classify(request, "GRPC")
+    def _classify(self, request, context):
+        _need_spec(request)
+        return self.core.classify(request)
 
-    @_guard
-    def Regress(self, request, context):  # noqa: N802
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
-        return self.core.regress(request, "GRPC")
+    def _regress(self, request, context):
+        _need_spec(request)
+        return self.core.regress(request)
 
-    @_guard
-    def MultiInference(self, request, context):  # noqa: N802
-        return self.core.multi_inference(request, "GRPC")
+    def _multi_inference(self, request, context):
+        return self.core.multi_inference(request)
 
-    @_guard
-    def GetModelMetadata(self, request, context):  # noqa: N802
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
+    def _metadata(self, request, context):
+        _need_spec(request)
         return self.core.metadata(Spec.from_proto(request.model_spec), list(request.metadata_field))
 
 
@@ -89,15 +123,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, core: PredictionCore, reload_config: Callable):
         self.core = core
         self.reload_config = reload_config
+        self.GetModelStatus = guard(self._status)
 
-    @_guard
-    def GetModelStatus(self, request, context):  # noqa: N802
-        if not request.HasField("model_spec"):
-            raise invalid("Missing ModelSpec")
+    def _status(self, request, context):
+        _need_spec(request)
         spec = Spec.from_proto(request.model_spec)
         return self.core.status(spec.name, spec.version)
 
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        """Errors come back in the response's status, not as an RPC error (model_service_impl.cc)."""
         response = model_management_pb2.ReloadConfigResponse()
         try:
             self.reload_config(request.config)
@@ -108,14 +142,42 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """`k=v,k=v` -> gRPC options, values that parse as int passed as int (server.cc)."""
+    options = []
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options.append((key, int(value)))
+        except ValueError:
+            options.append((key, value))
+    return options
+
+
+def server_credentials(ssl_config) -> grpc.ServerCredentials:
+    """TF Serving's BuildServerCredentials for an SSLConfig."""
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None,
+        require_client_auth=ssl_config.client_verify,
+    )
+
+
 def build_server(
     core: PredictionCore,
     reload_config: Callable,
     port: int,
     max_message_size: int = 0,
     max_workers: int = 64,
-) -> tuple[grpc.Server, health.HealthServicer]:
-    """A started-ready (not yet started) gRPC server bound to 0.0.0.0:port."""
+    *,
+    socket_path: str = "",
+    channel_arguments: str = "",
+    ssl_config=None,
+    health_check: bool = False,
+    extra_handlers: tuple = (),
+):
+    """A not yet started gRPC server on 0.0.0.0:port (port 0: none) and/or a Unix socket,
+    and its health servicer (None unless health_check)."""
     options = [("grpc.so_reuseport", 0)]
     if max_message_size > 0:
         options += [
@@ -124,17 +186,37 @@ def build_server(
         ]
     else:  # TF Serving lifts gRPC's 4 MB default
         options += [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options)
+    options += parse_channel_arguments(channel_arguments)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        handlers=list(extra_handlers),
+        options=options,
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(core, reload_config), server
     )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    if server.add_insecure_port(f"0.0.0.0:{port}") == 0:
-        raise OSError(f"could not bind gRPC port {port}")
+    health_servicer = None
+    if health_check:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for service in HEALTH_SERVICES:
+            health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def listen(address: str) -> None:
+        if ssl_config is not None:
+            bound = server.add_secure_port(address, server_credentials(ssl_config))
+        else:
+            bound = server.add_insecure_port(address)
+        if bound == 0 and not address.startswith("unix:"):
+            raise OSError(f"could not bind gRPC to {address}")
+
+    if port:
+        listen(f"0.0.0.0:{port}")
+    if socket_path:
+        listen(f"unix:{socket_path}")
     return server, health_servicer

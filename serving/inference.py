@@ -111,6 +111,16 @@ def serialized_examples(input_proto: input_pb2.Input) -> np.ndarray:
     return np.array([e.SerializeToString() for e in examples], dtype=object)
 
 
+def count_examples(input_proto: input_pb2.Input) -> int:
+    """How many tf.Examples an Input holds (TF Serving's NumInputExamples)."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return len(input_proto.example_list.examples)
+    if kind == "example_list_with_context":
+        return len(input_proto.example_list_with_context.examples)
+    return 0
+
+
 def _as_rows(array: np.ndarray, name: str, n: int) -> np.ndarray:
     if array.ndim == 1:
         array = array.reshape(-1, 1)

@@ -1,4 +1,16 @@
-"""Command line: TF Serving's `tensorflow_model_server` flags, then serve until SIGTERM/SIGINT."""
+"""Command line: TF Serving's `tensorflow_model_server` flags, then serve until SIGTERM/SIGINT.
+
+Flag parsing follows TF Serving's (model_servers/main.cc with tensorflow::Flags): every
+`tensorflow_model_server` flag is accepted with its default (`--rest_api_port` 0 = REST off);
+`--flag=value` works, and `--flag value` too; an unknown argument is reported
+("unknown argument: ...", then the usage) and the server starts all the same; a bad value for a
+known flag prints the usage and exits with status 255 (main returns -1). A flag the zoo cannot
+honour (TPU, TFLite, XLA, GPU memory ...) is accepted and logged as ignored. Startup failures
+print "Failed to start server. Error: CODE: message" and exit 255, as Server::BuildAndStart's
+errors do: `--batching_parameters_file` without `--enable_batching`, neither a model base path
+nor a config file, a config file that does not parse, or an initial model that does not load.
+`--model_config_file` wins over `--model_name` / `--model_base_path` (they are ignored).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("serving")
 
+VERSION = "0.1.0"
+STARTUP_FAILED = 255  # TF Serving's main returns -1
+_CPUS = os.cpu_count() or 1
+
 
 def _bool(text: str) -> bool:
     value = str(text).strip().lower()
@@ -25,111 +41,261 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        print(self.format_usage(), end="")
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(STARTUP_FAILED)
+
+
+# (name, type, default, help); type bool flags also take a bare `--flag`
+FLAGS: list[tuple[str, type, object, str]] = [
+    ("port", int, 8500, "TCP port for gRPC (0: none)"),
+    ("grpc_socket_path", str, "", "also listen for gRPC on this Unix socket"),
+    ("rest_api_port", int, 0, "port for the HTTP/REST API (0: no REST)"),
+    ("rest_api_num_threads", int, 4 * _CPUS, "accepted; REST runs a thread per connection"),
+    ("rest_api_timeout_in_ms", int, 30000, "timeout for REST calls"),
+    ("rest_api_enable_cors_support", _bool, False, "CORS headers on REST answers"),
+    ("enable_batching", _bool, False, "enable batching"),
+    ("allow_version_labels_for_unavailable_models", _bool, False,
+     "allow labels that point at versions not loaded yet"),
+    ("batching_parameters_file", str, "", "text BatchingParameters (needs --enable_batching)"),
+    ("enable_per_model_batching_parameters", _bool, False, "ignored"),
+    ("model_config_file", str, "", "text ModelServerConfig (--model_name/base_path ignored)"),
+    ("model_config_file_poll_wait_seconds", int, 0, "re-read the config file (0: never)"),
+    ("model_name", str, "default", "model name (ignored with --model_config_file)"),
+    ("model_base_path", str, "", "model base path (ignored with --model_config_file)"),
+    ("num_load_threads", int, 0, "ignored: loads run one at a time"),
+    ("num_unload_threads", int, 0, "ignored: unloads run one at a time"),
+    ("max_num_load_retries", int, 5, "retries of a failed load"),
+    ("load_retry_interval_micros", int, 60 * 1000 * 1000, "wait between load retries"),
+    ("file_system_poll_wait_seconds", int, 1, "poll for new versions (0: once)"),
+    ("flush_filesystem_caches", _bool, True, "ignored"),
+    ("tensorflow_session_parallelism", int, 0, "threads of a session (0: auto)"),
+    ("tensorflow_session_config_file", str, "", "text ConfigProto for every session"),
+    ("tensorflow_intra_op_parallelism", int, 0, "intra-op threads (0: auto)"),
+    ("tensorflow_inter_op_parallelism", int, 0, "inter-op threads (0: auto)"),
+    ("use_alts_credentials", _bool, False, "not supported"),
+    ("ssl_config_file", str, "", "text SSLConfig: TLS on gRPC"),
+    ("platform_config_file", str, "", "ignored"),
+    ("per_process_gpu_memory_fraction", float, 0.0, "ignored"),
+    ("saved_model_tags", str, "serve", "comma-separated tags of the MetaGraph to load"),
+    ("grpc_channel_arguments", str, "", "k=v,k=v gRPC server arguments"),
+    ("grpc_max_threads", int, 4 * _CPUS, "gRPC handler threads"),
+    ("enable_model_warmup", _bool, True, "replay assets.extra/tf_serving_warmup_requests"),
+    ("num_request_iterations_for_warmup", int, 0, "times each warmup record runs (0: once)"),
+    ("version", _bool, False, "print the version and exit"),
+    ("monitoring_config_file", str, "", "text MonitoringConfig (Prometheus)"),
+    ("remove_unused_fields_from_bundle_metagraph", _bool, True, "ignored"),
+    ("prefer_tflite_model", _bool, False, "ignored"),
+    ("num_tflite_pools", int, _CPUS, "ignored"),
+    ("num_tflite_interpreters_per_pool", int, 1, "ignored"),
+    ("enable_signature_method_name_check", _bool, False, "ignored"),
+    ("xla_cpu_compilation_enabled", _bool, False, "ignored"),
+    ("xla_gpu_compilation_enabled", _bool, False, "ignored"),
+    ("enable_profiler", _bool, True, "ignored"),
+    ("thread_pool_factory_config_file", str, "", "ignored"),
+    ("mixed_precision", str, "", "ignored"),
+    ("skip_initialize_tpu", _bool, False, "ignored"),
+    ("enable_grpc_healthcheck_service", _bool, False, "the standard grpc.health.v1 service"),
+    ("enable_serialization_as_tensor_content", _bool, False, "ignored"),
+    # the zoo's own
+    ("grpc_max_message_size", int, 0, "zoo: gRPC/REST message limit in bytes (0: none)"),
+    ("rest_api_ssl_config_file", str, "", "zoo: text SSLConfig: TLS on REST"),
+    ("shutdown_grace_seconds", float, 30.0, "zoo: time in-flight requests get at shutdown"),
+]  # fmt: skip
+_IGNORED_IF_SET = {
+    name for name, _t, _d, h in FLAGS if h.startswith("ignored") or h == "not supported"
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """TF Serving's flags with its defaults (`--flag=value` and `--flag value` both work)."""
-    p = argparse.ArgumentParser(prog="zoo serve", description=__doc__, allow_abbrev=False)
-    p.add_argument("--port", type=int, default=8500, help="gRPC port")
-    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0 = off)")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
-    p.add_argument("--model_name", default="default")
-    p.add_argument("--model_base_path", default="")
-    p.add_argument("--model_config_file", default="")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0)
-    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1)
-    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False)
-    p.add_argument("--batching_parameters_file", default="")
-    p.add_argument("--monitoring_config_file", default="")
-    p.add_argument("--grpc_max_message_size", type=int, default=0, help="bytes (0 = unlimited)")
-    p.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
-    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
-    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
-    p.add_argument("--rest_api_num_threads", type=int, default=0, help="accepted, unused")
-    p.add_argument("--shutdown_grace_seconds", type=float, default=30.0)
+    p = _Parser(prog="zoo serve", description=__doc__.split("\n")[0], allow_abbrev=False)
+    for name, kind, default, help_text in FLAGS:
+        if kind is _bool:
+            p.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default,
+                           help=help_text)  # fmt: skip
+        else:
+            p.add_argument(f"--{name}", type=kind, default=default, help=help_text)
     return p
 
 
-def _read(path: str, what: str) -> str:
+class StartupError(Exception):
+    """A Server::BuildAndStart error: (status code name, message)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+
+
+def _read(path: str) -> str:
     try:
         return Path(path).read_text()
     except OSError as e:
-        raise SystemExit(f"error: cannot read {what} {path}: {e}") from None
+        raise StartupError("NOT_FOUND", f"{path}; {e.strerror}") from None
+
+
+def parse_text_proto(path: str, message):
+    """TF Serving's ParseProtoTextFile: the parser's complaint on stderr, INVALID_ARGUMENT."""
+    from google.protobuf import text_format
+
+    try:
+        return text_format.Parse(_read(path), message)
+    except text_format.ParseError as e:
+        print(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {e}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise StartupError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the model server; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.version:
+        import tensorflow as tf
+
+        print(f"TensorFlow ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
+        return 0
+    if unknown:  # main.cc: reported, and the server starts all the same
+        print(f"unknown argument: {unknown[0]}\n{parser.format_usage()}", end="", flush=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s"
     )
+    for name in sorted(_IGNORED_IF_SET):
+        if getattr(args, name) != parser.get_default(name):
+            log.warning("--%s is accepted for compatibility and has no effect here", name)
+    try:
+        return _serve(args)
+    except StartupError as e:
+        print(f"Failed to start server. Error: {e}", flush=True)
+        return STARTUP_FAILED
 
+
+def _options(args) -> dict:
+    """Everything read from files before the server starts (StartupError when bad)."""
+    from serving import batching, repository
+    from serving.config_protos import MonitoringConfig, SSLConfig
+    from serving.errors import ServingError
+
+    if args.port == 0 and not args.grpc_socket_path:
+        raise StartupError(
+            "INVALID_ARGUMENT",
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path "
+            "must be set.",
+        )
+    if not args.model_base_path and not args.model_config_file:
+        raise StartupError(
+            "INVALID_ARGUMENT",
+            "Both server_options.model_base_path and server_options.model_config_file are empty!",
+        )
+    opts: dict = {"config_text": None}
+    try:
+        if args.model_config_file:  # server.cc: the config file wins
+            from tensorflow_serving.config import model_server_config_pb2
+
+            opts["config_text"] = _read(args.model_config_file)
+            config = parse_text_proto(
+                args.model_config_file, model_server_config_pb2.ModelServerConfig()
+            )
+            repository.validate_config(config)
+        else:
+            config = repository.single_model_config(args.model_name, args.model_base_path)
+        opts["config"] = config
+        opts["batching"] = None
+        if args.enable_batching:
+            opts["batching"] = (
+                batching.BatchingOptions.from_proto(
+                    parse_text_proto(args.batching_parameters_file, batching.BatchingParameters())
+                )
+                if args.batching_parameters_file
+                else batching.BatchingOptions()
+            )
+        elif args.batching_parameters_file:
+            raise StartupError(
+                "INVALID_ARGUMENT",
+                "server_options.batching_parameters_file is set without setting "
+                "server_options.enable_batching to true.",
+            )
+    except ServingError as e:
+        raise StartupError(e.code.name, e.message) from None
+    opts["metrics_path"] = None
+    if args.monitoring_config_file:
+        mon = parse_text_proto(args.monitoring_config_file, MonitoringConfig())
+        if mon.prometheus_config.enable:
+            opts["metrics_path"] = mon.prometheus_config.path or "/monitoring/prometheus/metrics"
+    opts["grpc_ssl"] = (
+        parse_text_proto(args.ssl_config_file, SSLConfig()) if args.ssl_config_file else None
+    )
+    opts["rest_ssl"] = (
+        parse_text_proto(args.rest_api_ssl_config_file, SSLConfig())
+        if args.rest_api_ssl_config_file
+        else None
+    )
+    opts["session_config"] = _session_config(args)
+    return opts
+
+
+def _session_config(args):
+    """The ConfigProto every session gets (server.cc: config file, then parallelism flags)."""
+    import tensorflow as tf
+
+    intra, inter, both = (
+        args.tensorflow_intra_op_parallelism,
+        args.tensorflow_inter_op_parallelism,
+        args.tensorflow_session_parallelism,
+    )
+    if intra > 0 and inter > 0 and both > 0:
+        raise StartupError(
+            "INVALID_ARGUMENT",
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. "
+            "You cannot configure all.",
+        )
+    config = tf.compat.v1.ConfigProto()
+    if args.tensorflow_session_config_file:
+        parse_text_proto(args.tensorflow_session_config_file, config)
+    if intra > 0 or inter > 0:
+        config.intra_op_parallelism_threads = intra
+        config.inter_op_parallelism_threads = inter
+    elif both > 0:
+        config.intra_op_parallelism_threads = config.inter_op_parallelism_threads = both
+    return config if config.ByteSize() else None
+
+
+def _serve(args) -> int:
     import tensorflow as tf  # noqa: F401  (slow import, after argument errors)
 
-    from serving import batching, grpc_server, repository, rest_server, warmup
-    from serving.config_protos import MonitoringConfig
+    from serving import grpc_server, repository, rest_server, v2, warmup
     from serving.errors import ServingError
     from serving.manager import Manager
     from serving.metrics import LOAD_ATTEMPT_COUNT
     from serving.predict import PredictionCore
+    from serving.request_log import RequestLogger
     from serving.servable import Servable
 
+    opts = _options(args)
     # TensorFlow's import leaves ~300k long-lived objects; freezing them keeps every later
     # collection (the one after each unload, and the periodic ones) a few ms instead of ~1 s
     # of GIL pause. Models are loaded after this, so their objects stay collectable.
     gc.collect()
     gc.freeze()
-
-    if bool(args.model_config_file) == bool(args.model_base_path):
-        print(
-            "error: give exactly one of --model_base_path or --model_config_file", file=sys.stderr
-        )
-        return 2
-    try:
-        if args.model_config_file:
-            config_text = _read(args.model_config_file, "model config file")
-            config = repository.parse_model_server_config(config_text)
-        else:
-            config_text = None
-            config = repository.single_model_config(args.model_name, args.model_base_path)
-        batching_options = None
-        if args.enable_batching:
-            batching_options = (
-                batching.BatchingOptions.from_text(
-                    _read(args.batching_parameters_file, "batching file")
-                )
-                if args.batching_parameters_file
-                else batching.BatchingOptions()
-            )
-        metrics_path = None
-        if args.monitoring_config_file:
-            from google.protobuf import text_format
-
-            mon = text_format.Parse(
-                _read(args.monitoring_config_file, "monitoring file"), MonitoringConfig()
-            )
-            if mon.prometheus_config.enable:
-                metrics_path = mon.prometheus_config.path or "/monitoring/prometheus/metrics"
-    except ServingError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return 2
-
-    session_config = None
-    if args.tensorflow_intra_op_parallelism or args.tensorflow_inter_op_parallelism:
-        session_config = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=args.tensorflow_intra_op_parallelism,
-            inter_op_parallelism_threads=args.tensorflow_inter_op_parallelism,
-        )
+    tags = tuple(t for t in args.saved_model_tags.split(",") if t)
 
     def load(name: str, version: int, path: str) -> Servable:
         try:
-            servable = Servable(name, version, path, session_config)
+            servable = Servable(name, version, path, opts["session_config"], tags)
         except Exception:
             LOAD_ATTEMPT_COUNT.inc(path, "fail")
             raise
         LOAD_ATTEMPT_COUNT.inc(path, "success")
-        servable.batching = batching_options
+        servable.batching = opts["batching"]
         if args.enable_model_warmup:
             try:
-                records = warmup.replay(servable)
+                records = warmup.replay(servable, args.num_request_iterations_for_warmup)
             except Exception as e:
                 servable.close()
                 raise RuntimeError(f"warmup failed: {getattr(e, 'message', e)}") from e
@@ -141,55 +307,96 @@ def main(argv: list[str] | None = None) -> int:
                 )
         return servable
 
-    manager = Manager(load)
-    try:
-        manager.set_config(config)
-    except ServingError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        manager.stop()
-        return 1
-
-    core = PredictionCore(manager)
+    manager = Manager(
+        load,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+    )
+    request_logger = RequestLogger(tags)
     config_lock = threading.Lock()
 
     def reload_config(new_config) -> None:
+        """ServerCore::ReloadConfig: models first, then the request loggers."""
         with config_lock:
             manager.set_config(new_config)
+            request_logger.update(new_config)
 
-    grpc_srv, health = grpc_server.build_server(
-        core, reload_config, args.port, args.grpc_max_message_size
-    )
+    try:
+        reload_config(opts["config"])
+    except ServingError as e:
+        manager.stop()
+        raise StartupError(e.code.name, e.message) from None
+
+    core = PredictionCore(manager, request_logger)
+    v2_api = v2.OpenInferenceApi(core)
+    v2_service = v2.GrpcInferenceService(v2_api, grpc_server.guard)
+    try:
+        grpc_srv, health = grpc_server.build_server(
+            core,
+            reload_config,
+            args.port,
+            args.grpc_max_message_size,
+            max_workers=max(1, args.grpc_max_threads),
+            socket_path=args.grpc_socket_path,
+            channel_arguments=args.grpc_channel_arguments,
+            ssl_config=opts["grpc_ssl"],
+            health_check=args.enable_grpc_healthcheck_service,
+            extra_handlers=(v2_service.handler(),),
+        )
+    except (OSError, RuntimeError) as e:
+        manager.stop()
+        raise StartupError(
+            "INVALID_ARGUMENT", f"Failed to BuildAndStart gRPC server: {e}"
+        ) from None
     grpc_srv.start()
-    print(f"Running gRPC ModelServer at 0.0.0.0:{args.port} ...", flush=True)
+    if args.port:
+        print(f"Running gRPC ModelServer at 0.0.0.0:{args.port} ...", flush=True)
+    if args.grpc_socket_path:
+        print(f"Running gRPC ModelServer at UNIX socket {args.grpc_socket_path} ...", flush=True)
     http_srv = None
     app = None
-    if args.rest_api_port > 0:
+    if args.rest_api_port and args.rest_api_port == args.port:
+        log.error(
+            "server_options.http_port cannot be same as grpc_port. Please use a different "
+            "port for HTTP/REST API. Skipped exporting HTTP/REST API."
+        )
+    elif args.rest_api_port:
         max_body = args.grpc_max_message_size if args.grpc_max_message_size > 0 else 1 << 30
-        app = rest_server.RestApp(core, metrics_path, max_body, args.rest_api_timeout_in_ms)
+        app = rest_server.RestApp(
+            core,
+            opts["metrics_path"],
+            max_body,
+            args.rest_api_timeout_in_ms,
+            cors=args.rest_api_enable_cors_support,
+        )
         try:
-            http_srv = rest_server.build_server(app, args.rest_api_port)
+            http_srv = rest_server.build_server(
+                app, args.rest_api_port, ssl_config=opts["rest_ssl"]
+            )
         except OSError as e:
-            print(f"error: cannot serve REST on port {args.rest_api_port}: {e}", file=sys.stderr)
-            grpc_srv.stop(0)
-            manager.stop()
-            return 1
-        threading.Thread(target=http_srv.serve_forever, name="rest", daemon=True).start()
-        print(f"Exporting HTTP/REST API at:localhost:{args.rest_api_port} ...", flush=True)
+            log.error("Failed to start HTTP Server at localhost:%d: %s", args.rest_api_port, e)
+        else:
+            threading.Thread(target=http_srv.serve_forever, name="rest", daemon=True).start()
+            print(f"Exporting HTTP/REST API at:localhost:{args.rest_api_port} ...", flush=True)
 
     manager.start_polling(args.file_system_poll_wait_seconds)
     stop = threading.Event()
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
 
         def poll_config() -> None:
-            last = config_text
+            last = opts["config_text"]
             while not stop.wait(args.model_config_file_poll_wait_seconds):
                 try:
                     text = Path(args.model_config_file).read_text()
                     if text != last:
-                        reload_config(repository.parse_model_server_config(text))
                         last = text
+                        reload_config(repository.parse_model_server_config(text))
                 except Exception as e:  # keep serving the old config
-                    log.error("model config reload failed: %s", getattr(e, "message", e))
+                    log.error(
+                        "PollFilesystemAndReloadConfig failed to ReloadConfig: %s",
+                        getattr(e, "message", e),
+                    )
 
         threading.Thread(target=poll_config, name="config-poll", daemon=True).start()
 
@@ -199,12 +406,14 @@ def main(argv: list[str] | None = None) -> int:
         pass
 
     log.info("Shutting down: finishing in-flight requests")
-    health.enter_graceful_shutdown()
+    if health is not None:
+        health.enter_graceful_shutdown()
     if http_srv is not None:
         http_srv.shutdown()  # stop accepting; in-flight handlers keep running
         app.in_flight.wait_idle(args.shutdown_grace_seconds)
     grpc_srv.stop(grace=args.shutdown_grace_seconds).wait()
     manager.stop()
+    request_logger.close()
     if http_srv is not None:
         http_srv.server_close()
     return 0

@@ -6,6 +6,12 @@ is unloaded only once an aspired version is AVAILABLE, so a failed or half-copie
 leaves the serving one in place (the failure shows in the model status). Request handlers get
 a servable through `acquire()`, a context manager that pins the version so an unload waits for
 in-flight requests to finish before it closes the session.
+
+As in TF Serving, a failed load is retried `max_num_load_retries` times, `load_retry_interval`
+apart, staying LOADING meanwhile (core/loader_harness.cc LoaderHarness::Load, util/retrier.cc);
+a config whose new models do not become available is answered with an error
+(model_servers/server_core.cc WaitUntilModelsAvailable); and a model removed by a config
+reload keeps reporting its versions as END (the ServableStateMonitor never forgets them).
 """
 
 from __future__ import annotations
@@ -75,13 +81,31 @@ def release_memory() -> None:
     _trim()
 
 
+def servable_id(name: str, version: int) -> str:
+    """TF Serving's ServableId::DebugString()."""
+    return f"{{name: {name} version: {version}}}"
+
+
 class Manager:
     """Owns every loaded servable; thread-safe."""
 
-    def __init__(self, loader: Loader, settle_seconds: float = 0.5):
+    def __init__(
+        self,
+        loader: Loader,
+        settle_seconds: float = 0.5,
+        max_num_load_retries: int = 5,
+        load_retry_interval_seconds: float = 60.0,
+        allow_version_labels_for_unavailable_models: bool = False,
+    ):
         self._loader = loader
         self._settle = settle_seconds
+        self._retries = max(0, max_num_load_retries)
+        self._retry_interval = load_retry_interval_seconds
+        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._models: dict[str, ModelEntry] = {}
+        # models removed by a config reload: their versions, all END, for GetModelStatus
+        self._retired: dict[str, dict[int, VersionEntry]] = {}
+        self._started = False  # a first config has been applied
         self._lock = threading.Condition()  # guards _models and entry states/refs
         self._sync_lock = threading.Lock()  # one reconcile (poll or reload) at a time
         self._stop = threading.Event()
@@ -89,16 +113,25 @@ class Manager:
 
     # ---- configuration -------------------------------------------------------------------
     def set_config(self, config: repository.ModelServerConfig) -> None:
-        """Replace the whole model list (initial load or HandleReloadConfigRequest)."""
+        """Replace the whole model list (initial load or HandleReloadConfigRequest).
+
+        Raises UNKNOWN "N model(s) did not become available: {...}" when a model new to this
+        config fails to load (after its retries), like TF Serving's ServerCore::ReloadConfig;
+        the rest of the config is applied all the same, and the other models keep serving.
+        """
         repository.validate_config(config)
         wanted = {m.name: m for m in config.model_config_list.config}
         with self._sync_lock:
+            first = not self._started
+            self._started = True
             with self._lock:
+                new = [n for n in wanted if n not in self._models]
                 for name, cfg in wanted.items():
                     if name in self._models:
                         self._models[name].config = cfg
                     else:
                         self._models[name] = ModelEntry(cfg)
+                        self._retired.pop(name, None)
                 removed = [n for n in self._models if n not in wanted]
             for name in removed:
                 self._unload_model(name)
@@ -111,6 +144,32 @@ class Manager:
                     errors.append(e)
             if errors:
                 raise errors[0]
+            failed = self._failed_new_models(new)
+            if failed:
+                what = "servable(s)" if first else "model(s)"
+                raise ServingError(
+                    grpc.StatusCode.UNKNOWN,
+                    f"{len(failed)} {what} did not become available: {{{''.join(failed)}}}",
+                )
+
+    def _failed_new_models(self, names: list[str]) -> list[str]:
+        """'{name: m version: v} due to error: ...}, ' for each new model whose aspired
+        versions all failed (a model with no version on storage yet is not a failure)."""
+        failed = []
+        with self._lock:
+            for name in names:
+                model = self._models.get(name)
+                if model is None or not model.versions:
+                    continue
+                entries = list(model.versions.values())
+                if any(e.state == AVAILABLE for e in entries):
+                    continue
+                latest = max(entries, key=lambda e: e.version)
+                if latest.error is None:
+                    continue
+                error = f"{latest.error.code.name}: {latest.error.message}"
+                failed.append(f"{{{servable_id(name, latest.version)} due to error: {error}}}, ")
+        return failed
 
     def poll_once(self) -> None:
         """Look at storage once and load/unload what changed, for every model."""
@@ -168,22 +227,43 @@ class Manager:
         for e in to_unload:
             self._finish_unload(e)
 
+    def _still_wanted(self, name: str, model: ModelEntry) -> bool:
+        """Whether retrying a load still makes sense (TF Serving's should_retry: the version
+        is still aspired; here: the server runs and the model is still configured)."""
+        with self._lock:
+            return not self._stop.is_set() and self._models.get(name) is model
+
     def _load(self, name: str, model: ModelEntry, vdir: repository.VersionDir) -> None:
         entry = VersionEntry(vdir.version, LOADING, fingerprint=vdir.fingerprint)
         with self._lock:
             model.versions[vdir.version] = entry
-        log.info("Loading servable: {name: %s version: %d} from %s", name, vdir.version, vdir.path)
-        try:
-            servable = self._loader(name, vdir.version, str(vdir.path))
-        except Exception as e:  # any load failure is reported in the status, not raised
-            message = f"Failed to load version {vdir.version} of model {name}: {e}"
-            log.error(message)
-            with self._lock:
-                entry.state = END
-                entry.error = ServingError(grpc.StatusCode.UNKNOWN, message)
-            del e
-            release_memory()  # a half-loaded graph is garbage now
-            return
+        description = f"Loading servable: {servable_id(name, vdir.version)}"
+        log.info("%s from %s", description, vdir.path)
+        attempt = 0
+        while True:
+            try:
+                servable = self._loader(name, vdir.version, str(vdir.path))
+                break
+            except Exception as e:  # any load failure is reported in the status, not raised
+                message = f"Failed to load version {vdir.version} of model {name}: {e}"
+                del e
+                release_memory()  # a half-loaded graph is garbage now
+                log.error("%s failed: %s", description, message)
+                attempt += 1
+                if attempt > self._retries or not self._still_wanted(name, model):
+                    if attempt > self._retries:
+                        log.info(
+                            "Retrying of %s exhausted max_num_retries: %d",
+                            description,
+                            self._retries,
+                        )
+                    with self._lock:
+                        entry.state = END
+                        entry.error = ServingError(grpc.StatusCode.UNKNOWN, message)
+                    return
+                if self._retry_interval > 0:
+                    self._stop.wait(self._retry_interval)
+                log.info("Retrying of %s retry: %d", description, attempt)
         with self._lock:
             entry.servable = servable
             entry.state = AVAILABLE
@@ -213,14 +293,21 @@ class Manager:
         for e in entries:
             self._finish_unload(e)
         with self._lock:
-            self._models.pop(name, None)
+            model = self._models.pop(name, None)
+            if model is not None and model.versions:
+                for e in model.versions.values():
+                    if e.state != END:  # never loaded: a load in progress was abandoned
+                        e.state = END
+                self._retired[name] = model.versions
 
     def _apply_labels(self, name: str) -> None:
         with self._lock:
             model = self._models[name]
             labels = dict(model.config.version_labels)
-            for version in labels.values():
+            for label, version in labels.items():
                 entry = model.versions.get(version)
+                if self._allow_unavailable_labels and model.labels.get(label, version) == version:
+                    continue  # server_core.cc UpdateModelVersionLabelMap: a new label is allowed
                 if entry is None or entry.state != AVAILABLE:
                     raise ServingError(
                         grpc.StatusCode.FAILED_PRECONDITION,
@@ -259,7 +346,7 @@ class Manager:
     ) -> Iterator[Servable]:
         """Pin and yield the servable for a model spec; unloads wait for the release."""
         if not name:
-            raise invalid("Missing ModelSpec: model name is empty")
+            raise invalid("ModelSpec has no name specified.")  # server_core.cc
         with self._lock:
             entry = self.resolve(name, version, label)
             entry.refs += 1
@@ -276,20 +363,38 @@ class Manager:
         """Snapshot of version states for GetModelStatus (newest first)."""
         with self._lock:
             model = self._models.get(name)
-            if model is None or not model.versions:
+            versions = model.versions if model is not None else self._retired.get(name, {})
+            if not versions:
                 raise not_found(f"Could not find any versions of model {name}")
             if version is not None:
-                if version not in model.versions:
+                if version not in versions:
                     raise not_found(f"Could not find version {version} of model {name}")
-                entries = [model.versions[version]]
+                entries = [versions[version]]
             else:
-                entries = sorted(model.versions.values(), key=lambda e: -e.version)
+                entries = sorted(versions.values(), key=lambda e: -e.version)
             return [VersionEntry(e.version, e.state, None, e.error, e.fingerprint) for e in entries]
 
     def model_names(self) -> list[str]:
         """Configured model names."""
         with self._lock:
             return list(self._models)
+
+    def ready(self, name: str | None = None, version: int | None = None) -> bool:
+        """Whether a configured model (every configured model when name is None) has an
+        AVAILABLE version (that version, when given): the Open Inference Protocol's readiness."""
+        with self._lock:
+            names = list(self._models) if name is None else [name]
+            for n in names:
+                model = self._models.get(n)
+                if model is None:
+                    return False
+                states = {v: e.state for v, e in model.versions.items()}
+                if version is not None:
+                    if states.get(version) != AVAILABLE:
+                        return False
+                elif AVAILABLE not in states.values():
+                    return False
+            return True
 
     def stop(self) -> None:
         """Stop polling and unload everything."""

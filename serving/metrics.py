@@ -1,7 +1,15 @@
-"""Prometheus metrics under TF Serving's exact names (`:tensorflow:serving:request_count` ...).
+"""Prometheus metrics under TF Serving's exact names and labels (servables/tensorflow/util.cc).
 
 A tiny registry rather than prometheus_client: that library appends `_total`/`_created` to
 counters, which would change the names TF Serving dashboards query.
+
+What is recorded where follows TF Serving: `request_count{model_name,status}` for every
+Predict/Classify/Regress over gRPC (prediction_service_impl.cc) and every REST request
+(http_server.cc ProcessRequest); `request_latency{model_name,API,entrypoint}` only for requests
+that succeed, with API `Predict`/`Classify`/`Regress` over gRPC and the URL's verb (`predict`,
+`classify`, `regress`, `` for a GET) over REST; `runtime_latency{...,runtime="TF1"}` around the
+graph run; `request_example_counts{model}` and `request_example_count_total{model}` for
+MultiInference (multi_inference.cc).
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ from bisect import bisect_left
 
 # TF Serving's request_latency buckets: exponential, microseconds (10us * 1.8^i).
 LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(33))
-EXAMPLE_BUCKETS = tuple(float(2**i) for i in range(16))
+# request_example_counts: Buckets::Exponential(1, 2, 15): 1, 2, 4, ... 16384
+EXAMPLE_BUCKETS = tuple(float(2**i) for i in range(15))
 
 
 def _labels_text(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
@@ -97,8 +106,13 @@ RUNTIME_LATENCY = Histogram(
 REQUEST_EXAMPLE_COUNTS = Histogram(
     ":tensorflow:serving:request_example_counts",
     "The number of tensorflow.Examples per request.",
-    ("model_name", "API"),
+    ("model",),
     EXAMPLE_BUCKETS,
+)
+REQUEST_EXAMPLE_COUNT_TOTAL = Counter(
+    ":tensorflow:serving:request_example_count_total",
+    "The total number of tensorflow.Examples.",
+    ("model",),
 )
 LOAD_ATTEMPT_COUNT = Counter(
     ":tensorflow:cc:saved_model:load_attempt_count",
@@ -110,7 +124,7 @@ PROCESSED_BATCH_SIZE = Histogram(
     ":tensorflow:serving:batching_session:processed_batch_size",
     "Tracks the batch size distribution on processing (after padding).",
     ("model_name", "signature"),
-    EXAMPLE_BUCKETS,
+    tuple(float(2**i) for i in range(16)),
 )
 
 ALL = (
@@ -118,9 +132,23 @@ ALL = (
     REQUEST_LATENCY,
     RUNTIME_LATENCY,
     REQUEST_EXAMPLE_COUNTS,
+    REQUEST_EXAMPLE_COUNT_TOTAL,
     LOAD_ATTEMPT_COUNT,
     PROCESSED_BATCH_SIZE,
 )
+
+
+def record_request(model: str, api: str, entrypoint: str, code_name: str, seconds: float) -> None:
+    """One finished request: its count by status, and its latency when it succeeded."""
+    REQUEST_COUNT.inc(model, code_name)
+    if code_name == "OK":
+        REQUEST_LATENCY.observe(seconds * 1e6, model, api, entrypoint)
+
+
+def record_examples(model: str, count: int) -> None:
+    """The number of tf.Examples of one MultiInference request."""
+    REQUEST_EXAMPLE_COUNTS.observe(count, model)
+    REQUEST_EXAMPLE_COUNT_TOTAL.inc(model, amount=count)
 
 
 def render() -> bytes:

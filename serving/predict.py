@@ -2,7 +2,8 @@
 
 gRPC and REST only translate their wire formats into calls here (a model spec plus numpy
 arrays or tf.Example protos) and translate the results back, so the two protocols share
-version resolution, validation, batching, error messages and metrics and cannot drift apart.
+version resolution, validation, batching, error messages and request logs and cannot drift
+apart.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_pb2,
+    predict_pb2,
     regression_pb2,
 )
 
 from serving import inference, metrics
 from serving.errors import ERROR_CODE_NUMBER, ServingError, invalid
 from serving.manager import Manager
+from serving.request_log import RequestLogger
 from serving.servable import Signature
 
 
@@ -53,19 +56,19 @@ class Spec:
 @dataclass(frozen=True)
 class _ExampleApi:
     """What differs between Classify and Regress: the metric label, the inference function,
-    the repeated field of its result (one row per Example) and the response type."""
+    the response type, and where a PredictionLog keeps the pair."""
 
     name: str
     run: Callable
-    rows: str
     response: type
+    log_field: str
 
 
 _CLASSIFY = _ExampleApi(
-    "classify", inference.classify, "classifications", classification_pb2.ClassificationResponse
+    "Classify", inference.classify, classification_pb2.ClassificationResponse, "classify_log"
 )
 _REGRESS = _ExampleApi(
-    "regress", inference.regress, "regressions", regression_pb2.RegressionResponse
+    "Regress", inference.regress, regression_pb2.RegressionResponse, "regress_log"
 )
 
 
@@ -76,88 +79,92 @@ def resolved_spec(name: str, version: int, signature_name: str) -> model_pb2.Mod
     return spec
 
 
+@contextlib.contextmanager
+def _runtime(model: str, api: str) -> Iterator[None]:
+    """runtime_latency around a graph run (TF Serving's runtime label for sessions: TF1)."""
+    start = time.perf_counter()
+    yield
+    metrics.RUNTIME_LATENCY.observe((time.perf_counter() - start) * 1e6, model, api, "TF1")
+
+
 class PredictionCore:
-    """Predict/Classify/Regress/MultiInference/metadata/status over the manager's servables."""
+    """Predict/Classify/Regress/MultiInference/metadata/status over the manager's servables.
 
-    def __init__(self, manager: Manager):
+    Request metrics are recorded by the front ends (they differ by protocol in TF Serving);
+    sampled requests are written to the model's request log (`request_log.RequestLogger`).
+    """
+
+    def __init__(self, manager: Manager, request_logger: RequestLogger | None = None):
         self.manager = manager
-
-    @contextlib.contextmanager
-    def _measure(self, model: str, api: str, entrypoint: str) -> Iterator[None]:
-        start = time.perf_counter()
-        status = "OK"
-        try:
-            yield
-        except ServingError as e:
-            status = e.code.name
-            raise
-        except Exception:
-            status = "INTERNAL"
-            raise
-        finally:
-            metrics.REQUEST_COUNT.inc(model, status)
-            metrics.REQUEST_LATENCY.observe(
-                (time.perf_counter() - start) * 1e6, model, api, entrypoint
-            )
+        self.request_logger = request_logger or RequestLogger()
 
     def predict(
         self,
         spec: Spec,
         inputs: dict[str, np.ndarray],
         output_filter=(),
-        entrypoint: str = "GRPC",
+        request: predict_pb2.PredictRequest | None = None,
     ) -> tuple[model_pb2.ModelSpec, Signature, dict[str, np.ndarray]]:
-        """Run a signature; returns (resolved spec, signature, outputs)."""
-        with self._measure(spec.name, "predict", entrypoint):
-            with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
-                start = time.perf_counter()
+        """Run a signature; returns (resolved spec, signature, outputs).
+
+        `request` is the gRPC request when there is one (else it is rebuilt from the arrays
+        if this request is sampled for the request log).
+        """
+        with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
+            with _runtime(spec.name, "Predict"):
                 sig, outputs = inference.predict(
                     servable, spec.signature_name, inputs, output_filter
                 )
-                metrics.RUNTIME_LATENCY.observe(
-                    (time.perf_counter() - start) * 1e6,
-                    spec.name,
-                    "Predict",
-                    "TF2" if servable.is_tf2 else "TF1",
-                )
-                return resolved_spec(spec.name, servable.version, sig.name), sig, outputs
+            model_spec = resolved_spec(spec.name, servable.version, sig.name)
+        log = self.request_logger.sampled(spec.name)
+        if log is not None:
+            log.log_predict(model_spec, inputs, output_filter, outputs, request)
+        return model_spec, sig, outputs
 
     def classify(
-        self, request: classification_pb2.ClassificationRequest, entrypoint: str = "GRPC"
+        self, request: classification_pb2.ClassificationRequest
     ) -> classification_pb2.ClassificationResponse:
         """TF Serving's Classify."""
-        return self._on_examples(request, entrypoint, _CLASSIFY)
+        return self._on_examples(request, _CLASSIFY)
 
     def regress(
-        self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"
+        self, request: regression_pb2.RegressionRequest
     ) -> regression_pb2.RegressionResponse:
         """TF Serving's Regress."""
-        return self._on_examples(request, entrypoint, _REGRESS)
+        return self._on_examples(request, _REGRESS)
 
-    def _on_examples(self, request, entrypoint: str, api: _ExampleApi):
-        """Classify or Regress: run `api` on the request's Examples, count them, wrap the
-        result with the resolved model spec."""
+    def _on_examples(self, request, api: _ExampleApi):
+        """Classify or Regress: run `api` on the request's Examples and wrap the result with
+        the resolved model spec."""
         spec = Spec.from_proto(request.model_spec)
-        with self._measure(spec.name, api.name, entrypoint):
-            with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
+        with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
+            with _runtime(spec.name, api.name):
                 sig, result = api.run(servable, request)
-                metrics.REQUEST_EXAMPLE_COUNTS.observe(
-                    len(getattr(result, api.rows)), spec.name, api.name
-                )
-                return api.response(
-                    model_spec=resolved_spec(spec.name, servable.version, sig.name), result=result
-                )
+            response = api.response(
+                model_spec=resolved_spec(spec.name, servable.version, sig.name), result=result
+            )
+        log = self.request_logger.sampled(spec.name)
+        if log is not None:
+            log.log_pair(api.log_field, response.model_spec, request, response)
+        return response
 
     def multi_inference(
-        self, request: inference_pb2.MultiInferenceRequest, entrypoint: str = "GRPC"
+        self, request: inference_pb2.MultiInferenceRequest
     ) -> inference_pb2.MultiInferenceResponse:
         """TF Serving's MultiInference (all tasks on one model version)."""
         if not request.tasks:
             raise invalid("Tasks must be non-empty")
         spec = Spec.from_proto(request.tasks[0].model_spec)
-        with self._measure(spec.name, "multi_inference", entrypoint):
-            with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
-                return inference.multi_inference(servable, request)
+        with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
+            response = inference.multi_inference(servable, request)
+            version = servable.version
+        metrics.record_examples(spec.name, inference.count_examples(request.input))
+        log = self.request_logger.sampled(spec.name)
+        if log is not None:
+            log.log_pair(
+                "multi_inference_log", resolved_spec(spec.name, version, ""), request, response
+            )
+        return response
 
     def metadata(
         self, spec: Spec, fields=("signature_def",)

@@ -1,18 +1,32 @@
-"""REST front end: TF Serving's /v1/models API and the Prometheus endpoint.
+"""REST front end: TF Serving's /v1/models API, the Open Inference Protocol's /v2 API, and the
+Prometheus endpoint.
 
 Stack: the standard library's ThreadingHTTPServer speaking HTTP/1.1 keep-alive, with
-TCP_NODELAY, one write per response and orjson for JSON. For batch-1 requests the cost that
-matters is per-request overhead, and this adds ~0.2-0.4 ms on this machine (well inside the
-2 ms budget over an in-process call) with no extra dependency or event-loop/thread handoff;
-the model runs in the connection's thread, so there is no queue hop before the session.
+TCP_NODELAY, one write per response and orjson for JSON; the model runs in the connection's
+thread, so there is no queue hop before the session. Kept after measuring it against
+uvicorn + httptools (see benchmarks/serving_peers.py and README "REST transport"): for
+batch-1 requests the cost that matters is per-request overhead, and an event loop adds a
+thread hop per request to reach a blocking session run. What the standard library lacks is
+added here: chunked request bodies, CORS and OPTIONS, and TLS (`--rest_api_ssl_config_file`;
+TF Serving has no TLS on REST, its #1503).
+
+As TF Serving's http_server.cc: every path under `/v1/` (any case) reaches the API handler,
+which answers 400 "Malformed request: METHOD PATH" for what it does not know; OPTIONS is a CORS
+preflight (200 when the Origin header is http(s), else 400, empty body); with
+--rest_api_enable_cors_support every answer carries `Access-Control-Allow-Origin: *`,
+`-Methods: POST, GET` and `-Headers: Content-Type`; request_count is recorded for every
+request, request_latency for successful ones with the URL's verb as API.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
 import socket
+import ssl
+import tempfile
 import threading
 import time
 import zlib
@@ -24,7 +38,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import deadline, json_tensor, metrics
+from serving import deadline, json_tensor, metrics, v2
 from serving.errors import ServingError, invalid
 from serving.predict import PredictionCore, Spec, error_status
 
@@ -36,15 +50,35 @@ _PATH = re.compile(
     r"(?::(?P<verb>[A-Za-z]+)|/(?P<meta>metadata))?/?$",
     re.IGNORECASE,
 )
+_V2_MODEL = re.compile(
+    r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<what>ready|infer))?/?$"
+)
+_ORIGIN = re.compile(r"https?://")
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large",
             429: b"Too Many Requests", 500: b"Internal Server Error", 501: b"Not Implemented",
             503: b"Service Unavailable", 504: b"Gateway Timeout"}  # fmt: skip
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+JSON = "application/json"
 
 
 def _proto_dict(message) -> dict:
     return json_format.MessageToDict(
         message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
+
+
+class Reply:
+    """One HTTP answer."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, status: int, body: bytes, content_type: str | None = JSON, headers=None):
+        self.status, self.body, self.content_type = status, body, content_type
+        self.headers = headers or {}
 
 
 class InFlight:
@@ -77,65 +111,87 @@ class RestApp:
         metrics_path: str | None,
         max_body: int,
         timeout_ms: int = 0,
+        cors: bool = False,
     ):
         self.core = core
         self.metrics_path = metrics_path
         self.max_body = max_body
         self.timeout_ms = timeout_ms  # --rest_api_timeout_in_ms; <= 0: none
+        self.cors = cors  # --rest_api_enable_cors_support
+        self.v2 = v2.OpenInferenceApi(core)
         self.in_flight = InFlight()
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
-        """(HTTP status, body, content type) for one request."""
+    def handle(self, method: str, path: str, body: bytes, headers=None) -> Reply:
+        """The answer to one request (headers: a case-insensitive mapping, or None)."""
+        path = path.split("?", 1)[0]
+        if self.metrics_path and path == self.metrics_path and method == "GET":
+            return Reply(200, metrics.render(), "text/plain; version=0.0.4")
+        v1 = path[:4].lower() == "/v1/"
         with self.in_flight, deadline.scope(self.timeout_ms):
+            start = time.perf_counter()
+            model, api, code = "", "", "OK"
             try:
-                return 200, *self._route(method, path, body)
+                if method == "OPTIONS" and (v1 or path.startswith("/v2")):
+                    origin = (headers or {}).get("Origin") or ""
+                    if not _ORIGIN.match(origin):
+                        code = "FAILED_PRECONDITION"
+                        reply = Reply(400, b"", None)  # TF Serving: empty body
+                    else:
+                        reply = Reply(200, b"", None)
+                elif v1:
+                    model, api = _v1_model_and_verb(method, path)
+                    reply = Reply(200, self._v1(method, path, body))
+                elif path == "/v2" or path.startswith("/v2/"):
+                    reply = self._v2(method, path, body, headers or {})
+                else:
+                    raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {method} {path}")
             except Exception as e:
-                code, message = error_status(e)
+                status_code, message = error_status(e)
+                code = status_code.name
                 if not isinstance(e, ServingError):
                     log.exception("internal error on %s %s", method, path)
                 status = e.http_status if isinstance(e, ServingError) else 500
-                return status, orjson.dumps({"error": message}), "application/json"
+                reply = Reply(status, orjson.dumps({"error": message}))
+            if v1:
+                metrics.record_request(model, api, "REST", code, time.perf_counter() - start)
+        if self.cors:
+            reply.headers.update(CORS_HEADERS)
+        return reply
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[bytes, str]:
-        path = path.split("?", 1)[0]
-        if self.metrics_path and path == self.metrics_path and method == "GET":
-            return metrics.render(), "text/plain; version=0.0.4"
-        if path.lower().rstrip("/") == "/v1/models":
+    def _v1(self, method: str, path: str, body: bytes) -> bytes:
+        if path.lower().rstrip("/") == "/v1/models" and method == "GET":
             raise invalid("Missing model name in request.")
         m = _PATH.match(path)
-        if m is None or not path[:4].lower() == "/v1/":
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
+        if m is None or method not in ("GET", "POST"):
+            raise invalid(f"Malformed request: {method} {path}")
         name = unquote(m["name"])
         version = None
         if m["version"] is not None:
             if not m["version"].isdigit():
-                raise invalid(f"Invalid version: {m['version']!r} is not an integer")
+                raise invalid(f"Failed to convert version: {m['version']} to numeric.")
             version = int(m["version"])
         label = unquote(m["label"]) if m["label"] else None
         verb = (m["verb"] or "").lower()
         if method == "GET" and not verb:
             if m["meta"]:
-                return self._metadata(Spec(name, version, label)), "application/json"
-            status = self.core.status(name, version)
-            return orjson.dumps(_proto_dict(status)), "application/json"
+                return self._metadata(Spec(name, version, label))
+            return orjson.dumps(_proto_dict(self.core.status(name, version)))
         if method != "POST" or verb not in ("predict", "classify", "regress"):
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
+            raise invalid(f"Malformed request: {method} {path}")
         request = json_tensor.loads(body)
         signature_name = request.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise invalid("'signature_name' must be a string")
         spec = Spec(name, version, label, signature_name)
         if verb == "predict":
-            return self._predict(spec, request), "application/json"
+            return self._predict(spec, request)
         model_spec = _model_spec(spec)
         examples = json_tensor.examples_input(request)
         if verb == "classify":
             req = classification_pb2.ClassificationRequest(model_spec=model_spec, input=examples)
-            return json_tensor.classify_json(
-                self.core.classify(req, "REST").result
-            ), "application/json"
+            return json_tensor.classify_json(self.core.classify(req).result)
         req = regression_pb2.RegressionRequest(model_spec=model_spec, input=examples)
-        return json_tensor.regress_json(self.core.regress(req, "REST").result), "application/json"
+        return json_tensor.regress_json(self.core.regress(req).result)
 
     def _predict(self, spec: Spec, request: dict) -> bytes:
         output_filter = request.get("output_filter", [])
@@ -148,7 +204,7 @@ class RestApp:
         with self.core.manager.acquire(spec.name, spec.version, spec.label) as servable:
             sig = servable.signature(spec.signature_name)
             inputs, row_format = json_tensor.predict_inputs(request, sig)
-        _, _, outputs = self.core.predict(spec, inputs, output_filter, "REST")
+        _, _, outputs = self.core.predict(spec, inputs, output_filter)
         return json_tensor.predict_response(outputs, row_format)
 
     def _metadata(self, spec: Spec) -> bytes:
@@ -160,6 +216,42 @@ class RestApp:
             "metadata": {"signature_def": _proto_dict(sig_map)},
         }
         return orjson.dumps(payload)
+
+    def _v2(self, method: str, path: str, body: bytes, headers) -> Reply:
+        """The Open Inference Protocol's REST API."""
+        api = self.v2
+        if method == "GET" and path.rstrip("/") in ("/v2", ""):
+            return Reply(200, orjson.dumps(api.server_metadata()))
+        if method == "GET" and path == "/v2/health/live":
+            return Reply(200, b"", None)
+        if method == "GET" and path == "/v2/health/ready":
+            return Reply(200 if api.server_ready() else 400, b"", None)
+        m = _V2_MODEL.match(path)
+        if m is None:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {method} {path}")
+        name = unquote(m["name"])
+        version = unquote(m["version"]) if m["version"] else None
+        if method == "GET" and m["what"] == "ready":
+            return Reply(200 if api.model_ready(name, version) else 400, b"", None)
+        if method == "GET" and m["what"] is None:
+            return Reply(200, orjson.dumps(api.model_metadata(name, version)))
+        if method == "POST" and m["what"] == "infer":
+            request, all_binary, binary = v2.rest_infer_request(
+                name, version, body, headers.get(v2.HEADER_LENGTH)
+            )
+            resolved, outputs = api.infer(request)
+            data, extra = v2.rest_infer_response(request, resolved, outputs, all_binary, binary)
+            content_type = "application/octet-stream" if extra else JSON
+            return Reply(200, data, content_type, extra)
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {method} {path}")
+
+
+def _v1_model_and_verb(method: str, path: str) -> tuple[str, str]:
+    """The model name and API label TF Serving's metrics use for a /v1/ request."""
+    m = _PATH.match(path)
+    if m is None:
+        return "", ""
+    return unquote(m["name"]), (m["verb"] or "").lower() if method == "POST" else ""
 
 
 def _model_spec(spec: Spec):
@@ -190,38 +282,81 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 (signature of the base class)
         log.debug(format, *args)
 
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
-        reason = _REASONS.get(status, b"Error")
-        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
-            status,
+    def _send(self, reply: Reply) -> None:
+        reason = _REASONS.get(reply.status, b"Error")
+        head = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n" % (
+            reply.status,
             reason,
-            content_type.encode(),
-            len(body),
+            len(reply.body),
         )
+        if reply.content_type:
+            head += b"Content-Type: %s\r\n" % reply.content_type.encode()
+        for key, value in reply.headers.items():
+            head += f"{key}: {value}\r\n".encode("latin-1")
         if self.close_connection:
             head += b"Connection: close\r\n"
-        self.wfile.write(head + b"\r\n" + body)
+        self.wfile.write(head + b"\r\n" + reply.body)
+
+    def _refuse(self, status: int, message: str) -> None:
+        reply = Reply(status, orjson.dumps({"error": message}))
+        if self.app.cors:
+            reply.headers.update(CORS_HEADERS)
+        self._send(reply)
+
+    def _too_big(self, length: int) -> None:
+        self.close_connection = True
+        self._refuse(
+            413, f"Request body of {length} bytes exceeds the limit of {self.app.max_body}"
+        )
 
     def _body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.app.max_body:
-            self.close_connection = True
-            err = {
-                "error": f"Request body of {length} bytes exceeds the limit of {self.app.max_body}"
-            }
-            self._reply(413, orjson.dumps(err), "application/json")
-            self._discard(length)
-            return None
-        body = self.rfile.read(length) if length else b""
+        """The request body (Content-Length or chunked, gzip undone); None once refused."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = self._chunked()
+            if body is None:
+                return None
+        else:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self.close_connection = True
+                self._refuse(400, "Invalid Content-Length header")
+                return None
+            if length > self.app.max_body:
+                self._too_big(length)
+                self._discard(length)
+                return None
+            body = self.rfile.read(length) if length else b""
         if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
             try:
                 body = gzip.decompress(body)
             except (OSError, EOFError, zlib.error) as e:
-                self._reply(
-                    400, orjson.dumps({"error": f"Invalid gzip body: {e}"}), "application/json"
-                )
+                self._refuse(400, f"Invalid gzip body: {e}")
                 return None
         return body
+
+    def _chunked(self) -> bytes | None:
+        """Read a `Transfer-Encoding: chunked` body (RFC 9112 7.1), trailers dropped."""
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1026)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                self._refuse(400, "Malformed chunked request body")
+                return None
+            if size == 0:
+                break
+            total += size
+            if total > self.app.max_body:
+                self._too_big(total)
+                return None
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(3)  # the CRLF after the chunk
+        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+            pass  # trailer fields
+        return b"".join(parts)
 
     def _discard(self, length: int) -> None:
         """Read and drop a refused body (bounded in bytes and time), so that a client still
@@ -238,22 +373,54 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._reply(*self.app.handle("GET", self.path, b""))
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self._body()
+    def _handle(self) -> None:
+        body = self._body() if self.command in ("POST", "PUT", "PATCH") else b""
         if body is not None:
-            self._reply(*self.app.handle("POST", self.path, body))
+            self._send(self.app.handle(self.command, self.path, body, self.headers))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle  # noqa: N815
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:
+        """Run in the connection's own thread, so a slow TLS handshake blocks no one else."""
+        if self.ssl_context is not None:
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address, e)
+                return
+        super().finish_request(request, client_address)
 
 
-def build_server(app: RestApp, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """An HTTP server bound to host:port, to run with serve_forever()."""
+def ssl_context(ssl_config) -> ssl.SSLContext:
+    """A server TLS context from an SSLConfig (the same file format as --ssl_config_file)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain reads files only
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        with open(cert, "w") as f:
+            f.write(ssl_config.server_cert)
+        with open(os.open(key, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(ssl_config.server_key)
+        context.load_cert_chain(cert, key)
+    if ssl_config.custom_ca:
+        context.load_verify_locations(cadata=ssl_config.custom_ca)
+    if ssl_config.client_verify:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def build_server(
+    app: RestApp, port: int, host: str = "0.0.0.0", ssl_config=None
+) -> ThreadingHTTPServer:
+    """An HTTP(S) server bound to host:port, to run with serve_forever()."""
     handler = type("Handler", (_Handler,), {"app": app})
-    return _Server((host, port), handler)
+    server = _Server((host, port), handler)
+    if ssl_config is not None:
+        server.ssl_context = ssl_context(ssl_config)
+    return server

@@ -128,16 +128,28 @@ def _variables_read_by_signatures(graph: tf.Graph, meta_graph) -> list[tf.Tensor
 class Servable:
     """A SavedModel version loaded in its own TF session."""
 
-    def __init__(self, name: str, version: int, path: str | Path, session_config=None):
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: str | Path,
+        session_config=None,
+        tags: tuple[str, ...] = ("serve",),
+    ):
         self.name = name
         self.version = version
         self.path = Path(path)
+        self.tags = tuple(tags)  # --saved_model_tags: the MetaGraph whose tags are exactly these
         saved_model = loader_impl.parse_saved_model(str(self.path))
         meta_graph = next(
-            (m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags), None
+            (m for m in saved_model.meta_graphs if set(m.meta_info_def.tags) == set(self.tags)),
+            None,
         )
         if meta_graph is None:
-            raise ValueError(f"{self.path} has no MetaGraph tagged 'serve'")
+            found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+            raise ValueError(
+                f"{self.path} has no MetaGraph tagged {sorted(self.tags)} (it has {found})"
+            )
         self.is_tf2 = len(meta_graph.object_graph_def.nodes) > 0
         self._graph = self._session = self._loaded = None
         try:
@@ -146,7 +158,7 @@ class Servable:
             if not self.is_tf2:
                 raise
             log.info("%s runs its TF2 signature functions eagerly: %s", self.path, e)
-            self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
+            self._loaded = tf.saved_model.load(str(self.path), tags=list(self.tags))
         self.meta_graph = meta_graph
         self.signatures = {k: Signature(k, v) for k, v in meta_graph.signature_def.items()}
         self._callables: dict[tuple, object] = {}
@@ -168,7 +180,7 @@ class Servable:
         try:
             with graph.as_default():
                 meta_graph = tf.compat.v1.saved_model.loader.load(
-                    session, ["serve"], str(self.path)
+                    session, list(self.tags), str(self.path)
                 )
                 handles = _variables_read_by_signatures(graph, meta_graph)
                 if handles:

@@ -13,8 +13,9 @@ from serving.tensors import to_numpy
 MAX_RECORDS = 1000  # TF Serving's limit
 
 
-def replay(servable: Servable) -> int:
-    """Run every warmup record once; a failing record fails the load (as in TF Serving)."""
+def replay(servable: Servable, iterations: int = 1) -> int:
+    """Run every warmup record `iterations` times (--num_request_iterations_for_warmup); a
+    failing record fails the load (as in TF Serving's saved_model_warmup_util.cc)."""
     path = servable.path / WARMUP_PATH
     if not path.exists():
         return 0
@@ -24,17 +25,23 @@ def replay(servable: Servable) -> int:
         if count > MAX_RECORDS:
             raise ValueError(f"Number of warmup records exceeds the maximum ({MAX_RECORDS})")
         log = prediction_log_pb2.PredictionLog.FromString(record)
-        kind = log.WhichOneof("log_type")
-        if kind == "predict_log":
-            req = log.predict_log.request
-            inputs = {k: to_numpy(v, k) for k, v in req.inputs.items()}
-            inference.predict(servable, req.model_spec.signature_name, inputs, req.output_filter)
-        elif kind == "classify_log":
-            inference.classify(servable, log.classify_log.request)
-        elif kind == "regress_log":
-            inference.regress(servable, log.regress_log.request)
-        elif kind == "multi_inference_log":
-            inference.multi_inference(servable, log.multi_inference_log.request)
-        else:
-            raise ValueError(f"Unsupported log_type for warmup: {kind}")
+        for _ in range(max(1, iterations)):
+            _run(servable, log)
     return count
+
+
+def _run(servable: Servable, log: prediction_log_pb2.PredictionLog) -> None:
+    """Replay one record."""
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+        req = log.predict_log.request
+        inputs = {k: to_numpy(v, k) for k, v in req.inputs.items()}
+        inference.predict(servable, req.model_spec.signature_name, inputs, req.output_filter)
+    elif kind == "classify_log":
+        inference.classify(servable, log.classify_log.request)
+    elif kind == "regress_log":
+        inference.regress(servable, log.regress_log.request)
+    elif kind == "multi_inference_log":
+        inference.multi_inference(servable, log.multi_inference_log.request)
+    else:
+        raise ValueError(f"Unsupported log_type for warmup: {kind}")

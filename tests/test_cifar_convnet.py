@@ -15,6 +15,7 @@ import tensorflow as tf
 from tests.helpers import small_image_folder, subprocess_env, zoo
 from training import checkpoints, export, train
 from zoo import registry
+from zoo.tasks.image_classifier import backbone_of, head_layers
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +34,21 @@ def tiny_run(cifar_small, tmp_path_factory):
 
 def test_paper_preset_is_the_classic_keras_example():
     model = registry.get("cifar_convnet").build("paper")
-    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    backbone = backbone_of(model)
+    assert [layer.name for layer in model.layers] == [
+        "pixels", "backbone", "flatten", "dense", "dropout_dense", "probabilities",
+    ]  # fmt: skip
+    assert {k: v.shape[1:] for k, v in backbone.output.items()} == {
+        "block1": (15, 15, 32), "block2": (6, 6, 64),
+    }  # fmt: skip
+    kinds = [type(layer).__name__ for layer in [*backbone.layers[1:], *head_layers(model)]]
     assert kinds == [
         "Rescaling", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout",
         "Conv2D", "Conv2D", "MaxPooling2D", "Dropout",
         "Flatten", "Dense", "Dropout", "Dense",
     ]  # fmt: skip
     assert model.count_params() == 1_250_858  # the original example's parameter count
-    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [(c.filters, c.padding) for c in convs] == [
         (32, "same"), (32, "valid"), (64, "same"), (64, "valid"),
     ]  # fmt: skip
@@ -112,7 +120,8 @@ def test_export_matches_keras_in_a_fresh_process(tiny_run, shared_data, tmp_path
         data = tf.constant([open(p, "rb").read() for p in {[str(p) for p in images]!r}])
         out = loaded.signatures["serving_default"](image_bytes=data)
         np.save({str(tmp_path / "probs.npy")!r}, out["probabilities"].numpy())
-        print(" ".join(c.decode() for c in out["classes"].numpy()))
+        np.save({str(tmp_path / "ids.npy")!r}, out["class_ids"].numpy())
+        print(" ".join(c.decode() for c in out["classes"].numpy()[:, 0]))
         bad = [m for m in ("zoo", "training") if m in sys.modules]
         print("IMPORTED", bad)
         """
@@ -123,14 +132,17 @@ def test_export_matches_keras_in_a_fresh_process(tiny_run, shared_data, tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED []" in proc.stdout
-    served = np.load(tmp_path / "probs.npy")
+    served, served_ids = np.load(tmp_path / "probs.npy"), np.load(tmp_path / "ids.npy")
 
     model, _ = export.load_trained(run_dir)
     from training.data.images import decode_image
 
     pixels = np.stack([decode_image(tf.io.read_file(str(p)), 32).numpy() for p in images])
     expected = model(pixels.astype("float32"), training=False).numpy()
-    np.testing.assert_allclose(served, expected, atol=1e-5)
+    # serving_default answers the top 5 classes, best first, with their probabilities
+    assert served.shape == served_ids.shape == (8, 5)
+    np.testing.assert_allclose(served, np.take_along_axis(expected, served_ids, -1), atol=1e-5)
+    np.testing.assert_allclose(served, -np.sort(-expected, axis=-1)[:, :5], atol=1e-5)
     class_names = json.loads((run_dir / "run.json").read_text())["assets"]["class_names"]
     predicted = proc.stdout.split("\n")[0].split()
     assert predicted == [class_names[i] for i in expected.argmax(-1)]
@@ -140,10 +152,10 @@ def test_export_matches_keras_in_a_fresh_process(tiny_run, shared_data, tmp_path
     records = list(tf.data.TFRecordDataset(
         str(version_dir / "assets.extra" / "tf_serving_warmup_requests")
     ))  # fmt: skip
-    assert len(records) == 2
+    assert len(records) == 3
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
     assert {log.predict_log.request.model_spec.signature_name for log in logs} == {
-        "serving_default", "predict_pixels",
+        "serving_default", "predict_pixels", "features",
     }  # fmt: skip
     assert (version_dir / "assets" / "labels.txt").read_text().split() == class_names
 
@@ -159,14 +171,25 @@ def test_serving_default_on_bad_and_odd_images(tiny_run, tmp_path):
     big = tf.io.encode_jpeg(tf.zeros([300, 200, 3], tf.uint8)).numpy()
     gray = tf.io.encode_png(tf.zeros([32, 32, 1], tf.uint8)).numpy()
     out = fn(image_bytes=tf.constant([one_pixel, big, gray]))
-    probs = out["probabilities"].numpy()
-    assert probs.shape == (3, 10)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
-    assert out["classes"].shape == (3,) and out["class_ids"].dtype == tf.int64
-    # pixels signature agrees with bytes signature on the same (already 32x32) image
-    pixels = tf.cast(tf.io.decode_png(gray, channels=3), tf.float32)[None]
+    probs, ids = out["probabilities"].numpy(), out["class_ids"].numpy()
+    assert probs.shape == ids.shape == out["classes"].shape == (3, 5)
+    assert out["class_ids"].dtype == tf.int64 and (np.diff(probs, axis=-1) <= 0).all()
+    # the same images as pixels: a distribution over the 10 classes whose top 5 these are
+    from training.data.images import decode_image
+
+    pixels = tf.cast(tf.stack([decode_image(b, 32) for b in (one_pixel, big, gray)]), tf.float32)
     direct = tf.saved_model.load(str(version_dir)).signatures["predict_pixels"](pixels=pixels)
-    np.testing.assert_allclose(direct["probabilities"].numpy()[0], probs[2], atol=1e-6)
+    full = direct["probabilities"].numpy()
+    assert full.shape == (3, 10)
+    np.testing.assert_allclose(full.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(full, ids, -1), probs, atol=1e-6)
+    # pixels signature agrees with bytes signature on the same (already 32x32) image
+    exact = tf.cast(tf.io.decode_png(gray, channels=3), tf.float32)[None]
+    direct = tf.saved_model.load(str(version_dir)).signatures["predict_pixels"](pixels=exact)
+    np.testing.assert_allclose(direct["probabilities"].numpy()[0][ids[2]], probs[2], atol=1e-6)
+    # the features signature: the backbone's last block, on any image
+    features = tf.saved_model.load(str(version_dir)).signatures["features"]
+    assert features(image_bytes=tf.constant([big, gray]))["features"].shape == (2, 6, 6, 16)
 
 
 def test_cli_predict_and_clear_error(tiny_run, shared_data, tmp_path):
@@ -199,7 +222,7 @@ def test_export_loads_like_stock_tf_serving(tiny_run, tmp_path):
             {k: v.name for k, v in sig.outputs.items()}, {sig.inputs["image_bytes"].name: [jpeg]}
         )
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6)
-    assert out["classes"].shape == (1,)
+    assert out["classes"].shape == (1, 5)
 
 
 def test_cli_evaluate_matches_training_metrics(tiny_run, cifar_small):
@@ -222,6 +245,35 @@ def test_finetune_keeps_features_and_replaces_the_head(tiny_run, shared_data, tm
     assert info["config"]["num_classes"] == 3
     assert info["assets"]["class_names"] == ["cat", "dog", "horse"]
     assert tuned.get_layer("probabilities").kernel.shape[-1] == 3
-    np.testing.assert_array_equal(  # lr 0: the features are exactly the source run's
-        tuned.get_layer("conv1a").kernel.numpy(), source.get_layer("conv1a").kernel.numpy()
+    conv1a = [backbone_of(m).get_layer("conv1a").kernel.numpy() for m in (tuned, source)]
+    np.testing.assert_array_equal(*conv1a)  # lr 0: the features are exactly the source run's
+    dense = [m.get_layer("dense").kernel.numpy() for m in (tuned, source)]
+    assert not np.array_equal(*dense)  # the whole head starts afresh, not only the last layer
+
+
+def test_finetune_reinitializes_exactly_the_head():
+    from training.recipes.cifar_convnet import RECIPE
+
+    spec = registry.get("cifar_convnet")
+    model = spec.build("tiny", num_classes=3)
+    ten, three = spec.config("tiny"), spec.config("tiny", num_classes=3)
+    assert RECIPE.reinitialized_layers(model, three, ten) == [
+        "flatten", "dense", "dropout_dense", "probabilities",
+    ]  # fmt: skip
+    assert RECIPE.reinitialized_layers(model, three, three) == []
+
+
+def test_shift_and_flip_augmentation_is_the_keras_example():
+    """Only `shift` and `horizontal_flip` configured: the classic pipeline, unchanged."""
+    from training.tasks.image_classification import make_augment
+
+    config = registry.get("cifar_convnet").config("paper")
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    classic = keras.Sequential([
+        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=7),
+        keras.layers.RandomFlip("horizontal", seed=7),
+    ])  # fmt: skip
+    np.testing.assert_array_equal(
+        make_augment(config, seed=7)(images).numpy(), classic(images, training=True).numpy()
     )
+    assert make_augment({**config, "shift": 0.0, "horizontal_flip": False}) is None

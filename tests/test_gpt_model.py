@@ -89,7 +89,7 @@ def cached(model):
 
 def _run(module, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0, stop=""):
     n = len(prompts)
-    out = module["generate"](
+    out = module.generate(
         tf.constant(prompts, tf.string, [n]),
         tf.fill([n], max_new),
         tf.fill([n], float(temperature)),

@@ -73,7 +73,9 @@ def test_tiny_preset_trains_and_loss_falls(trained):
 
 def test_defined_answers_for_awkward_inputs(keras_side):
     translator, run_info = keras_side
-    out = translator.serve_with_attention(tf.constant(SENTENCES), tf.constant(2), tf.constant(0))
+    out = translator.translate_with_attention(
+        tf.constant(SENTENCES), tf.constant(2), tf.constant(0)
+    )
     translations = [t.decode("utf-8") for t in out["translation"].numpy()]
     assert translations[2] == "" and translations[3] == ""
     assert all(isinstance(t, str) for t in translations)
@@ -83,7 +85,7 @@ def test_defined_answers_for_awkward_inputs(keras_side):
     assert out["source_tokens"].numpy()[4][0].decode() == "ünïcödé"
     assert out["attention"].shape[:2] == out["target_tokens"].shape
     assert out["attention"].shape[2] == src_tokens.shape[1]
-    assert translator.translate(tf.constant([], tf.string))["translation"].shape == (0,)
+    assert translator.outputs(tf.constant([], tf.string))["translation"].shape == (0,)
 
 
 SCRIPT = r"""
@@ -134,7 +136,7 @@ def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_
 
     def keras(beam: int) -> list[str]:
         # the in-process Keras model, traced by tf.function (eager decoding is much slower)
-        out = translator.serve_translate(tf.constant(SENTENCES), tf.constant(beam), tf.constant(0))
+        out = translator.translate(tf.constant(SENTENCES), tf.constant(beam), tf.constant(0))
         return [t.decode("utf-8") for t in out["translation"].numpy()]
 
     greedy = keras(1)
@@ -149,7 +151,7 @@ def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_
     traced_ids = tf.function(translator.decode)(ids, one, auto)[0].numpy()
     _assert_equal_up_to_ties(translator.model, ids.numpy(), eager_ids, traced_ids)
     # beam size 1 takes the beam-search code path too: same answer as greedy decoding
-    from zoo.seq2seq import beam_search
+    from zoo.layers.decoding import beam_search
 
     ids, _, _ = translator.encode_source(tf.constant(SENTENCES[:2]))
     g_ids = translator.decode(ids, tf.constant(1), tf.constant(0))[0].numpy()
@@ -181,7 +183,7 @@ def test_served_grpc_predict_returns_translation(keras_side, exported):
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             response = stub.Predict(request, timeout=120)
         got = [t.decode("utf-8") for t in tf.make_ndarray(response.outputs["translation"])]
-        want = translator.translate(sentences)["translation"].numpy()
+        want = translator.outputs(sentences)["translation"].numpy()
         assert len(got) == 2 and got == [t.decode("utf-8") for t in want]
     finally:
         server.stop()
@@ -201,5 +203,5 @@ def test_other_directions_train_and_translate(shared_data, source, target, word)
     RECIPE.compile(model, config, data, jit_compile=False)
     history = model.fit(data.train, epochs=2, verbose=0).history
     assert history["loss"][1] < history["loss"][0]
-    out = Translator(model, config, data.assets).translate(data.eval_sources[:2], 1, 8)
+    out = Translator(model, config, data.assets).outputs(data.eval_sources[:2], 1, 8)
     assert out["translation"].shape == (2,) and out["target_tokens"].shape[1] <= 8

@@ -1,5 +1,5 @@
-"""The `zoo` command: list | train | finetune | evaluate | export | predict | pull | pack |
-serve | generate.
+"""The `zoo` command: list | card | train | finetune | evaluate | export | predict | pull |
+publish | pack | serve | generate.
 
 This is the application layer: subcommands import `training` / `serving` lazily, so
 `zoo list` stays fast and the model code in `zoo/` stays framework-free.
@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shlex
 import sys
 from pathlib import Path
+
+from tfzoo import quiet
+
+#: Commands that do not import TensorFlow up front (`zoo list` answers in well under a
+#: second; `zoo pull` imports it only to export a run artifact).
+WITHOUT_TENSORFLOW = {"list", "card", "pack", "pull"}
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -28,13 +34,47 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zoo import registry
+    from training.pretrained import Manifest
+    from training.pretrained.headline import format_metric
+    from training.pretrained.progress import format_size
+    from zoo import catalog
 
-    for name in registry.names():
-        spec = registry.get(name)
-        presets = ", ".join(spec.presets)
-        print(f"{name:16s} {spec.task:22s} presets: {presets:32s} {spec.description}")
+    manifest = Manifest()
+    releases = [manifest.latest(name) for name in manifest.names()]
+    for family in catalog.families():
+        presets = ", ".join(family.presets)
+        print(f"{family.name:16s} {family.task:22s} presets: {presets:32s} {family.description}")
+        for release in (r for r in releases if r is not None and r.family == family.name):
+            restricted = f"  [{release.licence}]" if release.restricted else ""
+            print(
+                f"{'':16s} pretrained: {release.reference:24s} "
+                f"{format_metric(release.metric)} on {release.dataset}, "
+                f"{format_size(release.size)}{restricted}"
+            )
     return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from training.pretrained import Manifest
+
+    manifest = Manifest()
+    release = manifest.resolve(args.name)
+    print((manifest.directory / release.card).read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def _record_run(args: argparse.Namespace, **facts) -> None:
+    """Add how a run was made (command line, data, parent artifact) to its run.json, for
+    `zoo publish` and the model card: train.run writes run.json without them."""
+    from serving.layout import write_json_atomic
+
+    path = Path(args.model_dir) / "run.json"
+    if path.is_file():
+        run_info = json.loads(path.read_text())
+        command = shlex.join(["zoo", *args.argv])
+        write_json_atomic(
+            path, {**run_info, "command": command, "data_dir": args.data_dir, **facts}
+        )
 
 
 def _train_kwargs(args: argparse.Namespace) -> dict:
@@ -58,15 +98,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training import train
 
     metrics = train.run(args.model, **_train_kwargs(args))
+    _record_run(args)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from training import checkpoints, train
+    from training import checkpoints, pretrained, train
     from training.recipe import get_recipe
 
-    source = Path(args.source)
+    source, parent = Path(args.source), {"run_dir": str(Path(args.source).resolve())}
+    if not source.is_dir():  # a published artifact: its run directory, unpacked in the cache
+        source, target = pretrained.run_dir_for(
+            args.source, args.cache, mirrors=args.mirror, log=_say
+        )
+        parent = pretrained.parent_record(target)
     if checkpoints.latest_checkpoint(source / "checkpoints") is None:
         raise SystemExit(f"{source} has no completed checkpoint to fine-tune from")
     run_info = checkpoints.read_json(source / "run.json")
@@ -78,6 +124,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         **kwargs["overrides"],
     }
     metrics = train.run(run_info["model"], parent=source, **kwargs)
+    _record_run(args, parent=parent)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 
@@ -105,24 +152,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from training import pretrained
 
-    try:
-        path = pretrained.pull(args.artifact, args.to, args.sha256, args.cache, args.version)
-    except pretrained.PullError as err:
-        raise RuntimeError(str(err)) from None
+    cache = pretrained.Cache(args.cache)
+    target, fetched = pretrained.fetch_reference(
+        args.artifact, args.sha256, cache, mirrors=args.mirror, log=_say
+    )
+    if pretrained.archive_kind(fetched.path) == pretrained.RUN:
+        quiet.import_tensorflow()  # a run artifact is exported into a SavedModel
+    path = pretrained.install(fetched.path, target.sha256, args.to, args.version, cache)
     print(f"installed {path}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from training import pretrained
+    from training.pretrained.headline import format_metric
+
+    release = pretrained.publish(
+        args.run_dir,
+        args.name,
+        out=args.out,
+        half=args.half,
+        data_dir=args.data_dir,
+        command=args.command_line,
+        dataset=args.dataset,
+        use=args.intended_use,
+        batch_size=args.batch_size,
+        log=_say,
+    )
+    print(
+        f"published {release.reference}: {format_metric(release.metric)}, "
+        f"{release.size:,} bytes, sha256 {release.sha256}"
+    )
+    print(f"wrote {Path(args.out or pretrained.pretrained_dir()) / release.file} and its card")
     return 0
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
     from training import pretrained
 
-    try:
-        digest = pretrained.pack(args.version_dir, args.out)
-    except pretrained.PullError as err:
-        raise RuntimeError(str(err)) from None
+    digest = pretrained.pack(args.version_dir, args.out)
     print(f"{digest}  {args.out}")
     return 0
 
@@ -138,7 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="registered models and presets").set_defaults(func=cmd_list)
+    p = sub.add_parser("list", help="model families, presets and pretrained artifacts")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("card", help="print the model card of a published artifact")
+    p.add_argument("name", help="NAME or NAME@VERSION")
+    p.set_defaults(func=cmd_card)
+
+    def source_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--mirror",
+            action="append",
+            default=[],
+            metavar="URL",
+            help="base URL (or folder) serving pretrained/ files; tried in order "
+            "after the repository's copy, before $TFZOO_MIRROR (comma-separated)",
+        )
+        p.add_argument(
+            "--cache",
+            default=None,
+            type=Path,
+            help="download cache (default $TFZOO_CACHE or ~/.cache/tfzoo)",
+        )
 
     def training_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--preset", default=None)
@@ -161,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     training_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("finetune", help="continue from a trained run on new data")
-    p.add_argument("source", help="run directory to start from")
+    p = sub.add_parser("finetune", help="continue from a trained run or artifact on new data")
+    p.add_argument("source", help="run directory, or published artifact NAME[@VERSION]")
     training_flags(p)
+    source_flags(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="task metric of a trained run")
@@ -187,15 +284,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("pull", help="download, verify and install a published SavedModel")
-    p.add_argument("artifact", help="published name, URL (http/https/file) or local .tar.gz")
+    p = sub.add_parser("pull", help="download, verify and install a pretrained artifact")
+    p.add_argument("artifact", help="NAME[@VERSION] (see zoo list), URL or local .tar.gz")
     p.add_argument("--to", required=True, help="model base path; installs <to>/<next version>/")
     p.add_argument("--sha256", default=None, help="expected sha256 (required for URLs)")
-    p.add_argument("--cache", default=None, type=Path, help="download cache directory")
     p.add_argument("--version", type=int, default=None)
+    source_flags(p)
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("pack", help="write a SavedModel version as a .tar.gz artifact")
+    p = sub.add_parser("publish", help="pack a trained run as a pretrained artifact")
+    p.add_argument("run_dir")
+    p.add_argument("name", help="family/variant, e.g. cifar_convnet/paper")
+    p.add_argument("--half", action="store_true", help="store the weights in float16")
+    p.add_argument("--out", default=None, help="published folder (default: the repo's pretrained/)")
+    p.add_argument("--data-dir", default=None, help="data to evaluate on (default: the run's)")
+    p.add_argument(
+        "--command",
+        dest="command_line",
+        default=None,
+        help="the command that trained the run (default: recorded in run.json)",
+    )
+    p.add_argument("--dataset", default=None, help="dataset key for the card's licence")
+    p.add_argument("--intended-use", default=None, help="replaces the task's default text")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("pack", help="write a SavedModel version or run artifact as a .tar.gz")
     p.add_argument("version_dir")
     p.add_argument("out")
     p.set_defaults(func=cmd_pack)
@@ -210,16 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `zoo` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if argv and argv[0] == "serve":
-        return _forward("serving.main", argv[1:])
-    if argv and argv[0] == "generate":
-        return _forward("training.generate", argv[1:])
+    quiet.configure_environment()
+    if argv and argv[0] in ("serve", "generate"):
+        quiet.import_tensorflow()
+        return _forward(
+            {"serve": "serving.main", "generate": "training.generate"}[argv[0]], argv[1:]
+        )
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
+        if args.command not in WITHOUT_TENSORFLOW:
+            quiet.import_tensorflow()
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        print(f"zoo {args.command}: error: {err}", file=sys.stderr)
+    except (KeyError, ValueError, OSError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

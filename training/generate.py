@@ -1,16 +1,26 @@
-"""`zoo generate`: sample text from a trained GPT run (or an exported SavedModel).
+"""`zoo generate`: complete prompts with a trained language model (a run or an export).
 
     zoo generate --model-dir runs/gpt --prompt "ROMEO:" --max-new-tokens 200 \
         --temperature 0.8 --top-k 40 --seed 1
 
-The run directory's model is wrapped in the same `GenerationModule` the export writes, so
-`zoo generate`, the Python API below and the SavedModel's `generate` signature run one
-traced generation loop (with its key/value cache) and give the same text for the same seed.
+It serves any family whose export has a `generate` signature of this contract (GPT's is
+the one today):
+
+    generate   prompt [N] string, max_new_tokens [N] int32, temperature [N] float32,
+               top_k [N] int32, top_p [N] float32, seed [N] int32, stop [N] string
+               -> completion [N] string (the text after each prompt)
+
+A run directory's model is wrapped by its recipe's `export`, the module the SavedModel is
+written from, so `zoo generate`, the Python API below and the SavedModel's `generate`
+signature run one traced loop and give the same text for the same seed. The signature
+checks its inputs itself; its messages come back as `ValueError`s here.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,38 +28,32 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training.recipes.gpt import MAX_NEW_TOKENS, GenerationModule, float32_copy
+from training.export_module import ExportModule
 
 
-def load_module(model_dir: str | Path, use_cache: bool = True) -> GenerationModule:
-    """The generation module of a trained run directory (newest checkpoint)."""
-    from training.data.char_text import CharVocab
+def load_module(model_dir: str | Path, use_cache: bool = True) -> ExportModule:
+    """The export module of a trained run directory (best, else newest checkpoint).
+
+    `use_cache=False` asks a model with a key/value cache to recompute its window at every
+    step instead (for checks and benchmarks).
+    """
     from training.export import load_trained
+    from training.recipe import get_recipe
 
     model, run_info = load_trained(model_dir)
-    if run_info["model"] != "gpt":
-        raise ValueError(f"{model_dir} holds a {run_info['model']} run, not a gpt language model")
-    config, assets = run_info["config"], run_info["assets"]
-    model = float32_copy(model, config, assets)
-    return GenerationModule(model, CharVocab.from_assets(assets), config, use_cache=use_cache)
-
-
-def validate(
-    max_new_tokens: int, temperature: float, top_k: int, top_p: float, stop: str = ""
-) -> None:
-    """Raise ValueError with a readable message for out-of-range sampling settings."""
-    from zoo.gpt.generation import STOP_MAX
-
-    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens must be in [0, {MAX_NEW_TOKENS}], got {max_new_tokens}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = all tokens), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if len(stop) > STOP_MAX:
-        raise ValueError(f"stop must be at most {STOP_MAX} characters, got {len(stop)}")
+    recipe = get_recipe(run_info["model"])
+    options = {}
+    if not use_cache:
+        if "use_cache" not in inspect.signature(recipe.export).parameters:
+            raise ValueError(f"--no-cache: {run_info['model']} has no cache to turn off")
+        options["use_cache"] = False
+    module = recipe.export(model, run_info["config"], run_info["assets"], **options)
+    if not callable(getattr(module, "generate", None)):
+        raise ValueError(
+            f"{model_dir} holds a {run_info['model']} run, whose export has no `generate` "
+            "signature (prompt -> completion)"
+        )
+    return module
 
 
 def generate_text(
@@ -64,11 +68,13 @@ def generate_text(
 ) -> list[str]:
     """Completions (without the prompts) of `prompts`: the Python API of generation.
 
-    `module` is a `GenerationModule` or a loaded SavedModel (`tf.saved_model.load`).
+    `module` is an export module (`load_module`) or a loaded SavedModel
+    (`tf.saved_model.load`). Out-of-range settings raise ValueError with the signature's
+    message.
     """
-    validate(max_new_tokens, temperature, top_k, top_p, stop)
+    from serving.errors import error_summary
+
     n = len(prompts)
-    fn = module["generate"] if isinstance(module, GenerationModule) else None
     args = dict(
         prompt=tf.constant(prompts, tf.string, [n]),
         max_new_tokens=tf.fill([n], np.int32(max_new_tokens)),
@@ -78,16 +84,19 @@ def generate_text(
         seed=tf.fill([n], np.int32(seed)),
         stop=tf.fill([n], stop),
     )
-    if fn is None:
-        result = module.signatures["generate"](**args)
-    else:
-        result = fn(*args.values())
+    fn = module.generate if isinstance(module, ExportModule) else module.signatures["generate"]
+    try:
+        result = fn(**args)
+    except tf.errors.InvalidArgumentError as err:
+        message = error_summary(err.message) or err.message
+        check = re.match(r"assertion failed: \[(.*?)\] \[Condition", message)  # its message
+        raise ValueError(check.group(1) if check else message) from None
     return [c.decode("utf-8", errors="replace") for c in result["completion"].numpy()]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="zoo generate", description="Sample text from a trained GPT language model."
+        prog="zoo generate", description="Complete prompts with a trained language model."
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", help="a training run directory (zoo train gpt ...)")
@@ -109,37 +118,39 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     prompts = args.prompt or [""]
     try:
-        validate(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.stop)
         if args.num_samples < 1:
             raise ValueError("--num-samples must be >= 1")
         if args.saved_model:
             if args.no_cache:
                 raise ValueError("--no-cache applies to --model-dir only")
             module = tf.saved_model.load(args.saved_model)
+            if "generate" not in module.signatures:
+                raise ValueError(f"{args.saved_model} has no `generate` signature")
         else:
             module = load_module(args.model_dir, use_cache=not args.no_cache)
+        for sample in range(args.num_samples):
+            start = time.perf_counter()
+            completions = generate_text(
+                module,
+                prompts,
+                args.max_new_tokens,
+                args.temperature,
+                args.top_k,
+                args.top_p,
+                args.seed + sample,
+                args.stop,
+            )
+            seconds = time.perf_counter() - start
+            for prompt, completion in zip(prompts, completions, strict=True):
+                print(prompt + completion)
+                print("---------------")
+            print(
+                f"[{len(prompts)} x {args.max_new_tokens} tokens in {seconds:.2f} s]",
+                file=sys.stderr,
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"zoo generate: error: {err}", file=sys.stderr)
         return 2
-    for sample in range(args.num_samples):
-        start = time.perf_counter()
-        completions = generate_text(
-            module,
-            prompts,
-            args.max_new_tokens,
-            args.temperature,
-            args.top_k,
-            args.top_p,
-            args.seed + sample,
-            args.stop,
-        )
-        seconds = time.perf_counter() - start
-        for prompt, completion in zip(prompts, completions, strict=True):
-            print(prompt + completion)
-            print("---------------")
-        print(
-            f"[{len(prompts)} x {args.max_new_tokens} tokens in {seconds:.2f} s]", file=sys.stderr
-        )
     return 0
 
 

@@ -83,9 +83,10 @@ def format_outputs(
     the export's `labels.txt` is ranked as labels with scores. Without strings, every
     output is printed as `name=value`.
     """
-    if labels and not any(_is_string(v) for v in row.values()):
+    labelled = (len(labels),) if labels else None
+    if labelled and not any(_is_string(v) and v.shape == labelled for v in row.values()):
         for name, value in list(row.items()):
-            if value.dtype.kind == "f" and value.shape == (len(labels),):
+            if value.dtype.kind == "f" and value.shape == labelled:
                 order = np.argsort(-value)
                 row = {**row, name: value[order], "labels": np.array(labels, object)[order]}
     if not any(_is_string(v) for v in row.values()):

@@ -61,7 +61,11 @@ def server(models: Path, tmp_path_factory):
         )
         + "}\n"
     )
-    srv = start_server(f"--model_config_file={config}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}")
+    srv = start_server(
+        f"--model_config_file={config}",
+        f"--rest_api_timeout_in_ms={TIMEOUT_MS}",
+        "--enable_grpc_healthcheck_service",
+    )
     yield srv
     srv.stop()
 

@@ -35,7 +35,6 @@ allowed_batch_sizes: 8
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tf2")
     tf2_model.export(root / "img" / "1")
-    tf2_model.export(root / "badwarm" / "1", warmup_input="not_an_input")
     return root
 
 
@@ -55,7 +54,6 @@ def server(models, tmp_path_factory, testdata):
     (cfg_dir / "models.config").write_text(
         "model_config_list {\n"
         f'  config {{ name: "img" base_path: "{models / "img"}" model_platform: "tensorflow" }}\n'
-        f'  config {{ name: "badwarm" base_path: "{models / "badwarm"}" model_platform: "tensorflow" }}\n'
         "}\n"
     )
     srv = start_server(
@@ -123,15 +121,9 @@ def test_wrong_shape_and_garbage_image_get_clear_errors(server):
     assert server.http("GET", "/v1/models/img")[0] == 200
 
 
-def test_warmup_replayed_and_failing_warmup_reported(server):
+def test_warmup_replayed(server):
+    """(A failing warmup fails the load: tests/serving/test_model_reload.py.)"""
     assert any("Number of warmup records read: 1" in line for line in server.lines)
-    code, out = server.http("GET", "/v1/models/badwarm")
-    assert code == 200
-    (status,) = out["model_version_status"]
-    assert status["state"] == "END"
-    assert "warmup failed" in status["status"]["error_message"]
-    assert "not_an_input" in status["status"]["error_message"]
-    assert server.http("POST", "/v1/models/badwarm:predict", {"instances": ["x"]})[0] == 404
 
 
 def test_batching_shares_one_queue_across_grpc_and_rest(server, expected):
@@ -215,7 +207,7 @@ def test_full_batch_queue_is_unavailable(models):
         servable.close()
     errors = [o for o in outcomes if isinstance(o, ServingError)]
     assert errors and all(
-        e.code == grpc.StatusCode.UNAVAILABLE and e.http_status == 429 for e in errors
+        e.code == grpc.StatusCode.UNAVAILABLE and e.http_status == 503 for e in errors
     )
     assert "queue" in errors[0].message
     assert any(isinstance(o, dict) and o["total"].tolist() == [128.0] for o in outcomes)

@@ -45,7 +45,13 @@ def server(testdata, tmp_path_factory):
         "--monitoring_config_file",
         str(testdata / "monitoring_config.txt"),
         f"--grpc_max_message_size={MAX_MESSAGE}",
+        "--enable_grpc_healthcheck_service",
+        "--rest_api_enable_cors_support",
+        f"--grpc_socket_path={cfg.parent / 'grpc.sock'}",
+        # tensorflow_model_server_test.py testGoodGrpcChannelArgs
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
     )
+    srv.socket_path = cfg.parent / "grpc.sock"
     yield srv
     assert srv.stop() == 0, srv.log()
 
@@ -238,7 +244,10 @@ BAD_REST = [
     ("/v1/models/half_plus_two/labels/foo:predict", b'{"instances": [1.0]}', 400, "Unrecognized servable version label: foo"),
     ("/v1/models/half_plus_two:predict", b'{"instances": [1.0], "signature_name": "zz"}', 400, 'Serving signature name: \\"zz\\" not found'),
     ("/v1/models/half_plus_two:classify", b'{"examples": [{"x": 1.0}]}', 400, "Expected classify signature method_name"),
-    ("/v1/models:predict", b"{}", 404, "Malformed request"),
+    # http_rest_api_handler.cc ProcessRequest: anything under /v1/ it cannot parse is
+    # INVALID_ARGUMENT "Malformed request: POST /v1/models:predict" (400)
+    ("/v1/models:predict", b"{}", 400, "Malformed request: POST /v1/models:predict"),
+    ("/v1/models/half_plus_two:explain", b"{}", 400, "Malformed request"),
 ]  # fmt: skip
 
 
@@ -299,16 +308,141 @@ def test_grpc_garbage_then_healthy(server, stub):
     assert _predict(stub, "half_plus_two", [2.0]).outputs["y"].float_val == [3.0]
 
 
-def test_prometheus_metrics(server, stub):
+def test_health_service_names(server):
+    """server.cc:415-424: with --enable_grpc_healthcheck_service, gRPC's default health
+    service answers "" and the short names "ModelService" and "PredictionService"."""
+    with server.channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "ModelService", "PredictionService"):
+            response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as err:
+            health.Check(
+                health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"),
+                timeout=30,
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_over_unix_socket(server):
+    """server.cc:383-389 listens on `unix:<--grpc_socket_path>` too; TF Serving's own
+    testPredictUDS predicts half_plus_two through it."""
+    with grpc.insecure_channel(f"unix:{server.socket_path}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert _predict(stub, "half_plus_two", [2.0]).outputs["y"].float_val == [3.0]
+
+
+def _metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_prometheus_metric_labels(server, stub):
+    """Labels as servables/tensorflow/util.cc declares them and as the front ends record them:
+    gRPC Predict (prediction_service_impl.cc:53-59) counts every request and times the
+    successful ones under API="Predict"; REST (http_server.cc:194-201) under the URL's verb;
+    MultiInference records request_example_counts{model} (multi_inference.cc:98, util.cc:54-63)."""
+    name = ":tensorflow:serving:request_latency_count"
+    grpc_ok = f'{name}{{model_name="half_plus_three",API="Predict",entrypoint="GRPC"}}'
+    rest_ok = f'{name}{{model_name="half_plus_three",API="predict",entrypoint="REST"}}'
+    failed = ':tensorflow:serving:request_count{model_name="half_plus_three",status="NOT_FOUND"}'
+    _, before = server.http("GET", "/monitoring/prometheus/metrics")
     _predict(stub, "half_plus_three", [1.0])
+    with pytest.raises(grpc.RpcError):
+        _predict(stub, "half_plus_three", [1.0], version=7)
+    server.http("POST", "/v1/models/half_plus_three:predict", {"instances": [1.0]})
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add(method_name="tensorflow/serving/regress")
+    task.model_spec.name = "half_plus_two"
+    task.model_spec.signature_name = "regress_x_to_y"
+    request.input.example_list.examples.extend(_examples(1.0, 2.0, 3.0))
+    stub.MultiInference(request, timeout=30)
     status, text = server.http("GET", "/monitoring/prometheus/metrics")
     assert status == 200
-    assert ':tensorflow:serving:request_count{model_name="half_plus_three",status="OK"}' in text
+    assert _metric(text, grpc_ok) == _metric(before, grpc_ok) + 1  # the failed one not timed
+    assert _metric(text, rest_ok) == _metric(before, rest_ok) + 1
+    assert _metric(text, failed) == _metric(before, failed) + 1
+    assert 'API="predict",entrypoint="GRPC"' not in text
     assert (
-        'request_latency_count{model_name="half_plus_three",API="predict",entrypoint="GRPC"}'
-        in text
+        _metric(text, ':tensorflow:serving:request_example_count_total{model="half_plus_two"}')
+        >= 3
     )
+    assert ':tensorflow:serving:request_example_counts_bucket{model="half_plus_two",le="4"}' in text
+    assert ':tensorflow:serving:runtime_latency_count{model_name="half_plus_three",API="Predict",runtime="TF1"}' in text
     assert ":tensorflow:cc:saved_model:load_attempt_count" in text
+
+
+def _raw_http(server, request: bytes) -> tuple[int, dict, bytes]:
+    """Send raw bytes; (status, headers, body) of the answer."""
+    import http.client
+
+    sock = socket.create_connection(("127.0.0.1", server.rest_port), timeout=30)
+    try:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        sock.close()
+
+
+def test_rest_chunked_request_body(server):
+    """evhttp reads a chunked body in full (http_server.cc ProcessRequest reads every
+    chunk); http.client sends an iterable body chunked."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    try:
+        parts = [b'{"instances"', b": [2.0, ", b"4.0]}"]
+        conn.request(
+            "POST", "/v1/models/half_plus_two:predict", body=iter(parts), encode_chunked=True
+        )
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"predictions": [3.0, 4.0]})
+    finally:
+        conn.close()
+    body = b'{"instances": [6.0]}'
+    status, _, out = _raw_http(
+        server,
+        b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+    )
+    assert (status, json.loads(out)) == (200, {"predictions": [5.0]})
+
+
+def test_rest_cors_and_options(server):
+    """http_server.cc:170-186: OPTIONS is a CORS preflight, OK when the Origin header is
+    http(s):// else FAILED_PRECONDITION (400), with an empty body; with
+    --rest_api_enable_cors_support every answer carries http_rest_api_util.cc AddCORSHeaders."""
+    cors = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "POST, GET",
+        "Access-Control-Allow-Headers": "Content-Type",
+    }
+    path = b"/v1/models/half_plus_two:predict"
+    status, headers, body = _raw_http(
+        server,
+        b"OPTIONS " + path + b" HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+        b"Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    )
+    assert (status, body) == (200, b"")
+    assert cors.items() <= headers.items()
+    status, headers, body = _raw_http(
+        server, b"OPTIONS " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert (status, body) == (400, b"")
+    assert cors.items() <= headers.items()
+    for request in (
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n"
+        b"Connection: close\r\n\r\n" + b'{"instances": [2]}',
+        b"GET /v1/models/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ):
+        status, headers, _ = _raw_http(server, request)
+        assert status in (200, 404)
+        assert cors.items() <= headers.items()
 
 
 def test_model_server_config_parses(testdata):

@@ -55,6 +55,8 @@ def env(testdata, tmp_path_factory):
         f"--model_config_file={cfg}",
         "--file_system_poll_wait_seconds=1",
         "--model_config_file_poll_wait_seconds=1",
+        "--max_num_load_retries=1",
+        "--load_retry_interval_micros=200000",
     )
     yield {"server": srv, "src": src, "all": all_dir, "swap": swap_dir, "cfg": cfg}
     assert srv.stop() == 0, srv.log()
@@ -177,6 +179,10 @@ def test_reload_config_request_replaces_model_list(env):
         with pytest.raises(grpc.RpcError) as err:
             _grpc_version(ch, "hp2")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        # removed models keep their versions, as END (ServableStateMonitor keeps kEnd states;
+        # get_model_status_impl.cc reports them)
+        removed = _status(server, "hp2")
+        assert {123, 124} <= set(removed) and set(removed.values()) == {("END", "")}
         bad = model_server_config_pb2.ModelServerConfig()
         bad.CopyFrom(config)
         bad.model_config_list.config[0].version_labels["x"] = 999

@@ -76,14 +76,14 @@ def test_jpeg_b64_over_rest_rows_and_columns(server, images, in_process):
     )
     assert code == 200, out
     rows = out["predictions"]
-    assert [r["classes"] for r in rows] == [c.decode() for c in want["classes"]]
+    assert [r["classes"] for r in rows] == [[c.decode() for c in row] for row in want["classes"]]
     assert [r["class_ids"] for r in rows] == want["class_ids"].tolist()
     np.testing.assert_allclose([r["probabilities"] for r in rows], want["probabilities"], atol=ATOL)
     code, out = server.http(
         "POST", f"/v1/models/{MODEL}:predict", {"inputs": {"image_bytes": [_b64(images[1])]}}
     )
     assert code == 200, out
-    assert out["outputs"]["classes"] == [want["classes"][1].decode()]
+    assert out["outputs"]["classes"] == [[c.decode() for c in want["classes"][1]]]
     np.testing.assert_allclose(
         out["outputs"]["probabilities"], want["probabilities"][1:2], atol=ATOL
     )
@@ -100,7 +100,8 @@ def test_jpeg_string_tensor_over_grpc(server, images, in_process):
         )
     assert response.model_spec.name == MODEL and response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
-    assert list(response.outputs["classes"].string_val) == list(want["classes"])
+    classes = tf.make_ndarray(response.outputs["classes"])
+    assert classes.shape == want["classes"].shape and classes.tolist() == want["classes"].tolist()
     assert tf.make_ndarray(response.outputs["class_ids"]).tolist() == want["class_ids"].tolist()
     np.testing.assert_allclose(
         tf.make_ndarray(response.outputs["probabilities"]), want["probabilities"], atol=ATOL
@@ -113,21 +114,27 @@ def test_predict_pixels_over_rest(server, in_process):
     code, out = server.http("POST", f"/v1/models/{MODEL}:predict", body)
     assert code == 200, out
     np.testing.assert_allclose(out["predictions"], want["probabilities"][:2], atol=ATOL)
-    # the same images as bytes and as pixels give the same probabilities
+    # the same images as bytes and as pixels give the same probabilities (bytes: the top 5)
+    by_bytes = in_process["bytes"]
     np.testing.assert_allclose(
-        want["probabilities"], in_process["bytes"]["probabilities"], atol=ATOL
+        np.take_along_axis(want["probabilities"], by_bytes["class_ids"], -1),
+        by_bytes["probabilities"],
+        atol=ATOL,
     )
 
 
-def test_metadata_lists_both_signatures(server):
+def test_metadata_lists_the_signatures(server):
     code, out = server.http("GET", f"/v1/models/{MODEL}/metadata")
     assert code == 200, out
     assert out["model_spec"]["name"] == MODEL and out["model_spec"]["version"] == "1"
     sigs = out["metadata"]["signature_def"]["signature_def"]
-    assert {"serving_default", "predict_pixels"} <= set(sigs)
+    assert {"serving_default", "predict_pixels", "features"} <= set(sigs)
     image_input = sigs["serving_default"]["inputs"]["image_bytes"]
     assert image_input["dtype"] == "DT_STRING"
-    assert set(sigs["serving_default"]["outputs"]) == {"probabilities", "class_ids", "classes"}
+    outputs = sigs["serving_default"]["outputs"]
+    assert set(outputs) == {"probabilities", "class_ids", "classes"}
+    for output in outputs.values():  # top 5 per image
+        assert [int(d["size"]) for d in output["tensor_shape"]["dim"]] == [-1, 5]
     pixels = sigs["predict_pixels"]["inputs"]["pixels"]
     assert pixels["dtype"] == "DT_FLOAT"
     assert [int(d["size"]) for d in pixels["tensor_shape"]["dim"]] == [-1, 32, 32, 3]
@@ -149,6 +156,6 @@ def test_garbage_image_is_400_and_server_still_answers(server, images, in_proces
             stub.Predict(request, timeout=60)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     code, out = server.http("POST", f"/v1/models/{MODEL}:predict", {"instances": [_b64(images[0])]})
-    assert code == 200 and out["predictions"][0]["classes"] == (
-        in_process["bytes"]["classes"][0].decode()
+    assert code == 200 and out["predictions"][0]["classes"][0] == (
+        in_process["bytes"]["classes"][0][0].decode()
     )

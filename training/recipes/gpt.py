@@ -36,7 +36,8 @@ from training.data.char_text import (
     read_text,
     split_text,
 )
-from training.recipe import Data, Export, Recipe
+from training.export_module import ExportModule, signature
+from training.recipe import Data, Recipe
 
 #: the most tokens one request may ask for (a bound on request cost, not on the model)
 MAX_NEW_TOKENS = 10_000
@@ -64,25 +65,17 @@ def resolve_dtype_policy(config: dict) -> str:
     return policy
 
 
-def model_config(config: dict, assets: dict, dtype_policy: str | None = None) -> dict:
-    """The preset config completed with what the data decided (vocabulary size, dtype)."""
-    config = dict(config)
-    if int(config.get("vocab_size", 0)) <= 0:
-        config["vocab_size"] = int(assets["vocab_size"])
-    config["dtype_policy"] = dtype_policy or resolve_dtype_policy(config)
-    return config
-
-
-class GenerationModule(tf.Module):
-    """The model plus its tokenizer, with every serving function as a tf.function.
+class GenerationModule(ExportModule):
+    """The model plus its tokenizer, with every serving function as a signature method.
 
     The same object backs the export, `zoo generate` and the Python API
-    (`training.generate.generate_text`), so all run one traced generation loop.
+    (`training.generate.generate_text`), so all run one traced generation loop. The
+    signatures are traced without AutoGraph: the loop is an explicit while_loop, and
+    converting Keras internals only slows tracing down.
     """
 
     def __init__(self, model, vocab: CharVocab, config: dict, use_cache: bool = True):
-        super().__init__(name="gpt_generation")
-        self.model = model
+        super().__init__("gpt_generation", model=model)
         self.tokenizer = CharTokenizer(vocab)
         self.use_cache = use_cache
         self.defaults = {
@@ -91,49 +84,15 @@ class GenerationModule(tf.Module):
             "top_k": int(config.get("top_k", 0)),
             "top_p": float(config.get("top_p", 1.0)),
         }
-        # Kept off the tracked attributes: tf.saved_model.save would trace them all again.
-        # autograph=False: the loop is an explicit while_loop, and converting Keras
-        # internals only slows tracing down.
-        fns = {
-            "generate": tf.function(
-                self._generate,
-                input_signature=[
-                    tf.TensorSpec([None], tf.string, "prompt"),
-                    tf.TensorSpec([None], tf.int32, "max_new_tokens"),
-                    tf.TensorSpec([None], tf.float32, "temperature"),
-                    tf.TensorSpec([None], tf.int32, "top_k"),
-                    tf.TensorSpec([None], tf.float32, "top_p"),
-                    tf.TensorSpec([None], tf.int32, "seed"),
-                    tf.TensorSpec([None], tf.string, "stop"),
-                ],
-                autograph=False,
-            ),
-            "score": tf.function(
-                self._score,
-                input_signature=[tf.TensorSpec([None], tf.string, "text")],
-                autograph=False,
-            ),
-            "logits": tf.function(
-                self._logits,
-                input_signature=[tf.TensorSpec([None, None], tf.int32, "token_ids")],
-                autograph=False,
-            ),
-        }
-        fns["serving_default"] = tf.function(
-            self._serving_default,
-            input_signature=[tf.TensorSpec([None], tf.string, "prompt")],
-            autograph=False,
+        self.vocab_json = json.dumps(
+            {"chars": list(vocab.chars), "unknown_id": vocab.unknown_id}, ensure_ascii=False
         )
-        object.__setattr__(self, "_fns", fns)
 
-    def __getitem__(self, name: str):
-        """The tf.function of a signature: module["generate"](prompt, ...)."""
-        return self._fns[name]
-
-    def _serving_default(self, prompt):
+    @signature(tf.TensorSpec([None], tf.string, "prompt"), autograph=False)
+    def serving_default(self, prompt):
         n = tf.shape(prompt)[0]
         d = self.defaults
-        return self._fns["generate"](
+        return self.generate(
             prompt,
             tf.fill([n], d["max_new_tokens"]),
             tf.fill([n], d["temperature"]),
@@ -143,7 +102,17 @@ class GenerationModule(tf.Module):
             tf.fill([n], ""),
         )
 
-    def _generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop):
+    @signature(
+        tf.TensorSpec([None], tf.string, "prompt"),
+        tf.TensorSpec([None], tf.int32, "max_new_tokens"),
+        tf.TensorSpec([None], tf.float32, "temperature"),
+        tf.TensorSpec([None], tf.int32, "top_k"),
+        tf.TensorSpec([None], tf.float32, "top_p"),
+        tf.TensorSpec([None], tf.int32, "seed"),
+        tf.TensorSpec([None], tf.string, "stop"),
+        autograph=False,
+    )
+    def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop):
         from zoo.gpt.generation import STOP_MAX, generate
 
         n = tf.shape(prompt)[0]
@@ -192,7 +161,8 @@ class GenerationModule(tf.Module):
             )
         return {"completion": self.tokenizer.decode(tokens, starts, ends)}
 
-    def _score(self, text):
+    @signature(tf.TensorSpec([None], tf.string, "text"), autograph=False)
+    def score(self, text):
         from zoo.gpt.generation import score
 
         ids = self.tokenizer.encode(text)
@@ -204,7 +174,8 @@ class GenerationModule(tf.Module):
         )
         return {"log_likelihood": mean, "num_tokens": count}
 
-    def _logits(self, token_ids):
+    @signature(tf.TensorSpec([None, None], tf.int32, "token_ids"), autograph=False)
+    def logits(self, token_ids):
         checks = [
             tf.debugging.assert_less_equal(
                 tf.shape(token_ids)[1],
@@ -219,8 +190,27 @@ class GenerationModule(tf.Module):
         with tf.control_dependencies(checks):
             return {"logits": self.model(token_ids, training=False)}
 
-    def signatures(self) -> dict:
-        return {name: fn.get_concrete_function() for name, fn in self._fns.items()}
+    def warmup(self):
+        prompt = np.array([b"ROMEO:", b""])
+        return [
+            ("serving_default", {"prompt": prompt}),
+            (
+                "generate",
+                {
+                    "prompt": prompt,
+                    "max_new_tokens": np.array([8, 8], np.int32),
+                    "temperature": np.array([0.8, 0.0], np.float32),
+                    "top_k": np.array([40, 0], np.int32),
+                    "top_p": np.array([0.9, 1.0], np.float32),
+                    "seed": np.array([1, 2], np.int32),
+                    "stop": np.array([b"\n", b""]),
+                },
+            ),
+            ("score", {"text": np.array([b"To be, or not to be", b""])}),
+        ]
+
+    def extra_assets(self) -> dict[str, str]:
+        return {"vocab.json": self.vocab_json}
 
 
 class GPTRecipe(Recipe):
@@ -228,15 +218,7 @@ class GPTRecipe(Recipe):
 
     name = "gpt"
 
-    def load_data(
-        self,
-        config: dict,
-        data_dir: str | None,
-        global_batch_size: int,
-        *,
-        training: bool = True,
-        assets: dict | None = None,
-    ) -> Data:
+    def load_data(self, config, data_dir, global_batch_size, *, training=True, assets=None) -> Data:
         train_text, val_text = _load_texts(config, data_dir)
         vocab = CharVocab.from_text(train_text + val_text)
         train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
@@ -252,10 +234,13 @@ class GPTRecipe(Recipe):
             assets=vocab.to_assets(),
         )
 
-    def build_model(self, config: dict, assets: dict):
-        from zoo.gpt import build_gpt
-
-        return build_gpt(model_config(config, assets))
+    def model_config(self, config: dict, assets: dict) -> dict:
+        """The vocabulary size of the data, and the dtype policy "auto" resolved."""
+        config = dict(config)
+        if not config.get("vocab_size"):  # DATA_DECIDED (0 in runs of older versions)
+            config["vocab_size"] = int(assets["vocab_size"])
+        config["dtype_policy"] = resolve_dtype_policy(config)
+        return config
 
     def compile(self, model, config: dict, data: Data | None, *, jit_compile: bool | str) -> None:
         if jit_compile == "auto":
@@ -295,33 +280,12 @@ class GPTRecipe(Recipe):
             "val_bits_per_char": loss / math.log(2.0),
         }
 
-    def export(self, model, config: dict, assets: dict) -> Export:
+    def export(
+        self, model, config: dict, assets: dict, *, use_cache: bool = True
+    ) -> GenerationModule:
+        """The generation module; `use_cache=False` recomputes the window at every step."""
         model = float32_copy(model, config, assets)
-        module = GenerationModule(model, CharVocab.from_assets(assets), config)
-        prompt = np.array([b"ROMEO:", b""])
-        warmup = [
-            ("serving_default", {"prompt": prompt}),
-            (
-                "generate",
-                {
-                    "prompt": prompt,
-                    "max_new_tokens": np.array([8, 8], np.int32),
-                    "temperature": np.array([0.8, 0.0], np.float32),
-                    "top_k": np.array([40, 0], np.int32),
-                    "top_p": np.array([0.9, 1.0], np.float32),
-                    "seed": np.array([1, 2], np.int32),
-                    "stop": np.array([b"\n", b""]),
-                },
-            ),
-            ("score", {"text": np.array([b"To be, or not to be", b""])}),
-        ]
-        vocab = {"chars": assets["chars"], "unknown_id": len(assets["chars"])}
-        return Export(
-            module=module,
-            signatures=module.signatures(),
-            warmup=warmup,
-            extra_assets={"vocab.json": json.dumps(vocab, ensure_ascii=False)},
-        )
+        return GenerationModule(model, CharVocab.from_assets(assets), config, use_cache)
 
 
 def float32_copy(model, config: dict, assets: dict):
@@ -329,9 +293,7 @@ def float32_copy(model, config: dict, assets: dict):
     (bf16 on a CPU server would be slow and lose precision for nothing)."""
     if model.dtype_policy.name == "float32":
         return model
-    from zoo.gpt import build_gpt
-
-    copy = build_gpt(model_config(config, assets, dtype_policy="float32"))
+    copy = RECIPE.build_model({**config, "dtype_policy": "float32"}, assets)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -21,7 +21,8 @@ import tensorflow as tf
 from training.data.conllu import Sentence, read_conllu
 from training.data.ud_tokenize import token_spans, tokenize_graph
 from training.data.vocab import UNK_ID, Vocabulary
-from training.recipe import Data, Export, Recipe
+from training.export_module import ExportModule, signature
+from training.recipe import Data, Recipe
 
 _BUCKETS = [8, 16, 24, 32, 48, 64, 96]
 
@@ -207,26 +208,20 @@ class TaggerData(Data):
     train_batches: int = 0  # batches per epoch of `train` (for the learning-rate schedule)
 
 
-class _Untracked:
-    """Holds an object out of sight of tf.Module's automatic tracking."""
+class TaggerModule(ExportModule):
+    """The exported tagger: raw sentences or tokens in, tag strings out (core TF ops).
 
-    def __init__(self, model):
-        self.model = model
-
-
-class TaggerModule(tf.Module):
-    """The exported tagger: raw sentences or tokens in, tag strings out (core TF ops)."""
+    Signatures:
+        serving_default  sentences [N] string -> tokens [N, T], tags [N, T] (padded with "")
+                         and lengths [N] int32.
+        tag_tokens       tokens [N, T] string ("" = padding) -> tags [N, T] ("" at padding).
+    """
 
     def __init__(self, model: keras.Model, assets: dict):
-        super().__init__()
-        # Track the model's tf.Variables themselves, not the Keras model: tracking Keras 3
-        # variables saves each twice (a handle per Keras variable, another per tf.Variable),
-        # and a session-based loader (stock TF Serving, TF1) then restores the copy the
-        # signatures do not read. keras.export.ExportArchive does the same.
-        self._keras = _Untracked(model)
-        self.model_variables = [getattr(v, "value", v) for v in model.variables]
+        super().__init__("tagger", model=model)
         self.featurizer = featurizer_from_assets(assets)
         tags = list(assets["tags"])
+        self.tags_text = "".join(f"{tag}\n" for tag in tags)
         self.tag_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.range(len(tags), dtype=tf.int64), tf.constant(tags, tf.string)
@@ -239,18 +234,13 @@ class TaggerModule(tf.Module):
         # a zero-length batch or sentence still runs the model on one padded column
         n, t = tf.shape(tokens)[0], tf.shape(tokens)[1]
         padded = tf.pad(tokens, [[0, tf.maximum(1 - n, 0)], [0, tf.maximum(1 - t, 0)]])
-        probs = self._keras.model(self.featurizer.features(padded), training=False)
+        probs = self.model(self.featurizer.features(padded), training=False)
         ids = tf.argmax(probs, axis=-1, output_type=tf.int64)[:n, :t]
         tags = self.tag_table.lookup(ids)
         return tf.where(tf.equal(tokens, ""), tf.constant("", tf.string), tags)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
-    def tag_tokens(self, tokens):
-        """Pre-tokenized words [N, T] ("" = padding) -> tags [N, T] ("" at padding)."""
-        return {"tags": self._tag(tokens)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sentences")])
-    def tag_sentences(self, sentences):
+    @signature(tf.TensorSpec([None], tf.string, name="sentences"))
+    def serving_default(self, sentences):
         """Raw sentences [N] -> tokens [N, T], tags [N, T] (padded with "") and lengths [N]."""
         ragged = tokenize_graph(sentences)
         tokens = ragged.to_tensor(default_value="")
@@ -259,6 +249,20 @@ class TaggerModule(tf.Module):
             "tags": self._tag(tokens),
             "lengths": tf.cast(ragged.row_lengths(), tf.int32),
         }
+
+    @signature(tf.TensorSpec([None, None], tf.string, name="tokens"))
+    def tag_tokens(self, tokens):
+        """Pre-tokenized words [N, T] ("" = padding) -> tags [N, T] ("" at padding)."""
+        return {"tags": self._tag(tokens)}
+
+    def warmup(self):
+        return [
+            ("serving_default", {"sentences": np.array([b"She sells seashells."], dtype=object)}),
+            ("tag_tokens", {"tokens": np.array([[b"She", b"sells", b"seashells"]], dtype=object)}),
+        ]
+
+    def extra_assets(self) -> dict[str, str]:
+        return {"tags.txt": self.tags_text}
 
 
 def _decode(rows: np.ndarray, lengths) -> list[list[str]]:
@@ -279,7 +283,7 @@ def score(module: TaggerModule, sentences: list[Sentence], tagset: str, batch_si
         tags = _decode(
             module.tag_tokens(tf.constant(tokens))["tags"].numpy(), [len(s.words) for s in batch]
         )
-        out = module.tag_sentences(tf.constant([s.text for s in batch]))
+        out = module.serving_default(tf.constant([s.text for s in batch]))
         lengths = out["lengths"].numpy()
         raw_tokens, raw_tags = (
             _decode(out["tokens"].numpy(), lengths),
@@ -407,18 +411,17 @@ class TaggerRecipe(Recipe):
             raise ValueError(f"no evaluation sentences found in {data_dir}")
         return train, dev
 
-    def build_model(self, config, assets):
-        from zoo.tagger import build_tagger
-
-        sized = dict(config)
-        if assets:
-            sized.update(
-                word_vocab_size=len(assets["words"]),
-                char_vocab_size=len(assets["chars"]),
-                num_tags=len(assets["tags"]),
-                max_word_length=int(assets["max_word_length"]),
-            )
-        return build_tagger(sized)
+    def model_config(self, config, assets):
+        """Vocabulary sizes, tag count and word length of the run's vocabularies."""
+        if not assets:
+            return config
+        return {
+            **config,
+            "word_vocab_size": len(assets["words"]),
+            "char_vocab_size": len(assets["chars"]),
+            "num_tags": len(assets["tags"]),
+            "max_word_length": int(assets["max_word_length"]),
+        }
 
     def compile(self, model, config, data, *, jit_compile) -> None:
         # XLA would recompile for every new batch shape (sentence lengths vary)
@@ -435,25 +438,8 @@ class TaggerRecipe(Recipe):
             return super().evaluate(model, config, data)
         return score(TaggerModule(model, data.assets), sentences, config["tagset"])
 
-    def export(self, model, config, assets) -> Export:
-        module = TaggerModule(model, assets)
-        serving_default = module.tag_sentences.get_concrete_function()
-        tag_tokens = module.tag_tokens.get_concrete_function()
-        return Export(
-            module=module,
-            signatures={"serving_default": serving_default, "tag_tokens": tag_tokens},
-            warmup=[
-                (
-                    "serving_default",
-                    {"sentences": np.array([b"She sells seashells."], dtype=object)},
-                ),
-                (
-                    "tag_tokens",
-                    {"tokens": np.array([[b"She", b"sells", b"seashells"]], dtype=object)},
-                ),
-            ],
-            extra_assets={"tags.txt": "\n".join(assets["tags"]) + "\n"},
-        )
+    def export(self, model, config, assets) -> TaggerModule:
+        return TaggerModule(model, assets)
 
 
 RECIPE = TaggerRecipe()

@@ -105,13 +105,13 @@ def color_jitter(images: tf.Tensor, strength: float, seed: int | None = None) ->
         s = None if seed is None else seed + k
         return tf.random.uniform([n, 1, 1, 1], 1.0 - strength, 1.0 + strength, seed=s)
 
-    def blend(towards: tf.Tensor, k: int) -> tf.Tensor:
+    def blend(images: tf.Tensor, towards: tf.Tensor, k: int) -> tf.Tensor:
         return tf.clip_by_value(towards + (images - towards) * factor(k), 0.0, 255.0)
 
-    images = blend(tf.zeros_like(images), 0)  # brightness: towards black
-    gray = tf.image.rgb_to_grayscale(images)
-    images = blend(tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True), 1)  # contrast
-    return blend(tf.image.rgb_to_grayscale(images), 2)  # saturation: towards gray
+    images = blend(images, 0.0, 0)  # brightness: towards black
+    mean = tf.reduce_mean(tf.image.rgb_to_grayscale(images), axis=[1, 2, 3], keepdims=True)
+    images = blend(images, mean, 1)  # contrast: towards the mean gray
+    return blend(images, tf.image.rgb_to_grayscale(images), 2)  # saturation: towards gray
 
 
 def make_augment(config: dict, seed: int | None = None):
@@ -185,7 +185,7 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 def dtype_policy(setting: str | None) -> str | None:
     """The Keras dtype policy for a `mixed_precision` setting; None keeps the global one."""
-    if not setting or setting == "auto" and not _fast_half_precision():
+    if not setting or (setting == "auto" and not _fast_half_precision()):
         return None
     if setting != "auto":
         return setting
@@ -274,7 +274,10 @@ class ImageClassificationRecipe(Recipe):
         )
 
     def build_model(self, config: dict, assets: dict):
-        policy = dtype_policy(config.get("mixed_precision"))
+        """The model, in mixed precision when the config's `mixed_precision` asks for it."""
+        return self._build(config, assets, dtype_policy(config.get("mixed_precision")))
+
+    def _build(self, config: dict, assets: dict, policy: str | None):
         if policy is None:
             return super().build_model(config, assets)
         previous = keras.config.dtype_policy()
@@ -335,7 +338,7 @@ class ImageClassificationRecipe(Recipe):
 
     def export(self, model, config, assets) -> ExportModule:
         if model.dtype_policy.name != "float32":  # serve in float32: rebuild, same weights
-            trained, model = model, self._float32_model(config, assets)
+            trained, model = model, self._build(config, assets, "float32")
             model.set_weights(trained.get_weights())
         return ImageClassifierExport(
             model,
@@ -345,9 +348,6 @@ class ImageClassificationRecipe(Recipe):
             top_k=int(config.get("top_k", 5)),
             feature_map=config.get("feature_map") or self.feature_map,
         )
-
-    def _float32_model(self, config, assets):
-        return super().build_model({**config, "mixed_precision": "float32"}, assets)
 
 
 # ---------------------------------------------------------------------------- export

@@ -24,11 +24,12 @@ Training:
     lr_schedule: "step" (multiply by `lr_decay_factor` every `lr_decay_epochs` epochs;
         the paper cuts 4% every 8 epochs) or "cosine" (cosine decay to 0 over `epochs`
         after `warmup_epochs`).
-    lr_decay_factor: step schedule's factor (None when the schedule is "cosine").
-    lr_decay_epochs: step schedule's period in epochs (None when "cosine").
+    lr_decay_factor: the step schedule's factor (read only when `lr_schedule` is "step").
+    lr_decay_epochs: the step schedule's period in epochs (read only by "step").
     warmup_epochs: linear warm-up from 0 to `learning_rate` (0 for none).
     ema_momentum: Polyak averaging of the weights used for evaluation and export
-        (the paper averages; the Keras optimizer's `use_ema`), None for none.
+        (the paper averages; the Keras optimizer's `use_ema` / `ema_momentum`); 0 for none.
+        (No key is None: None marks a size the data decides, `registry.DATA_DECIDED`.)
     label_smoothing: categorical cross-entropy label smoothing.
     batch_size: global batch size.
     epochs: training epochs.
@@ -89,10 +90,8 @@ _IMAGENETTE: dict[str, Any] = {
     "learning_rate": 0.05,
     "weight_decay": 5e-4,
     "lr_schedule": "cosine",
-    "lr_decay_factor": None,
-    "lr_decay_epochs": None,
     "warmup_epochs": 2,
-    "ema_momentum": None,
+    "ema_momentum": 0.0,
     "label_smoothing": 0.1,
     "batch_size": 64,
     "epochs": 40,

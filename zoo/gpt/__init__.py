@@ -6,12 +6,13 @@ import numpy as np
 
 from zoo import registry
 from zoo.gpt.generation import generate, sample_logits, score
-from zoo.gpt.model import GPT, CausalSelfAttention, TransformerBlock
+from zoo.gpt.model import GPT, BlockConfig, CausalSelfAttention, TransformerBlock
 from zoo.gpt.presets import PRESETS
 
 
 def build_gpt(config: dict[str, Any]) -> GPT:
-    """Build a `GPT` from a preset config (`vocab_size` must be set, > 0)."""
+    """Build a `GPT` from a preset config; its `vocab_size` (`DATA_DECIDED` in the presets)
+    must be filled in."""
     if not config.get("vocab_size"):
         raise ValueError("config['vocab_size'] must be set (the recipe takes it from the data)")
     policy = config.get("dtype_policy", "float32")
@@ -47,6 +48,7 @@ SPEC = registry.ModelSpec(
 __all__ = [
     "GPT",
     "PRESETS",
+    "BlockConfig",
     "SPEC",
     "CausalSelfAttention",
     "TransformerBlock",

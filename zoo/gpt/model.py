@@ -13,6 +13,7 @@ head_dim]. keras.ops only, so the model runs on TensorFlow, JAX and PyTorch.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
@@ -37,58 +38,82 @@ def _layer_norm(use_bias: bool, dtype: Any, name: str) -> keras.layers.LayerNorm
     return keras.layers.LayerNormalization(epsilon=1e-5, center=use_bias, dtype=dtype, name=name)
 
 
-class CausalSelfAttention(keras.layers.Layer):
+@dataclass(frozen=True)
+class BlockConfig:
+    """What every transformer block of a GPT shares (its layers read the same config).
+
+    Attributes:
+        n_embd: model width.
+        n_head: attention heads (must divide `n_embd`).
+        dropout: dropout on the attention weights and the residual branches.
+        use_bias: biases in the Dense projections and LayerNorm offsets.
+        proj_std: init std of the projections into the residual stream (GPT-2 scales it
+            by 1/sqrt(2 n_layer)).
+    """
+
+    n_embd: int
+    n_head: int
+    dropout: float = 0.0
+    use_bias: bool = True
+    proj_std: float = _INIT_STD
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+class _BlockLayer(keras.layers.Layer):
+    """A layer built from a `BlockConfig` (given as one, or as its dict from `get_config`)."""
+
+    def __init__(self, config: BlockConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, BlockConfig) else BlockConfig(**config)
+
+    def get_config(self):
+        return {**super().get_config(), "config": asdict(self.config)}
+
+
+class CausalSelfAttention(_BlockLayer):
     """Multi-head causal self-attention: softmax(Q K^T / sqrt(d) + causal mask) V.
 
     Args:
-        n_embd: model width.
-        n_head: number of heads (must divide `n_embd`).
-        dropout: dropout on the attention weights and on the output projection.
-        use_bias: biases in the projections.
-        proj_std: init std of the output projection (GPT-2 scales it by 1/sqrt(2 n_layer)).
+        config: the block's `BlockConfig`.
     """
 
-    def __init__(
-        self,
-        n_embd: int,
-        n_head: int,
-        dropout: float = 0.0,
-        use_bias: bool = True,
-        proj_std: float = _INIT_STD,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if n_embd % n_head:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
-        self.n_embd, self.n_head, self.dropout = n_embd, n_head, dropout
-        self.use_bias, self.proj_std = use_bias, proj_std
-        self.head_dim = n_embd // n_head
-        self.qkv = _dense(3 * n_embd, use_bias, _INIT_STD, self.dtype_policy, "qkv")
-        self.proj = _dense(n_embd, use_bias, proj_std, self.dtype_policy, "proj")
+    def __init__(self, config: BlockConfig | dict, **kwargs):
+        super().__init__(config, **kwargs)
+        c, policy = self.config, self.dtype_policy
+        self.qkv = _dense(3 * c.n_embd, c.use_bias, _INIT_STD, policy, "qkv")
+        self.proj = _dense(c.n_embd, c.use_bias, c.proj_std, policy, "proj")
         # every sublayer gets the policy: a float32 Dropout would cast bf16 activations back
-        self.attn_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
-        self.resid_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        self.attn_dropout = keras.layers.Dropout(c.dropout, dtype=policy)
+        self.resid_dropout = keras.layers.Dropout(c.dropout, dtype=policy)
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
-        self.proj.build(input_shape[:-1] + (self.n_embd,))
+        self.proj.build(input_shape[:-1] + (self.config.n_embd,))
         self.built = True
 
     def _split_heads(self, x):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = ops.reshape(self.qkv(x), (batch, length, 3, self.n_head, self.head_dim))
+        c = self.config
+        qkv = ops.reshape(self.qkv(x), (batch, length, 3, c.n_head, c.head_dim))
         return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [B, T, H, D]
 
     def _attend(self, q, k, v, mask, training):
         # q [B, Tq, H, D], k/v [B, Tk, H, D], mask [Tq, Tk] (True = may attend)
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.config.head_dim)
         scores = ops.cast(scores, "float32")  # softmax in float32 under mixed precision
         scores = ops.where(mask[None, None], scores, ops.full_like(scores, -1e9))
         weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         weights = self.attn_dropout(weights, training=training)
         out = ops.einsum("bhqk,bkhd->bqhd", weights, v)
         batch, length = ops.shape(out)[0], ops.shape(out)[1]
-        out = ops.reshape(out, (batch, length, self.n_embd))
+        out = ops.reshape(out, (batch, length, self.config.n_embd))
         return self.resid_dropout(self.proj(out), training=training)
 
     def call(self, x, training=None):
@@ -112,49 +137,30 @@ class CausalSelfAttention(keras.layers.Layer):
         mask = ops.expand_dims(positions <= ops.cast(index, "int32"), 0)  # [1, Tmax]
         return self._attend(q, key_cache, value_cache, mask, False), key_cache, value_cache
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            n_embd=self.n_embd,
-            n_head=self.n_head,
-            dropout=self.dropout,
-            use_bias=self.use_bias,
-            proj_std=self.proj_std,
-        )
-        return config
 
+class TransformerBlock(_BlockLayer):
+    """Pre-LayerNorm block: x + attn(ln1(x)), then x + mlp(ln2(x)) with a 4x GELU MLP.
 
-class TransformerBlock(keras.layers.Layer):
-    """Pre-LayerNorm block: x + attn(ln1(x)), then x + mlp(ln2(x)) with a 4x GELU MLP."""
+    Args:
+        config: the block's `BlockConfig`.
+    """
 
-    def __init__(
-        self,
-        n_embd: int,
-        n_head: int,
-        dropout: float = 0.0,
-        use_bias: bool = True,
-        proj_std: float = _INIT_STD,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.n_embd, self.n_head, self.dropout = n_embd, n_head, dropout
-        self.use_bias, self.proj_std = use_bias, proj_std
-        policy = self.dtype_policy
-        self.ln1 = _layer_norm(use_bias, policy, "ln1")
-        self.attn = CausalSelfAttention(
-            n_embd, n_head, dropout, use_bias, proj_std, dtype=policy, name="attn"
-        )
-        self.ln2 = _layer_norm(use_bias, policy, "ln2")
-        self.fc = _dense(4 * n_embd, use_bias, _INIT_STD, policy, "fc")
-        self.fc_proj = _dense(n_embd, use_bias, proj_std, policy, "fc_proj")
-        self.mlp_dropout = keras.layers.Dropout(dropout, dtype=policy)
+    def __init__(self, config: BlockConfig | dict, **kwargs):
+        super().__init__(config, **kwargs)
+        c, policy = self.config, self.dtype_policy
+        self.ln1 = _layer_norm(c.use_bias, policy, "ln1")
+        self.attn = CausalSelfAttention(c, dtype=policy, name="attn")
+        self.ln2 = _layer_norm(c.use_bias, policy, "ln2")
+        self.fc = _dense(4 * c.n_embd, c.use_bias, _INIT_STD, policy, "fc")
+        self.fc_proj = _dense(c.n_embd, c.use_bias, c.proj_std, policy, "fc_proj")
+        self.mlp_dropout = keras.layers.Dropout(c.dropout, dtype=policy)
 
     def build(self, input_shape):
         self.ln1.build(input_shape)
         self.attn.build(input_shape)
         self.ln2.build(input_shape)
         self.fc.build(input_shape)
-        self.fc_proj.build(input_shape[:-1] + (4 * self.n_embd,))
+        self.fc_proj.build(input_shape[:-1] + (4 * self.config.n_embd,))
         self.built = True
 
     def _mlp(self, x, training):
@@ -173,17 +179,6 @@ class TransformerBlock(keras.layers.Layer):
         )
         x = x + attn
         return x + self._mlp(x, False), key_cache, value_cache
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            n_embd=self.n_embd,
-            n_head=self.n_head,
-            dropout=self.dropout,
-            use_bias=self.use_bias,
-            proj_std=self.proj_std,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="zoo.gpt")
@@ -234,13 +229,8 @@ class GPT(keras.Model):
             block_size, n_embd, embeddings_initializer=init, dtype=policy, name="wpe"
         )
         self.drop = keras.layers.Dropout(dropout, dtype=policy)
-        proj_std = _INIT_STD / math.sqrt(2 * n_layer)
-        self.blocks = [
-            TransformerBlock(
-                n_embd, n_head, dropout, use_bias, proj_std, dtype=policy, name=f"h{i}"
-            )
-            for i in range(n_layer)
-        ]
+        block = BlockConfig(n_embd, n_head, dropout, use_bias, _INIT_STD / math.sqrt(2 * n_layer))
+        self.blocks = [TransformerBlock(block, dtype=policy, name=f"h{i}") for i in range(n_layer)]
         self.ln_f = _layer_norm(use_bias, policy, "ln_f")
         self.build((None, None))
 

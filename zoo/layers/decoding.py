@@ -1,23 +1,10 @@
 """Greedy and beam-search decoding for any attentional sequence decoder (keras.ops only).
 
 One implementation serves every family that generates a token sequence from an input with
-attention (seq2seq's translator now; the image captioner next), in Python and inside an
-exported SavedModel. A model is decodable when it has:
-
-    model.bos_id, model.eos_id     the ids that start and end an output sequence (ints)
-    model.target_vocab_size        V, the number of ids `step` scores (0 is padding)
-    model.initial_state(inputs) -> (context, state)
-        context: what stays constant while decoding one input (encoder states, projected
-            attention keys, source mask; or the annotation vectors of an image);
-        state: the recurrent state of the decoder (e.g. an LSTM's (h, c)).
-        Both are nested structures (tuples, dicts) of batch-major tensors [B, ...].
-    model.attention_size(context) -> S
-        the number of attended positions (source length; H * W grid cells of an image).
-    model.step(tokens, state, context) -> (log_probs, state, attention)
-        tokens: int32 [B], the previous output token of each row ("<s>" at first);
-        log_probs: float32 [B, V], log-probabilities of the next token;
-        state: the new state (same structure as before);
-        attention: float32 [B, S], the attention weights over the S positions.
+attention (seq2seq's translator; the image captioner), in Python and inside an exported
+SavedModel. A model is decodable when it implements `SequenceDecoder` below: the constant
+`context` of one input (encoder states and attention keys, or an image's annotation
+vectors), a recurrent `state`, and one `step`.
 
 Both loops use `ops.while_loop` with fixed-shape loop variables (token and attention buffers
 of length `max_length`, written with one-hot masks), so under `tf.function` they become a
@@ -32,12 +19,45 @@ for any state and context structure.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from keras import ops, tree
 
 _NEG = -1e9
 
 
-def greedy_decode(model, inputs, max_length):
+class SequenceDecoder(Protocol):
+    """The decoding interface: what `greedy_decode` and `beam_search` need of a model.
+
+    `context` and `state` are nested structures (tuples, dicts) of batch-major tensors
+    [B, ...]; the decoders never look inside them.
+
+    Attributes:
+        bos_id: the token that starts every output sequence ("<s>").
+        eos_id: the token that ends one ("</s>"); id 0 is padding.
+        target_vocab_size: V, the number of ids `step` scores.
+    """
+
+    bos_id: int
+    eos_id: int
+    target_vocab_size: int
+
+    def initial_state(self, inputs) -> tuple[Any, Any]:
+        """Inputs [B, ...] -> (context, state): context stays constant while decoding one
+        input (encoder states, attention keys, source mask; an image's annotation vectors),
+        state is the decoder's recurrent state (e.g. an LSTM's (h, c))."""
+
+    def attention_size(self, context) -> Any:
+        """S, the number of attended positions (source length; H * W cells of an image
+        grid), an int or a scalar tensor."""
+
+    def step(self, tokens, state, context) -> tuple[Any, Any, Any]:
+        """One step: the previous tokens int32 [B] ("<s>" at first) -> (log-probabilities
+        float32 [B, V] of the next token, the new state (same structure), attention
+        weights float32 [B, S])."""
+
+
+def greedy_decode(model: SequenceDecoder, inputs, max_length):
     """The most likely next token at each step.
 
     Returns (ids [B, L] int32, attention [B, L, S] float32, log-prob scores [B]).
@@ -75,7 +95,7 @@ def greedy_decode(model, inputs, max_length):
     return _cut(tokens, t), _cut(attention, t), scores
 
 
-def beam_search(model, inputs, beam_size, max_length, length_penalty=1.0):
+def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_penalty=1.0):
     """Beam search keeping `beam_size` hypotheses per input.
 
     Hypotheses are ranked by summed log-probability while decoding; the final choice among

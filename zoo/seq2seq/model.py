@@ -21,8 +21,8 @@ class Seq2SeqTranslator(keras.Model):
     (Bahdanau et al. 2015: v^T tanh(W1 h_t + W2 s_j)) or multiplicative (Luong "general":
     h_t^T W s_j), computed by `zoo.layers.attention.Attention`. Since attention comes after
     the decoder LSTM (no input feeding), teacher forcing runs the decoder LSTM over the whole
-    target in one call. Greedy and beam search are `zoo.layers.decoding`'s, through the
-    decoding interface below (`initial_state`, `attention_size`, `step`).
+    target in one call. Greedy and beam search are `zoo.layers.decoding`'s: the model is a
+    `SequenceDecoder` (`initial_state`, `attention_size`, `step` below).
 
     Args:
         source_vocab_size: source vocabulary size (id 0 is padding).

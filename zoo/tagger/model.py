@@ -77,7 +77,8 @@ def build_tagger(config: dict[str, Any]) -> keras.Model:
 
     Example:
         >>> from zoo.tagger import PRESETS, build_tagger
-        >>> model = build_tagger(PRESETS["tiny"])
+        >>> sizes = {"word_vocab_size": 500, "char_vocab_size": 60, "num_tags": 17}
+        >>> model = build_tagger({**PRESETS["tiny"], **sizes})  # the data decides the sizes
         >>> model.output_shape
         (None, None, 17)
     """

@@ -1,0 +1,250 @@
+"""One end-to-end harness for every model family (in the spirit of keras-hub's run_task_test).
+
+A family's test module subclasses `FamilyEndToEnd`, names the family, the data its tiny
+preset trains on and a request for one of its signatures; it then inherits the steps every
+family must pass:
+
+1. the tiny preset trains on a slice of real data and its loss falls;
+2. `zoo export` writes a SavedModel that, loaded in a fresh process importing neither `zoo`,
+   `training` nor `keras`, answers exactly as the in-process export module (which runs the
+   Keras model) does, both through `tf.saved_model.load` and through a TF1 session as stock
+   TF Serving loads it;
+3. `zoo serve` serves it, and gRPC Predict and REST :predict give those same answers.
+
+The class-scoped fixtures `tiny_run` and `exported` are shared with the family's own tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO_ROOT, subprocess_env
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+
+    path, signature, request_file, out_file = sys.argv[1:]
+    with open(request_file, "rb") as f:
+        names = json.loads(f.readline())
+        protos = [tensor_pb2.TensorProto.FromString(bytes.fromhex(line.strip().decode()))
+                  for line in f]
+    inputs = {n: tf.make_ndarray(p) for n, p in zip(names, protos)}
+    loaded = tf.saved_model.load(path)
+    eager = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    # the way stock TF Serving runs it: the graph and its restore op in a TF1 session
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        sig = meta.signature_def[signature]
+        fetched = session.run(
+            {k: v.name for k, v in sig.outputs.items()},
+            {sig.inputs[k].name: v for k, v in inputs.items()},
+        )
+    out = {"imported": sorted(m for m in ("zoo", "training", "keras") if m in sys.modules)}
+    out["eager"] = {k: tf.make_tensor_proto(v.numpy()).SerializeToString().hex()
+                    for k, v in eager.items()}
+    out["session"] = {k: tf.make_tensor_proto(v).SerializeToString().hex()
+                      for k, v in fetched.items()}
+    with open(out_file, "w") as f:
+        json.dump(out, f)
+    """
+)
+
+
+def assert_same_outputs(got: dict[str, Any], expected: dict[str, Any], atol: float, where: str):
+    """Equal keys; strings and integers equal, floats within `atol`."""
+    assert sorted(got) == sorted(expected), where
+    for key, want in expected.items():
+        a, b = np.asarray(got[key]), np.asarray(want)
+        assert a.shape == b.shape, f"{where}/{key}: shape {a.shape} != {b.shape}"
+        if b.dtype.kind in "fc":
+            np.testing.assert_allclose(a, b, atol=atol, rtol=0, err_msg=f"{where}/{key}")
+        else:
+            assert a.tolist() == b.tolist(), f"{where}/{key}"
+
+
+def train_tiny(family: str, data_dir: Path | str, run_dir: Path, **kwargs: Any):
+    """Train `family`'s tiny preset in-process: (run dir, metrics)."""
+    from training import train
+
+    kwargs.setdefault("verbose", 0)
+    metrics = train.run(family, "tiny", run_dir, str(data_dir), **kwargs)
+    return run_dir, metrics
+
+
+def in_process_answers(run_dir: Path, signature: str, inputs: dict[str, Any]) -> dict:
+    """What the export module answers in this process, running the Keras model eagerly."""
+    import tensorflow as tf
+
+    from training import export
+    from training.recipe import get_recipe
+
+    model, run_info = export.load_trained(run_dir)
+    module = get_recipe(run_info["model"]).export(model, run_info["config"], run_info["assets"])
+    function = module.signatures()[signature]
+    out = function(**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def fresh_process_answers(version_dir: Path, signature: str, inputs: dict, tmp: Path) -> dict:
+    """Answers of the SavedModel loaded in a new process with TensorFlow only."""
+    import tensorflow as tf
+
+    request = tmp / "request.txt"
+    with request.open("wb") as f:
+        f.write(json.dumps(list(inputs)).encode() + b"\n")
+        for value in inputs.values():
+            f.write(tf.make_tensor_proto(value).SerializeToString().hex().encode() + b"\n")
+    out_file = tmp / "answers.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(version_dir), signature, str(request),
+         str(out_file)],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd="/",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(out_file.read_text())
+    from tensorflow.core.framework import tensor_pb2
+
+    def parse(protos: dict) -> dict:
+        return {
+            k: tf.make_ndarray(tensor_pb2.TensorProto.FromString(bytes.fromhex(v)))
+            for k, v in protos.items()
+        }
+
+    return {"imported": out["imported"], "eager": parse(out["eager"]), "session": parse(out["session"])}
+
+
+def rest_instances(inputs: dict[str, Any]) -> list:
+    """TF Serving's row format for `inputs`: bytes as {"b64": ...}; a lone input unnamed."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {"b64": base64.b64encode(value).decode()}
+        if isinstance(value, list):
+            return [encode(v) for v in value]
+        return value
+
+    columns = {k: np.asarray(v, dtype=object).tolist() for k, v in inputs.items()}
+    rows = len(next(iter(columns.values())))
+    if len(columns) == 1:
+        (values,) = columns.values()
+        return [encode(v) for v in values]
+    return [{k: encode(v[i]) for k, v in columns.items()} for i in range(rows)]
+
+
+def rest_answers(payload: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+    """The REST row-format `predictions` turned back into columns (strings as bytes)."""
+    predictions = payload["predictions"]
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"b64"}:
+            return base64.b64decode(value["b64"])
+        if isinstance(value, str):
+            return value.encode()
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    if len(outputs) == 1 and not isinstance(predictions[0], dict):
+        return {outputs[0]: np.array([decode(p) for p in predictions], dtype=object)}
+    return {k: np.array([decode(p[k]) for p in predictions], dtype=object) for k in outputs}
+
+
+class FamilyEndToEnd:
+    """Inherited end-to-end tests. Subclasses set the class attributes and `tiny_run`.
+
+    Attributes:
+        family: the registry name.
+        signature: the signature the checks call.
+        request: {input name: value} for that signature (a batch).
+        loss_drop: the last epoch's loss must be below `loss_drop` x the first one's.
+        atol: tolerance for float outputs between Keras, the SavedModel and the server.
+    """
+
+    family: ClassVar[str]
+    signature: ClassVar[str] = "serving_default"
+    request: ClassVar[dict[str, Any]]
+    loss_drop: ClassVar[float] = 1.0
+    atol: ClassVar[float] = 1e-5
+
+    @pytest.fixture(scope="class")
+    def tiny_run(self, shared_data, tmp_path_factory):
+        """(run dir, metrics) of the family's tiny preset trained on real data."""
+        raise NotImplementedError
+
+    @pytest.fixture(scope="class")
+    def exported(self, tiny_run) -> Path:
+        """`<base>/1`: the tiny run exported by `zoo export`."""
+        from tests.helpers import zoo
+
+        run_dir, _ = tiny_run
+        base = run_dir.parent / "models" / self.family
+        zoo("export", "--model-dir", str(run_dir), "--to", str(base))
+        assert (base / "1" / "saved_model.pb").is_file()
+        return base / "1"
+
+    @pytest.fixture(scope="class")
+    def expected(self, tiny_run) -> dict[str, np.ndarray]:
+        """The export module's answers to `request`, computed in this process with Keras."""
+        return in_process_answers(tiny_run[0], self.signature, self.request)
+
+    def test_tiny_trains_and_loss_falls(self, tiny_run):
+        _, metrics = tiny_run
+        losses = [epoch["loss"] for epoch in metrics["history"]]
+        assert len(losses) >= 2 and np.isfinite(losses).all(), losses
+        assert losses[-1] < losses[0] * self.loss_drop, losses
+
+    def test_export_answers_as_keras_in_a_fresh_process(self, exported, expected, tmp_path):
+        from serving.layout import WARMUP_PATH
+
+        assert (exported / WARMUP_PATH).is_file()
+        out = fresh_process_answers(exported, self.signature, self.request, tmp_path)
+        assert out["imported"] == []
+        assert_same_outputs(out["eager"], expected, self.atol, "tf.saved_model.load")
+        assert_same_outputs(out["session"], expected, self.atol, "TF1 session")
+
+    def test_served_over_grpc_and_rest(self, exported, expected):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        from tests.server_process import start_server
+
+        server = start_server(
+            f"--model_name={self.family}",
+            f"--model_base_path={exported.parent}",
+            entry=("-m", "tfzoo", "serve"),
+        )
+        try:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = self.family
+            request.model_spec.signature_name = self.signature
+            for name, value in self.request.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(server.channel())
+            reply = stub.Predict(request, 120)
+            grpc_out = {k: tf.make_ndarray(v) for k, v in reply.outputs.items()}
+            assert_same_outputs(grpc_out, expected, self.atol, "gRPC")
+
+            body = {"signature_name": self.signature, "instances": rest_instances(self.request)}
+            status, payload = server.http("POST", f"/v1/models/{self.family}:predict", body)
+            assert status == 200, payload
+            rest_out = rest_answers(payload, list(expected))
+            for key, want in expected.items():
+                got = rest_out[key]
+                if want.dtype.kind in "fc":
+                    np.testing.assert_allclose(got.astype(float), want, atol=self.atol)
+                else:
+                    assert got.tolist() == want.tolist(), f"REST/{key}"
+        finally:
+            server.stop()

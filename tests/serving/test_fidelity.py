@@ -1,0 +1,214 @@
+"""TF Serving's behaviour where `zoo serve` used to differ, each pinned to the source it follows
+(tensorflow/serving at 9d981c5): flags and startup, gRPC deadlines, full batch queues,
+padding of variable-length inputs, the health service, and failed initial loads.
+
+One server for the module, started with exactly the flags a user would type (no
+--rest_api_port), serving a TF2 model with a slow signature behind a one-slot batch queue.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.batching import BatchingOptions, pad_to_common_shape
+from serving.errors import ServingError
+from serving.main import STARTUP_FAILED
+from serving.servable import Servable
+from tests.conftest import free_port
+from tests.serving import tf2_model
+from tests.serving.conftest import launch, stop
+
+ENDLESS = 10**8  # matmul loop iterations: minutes of work unless cancelled
+ONE_SLOT = """
+max_batch_size { value: 1 }
+batch_timeout_micros { value: 0 }
+max_enqueued_batches { value: 1 }
+num_batch_threads { value: 1 }
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fidelity")
+    tf2_model.export(root / "img" / "1")
+    (root / "batching.txt").write_text(ONE_SLOT)
+    (root / "models.config").write_text(
+        f'model_config_list {{ config {{ name: "img" base_path: "{root / "img"}" '
+        'model_platform: "tensorflow" } }'
+    )
+    port = free_port()
+    proc, lines, _ = launch(
+        f"--port={port}",
+        f"--model_config_file={root / 'models.config'}",
+        "--model_name=ignored",
+        "--model_base_path=/does/not/exist",
+        "--no_such_flag=1",
+        "--enable_batching",
+        f"--batching_parameters_file={root / 'batching.txt'}",
+    )
+    if proc.poll() is not None:
+        raise RuntimeError("server did not start:\n" + "\n".join(lines[-40:]))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield {"proc": proc, "lines": lines, "channel": channel}
+    channel.close()
+    assert stop(proc) == 0, "\n".join(lines[-40:])
+
+
+def _slow(n: int, model: str = "img") -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = "slow"
+    request.inputs["n"].CopyFrom(tf.make_tensor_proto([n], dtype=tf.int32))
+    return request
+
+
+def test_unknown_flag_is_reported_and_the_server_starts(server):
+    """main.cc:333-335: `if (argc != 1) std::cout << "unknown argument: " << argv[1]` and
+    then BuildAndStart: unknown flags do not stop the server."""
+    assert "unknown argument: --no_such_flag=1" in server["lines"]
+    assert server["proc"].poll() is None
+
+
+def test_config_file_wins_over_model_name_and_base_path(server):
+    """server.cc:212-218: with --model_config_file the config is read and
+    --model_name/--model_base_path are ignored (main.cc:131-150 says so in the help)."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(server["channel"])
+    assert list(stub.Predict(_slow(3), timeout=30).outputs["total"].float_val) == [128.0]
+
+
+def test_rest_is_off_by_default(server):
+    """server.h:51 `http_port = 0`; server.cc:437 exports REST only when it is non-zero."""
+    assert not any("Exporting HTTP/REST API" in line for line in server["lines"])
+
+
+def test_health_service_is_off_by_default(server):
+    """server.cc:415-424: EnableDefaultHealthCheckService(enable_grpc_healthcheck_service),
+    false by default (server.h:107)."""
+    with pytest.raises(grpc.RpcError) as err:
+        health_pb2_grpc.HealthStub(server["channel"]).Check(
+            health_pb2.HealthCheckRequest(), timeout=30
+        )
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_deadline_cancels_the_run_and_frees_the_batch_slot(server):
+    """prediction_service_impl.cc Predict: `run_options.set_timeout_in_ms(
+    DeadlineToTimeoutMillis(context->raw_deadline()))`: a 50 ms deadline stops an endless
+    graph run. The queue has one slot and one batch thread, so the quick request after it
+    succeeds only if the endless run was really stopped and its slot given back."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(server["channel"])
+    for _ in range(2):
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(_slow(ENDLESS), timeout=0.05)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - start < 2
+    start = time.monotonic()
+    assert list(stub.Predict(_slow(3), timeout=30).outputs["total"].float_val) == [128.0]
+    assert time.monotonic() - start < 5
+
+
+def test_full_batch_queue_is_unavailable(server):
+    """The batch scheduler refuses a task when its queue is full with UNAVAILABLE "The batch
+    scheduling queue to which this task was submitted is full" (shared_batch_scheduler.h);
+    REST maps UNAVAILABLE to 503 (http_server.cc ToHTTPStatusCode)."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(server["channel"])
+    running = stub.Predict.future(_slow(ENDLESS), timeout=3)
+    time.sleep(0.5)  # taken off the queue by the only batch thread
+    queued = stub.Predict.future(_slow(3), timeout=10)
+    time.sleep(0.3)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(_slow(3), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "queue to which this task was submitted is full" in err.value.details()
+    assert ServingError(grpc.StatusCode.UNAVAILABLE, "x").http_status == 503
+    with pytest.raises(grpc.RpcError):
+        running.result()
+    assert list(queued.result().outputs["total"].float_val) == [128.0]
+
+
+def _variable_length_model(path):
+    """A TF1 model `x` [None, None] -> `y` = x (echo) and `rows` = sum over dim 1."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, None], name="x")
+        y = tf.identity(x)
+        total = tf.reduce_sum(x, axis=1)
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            sig = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y, "rows": total})
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": sig}
+            )
+            builder.save()
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_pad_variable_length_inputs(tmp_path, pad):
+    """batching_util.cc AddPadding/PadTensor: with pad_variable_length_inputs, inputs of one
+    batch are padded at the end of each dimension past the first to the batch's largest size,
+    with the tensor's own first value (`T pad_value(input.flat<T>()(0))`), and the padded
+    outputs are split by rows only. Without it, different lengths never share a batch."""
+    _variable_length_model(tmp_path / "1")
+    servable = Servable("v", 1, tmp_path / "1")
+    servable.batching = BatchingOptions(
+        max_batch_size=2,
+        batch_timeout_micros=500_000,
+        max_enqueued_batches=4,
+        num_batch_threads=1,
+        pad_variable_length_inputs=pad,
+    )
+    sig = servable.signature("")
+    rows = [np.array([[5.0, 1.0]], np.float32), np.array([[1.0, 2.0, 3.0]], np.float32)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            short, long = pool.map(lambda x: servable.run(sig, {"x": x}, ("rows", "y")), rows)
+    finally:
+        servable.close()
+    assert long["y"].tolist() == [[1.0, 2.0, 3.0]]
+    if pad:
+        assert short["y"].tolist() == [[5.0, 1.0, 5.0]]  # padded with its first value
+        assert short["rows"].tolist() == [11.0]
+    else:
+        assert short["y"].tolist() == [[5.0, 1.0]]
+        assert short["rows"].tolist() == [6.0]
+    strings = pad_to_common_shape([np.array([[b"a"]], object), np.array([[b"b", b"c"]], object)])
+    assert strings[0].tolist() == [[b"a", b"a"]]
+
+
+def test_failed_initial_load_fails_the_start_after_retries(tmp_path):
+    """A model that cannot load is retried --max_num_load_retries times, each try logged as
+    "Retrying of Loading servable: {name: .. version: ..} retry: N" (loader_harness.cc:81-85,
+    retrier.cc:27-53), then the start fails: "N servable(s) did not become available"
+    (load_servables_fast.cc:90-116, with ServableId::DebugString "{name: n version: v}"
+    inside its own braces), "Failed to start server. Error: ..." and -1 (main.cc:343)."""
+    bad = tmp_path / "broken" / "1"
+    bad.mkdir(parents=True)
+    (bad / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    time.sleep(0.6)  # the repository waits for a version to settle
+    proc, lines, reader = launch(
+        f"--port={free_port()}",
+        "--model_name=broken",
+        f"--model_base_path={tmp_path / 'broken'}",
+        "--max_num_load_retries=2",
+        "--load_retry_interval_micros=100000",
+    )
+    assert proc.wait(timeout=120) == STARTUP_FAILED
+    reader.join(10)
+    text = "\n".join(lines)
+    assert "Retrying of Loading servable: {name: broken version: 1} retry: 2" in text
+    assert "exhausted max_num_retries: 2" in text
+    assert (
+        "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+        "{{{name: broken version: 1} due to error: UNKNOWN: Failed to load version 1" in text
+    )
+    assert not any("Running gRPC ModelServer" in line for line in lines)
+

@@ -1,0 +1,1 @@
+"""Tests of training/: task layers and recipes on real data."""

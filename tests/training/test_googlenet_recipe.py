@@ -1,0 +1,199 @@
+"""GoogLeNet's recipe on real Imagenette images (tiny preset, three classes, 16 images each):
+its loss falls, the auxiliary heads weigh in the training loss but never reach the export,
+the SavedModel answers like Keras in a process without the zoo, and labels are names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import small_image_folder, subprocess_env
+from training import export, train
+
+#: WordNet ids of three distinct Imagenette classes, sorted, and their exported names.
+CLASSES = {"n01440764": "tench", "n03028079": "church", "n03888257": "parachute"}
+
+
+@pytest.fixture(scope="module")
+def imagenette_small(shared_data, tmp_path_factory):
+    if not (shared_data / "imagenette").is_dir():
+        pytest.skip("imagenette not found in shared data")
+    return small_image_folder(
+        shared_data / "imagenette", tmp_path_factory.mktemp("imagenette"), 16,
+        splits=("train", "val"), classes=list(CLASSES),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(imagenette_small, tmp_path_factory):
+    """The tiny preset trained for 10 epochs of 48 images (about 45 s on 2 cores)."""
+    run_dir = tmp_path_factory.mktemp("run") / "googlenet"
+    metrics = train.run(
+        "googlenet", "tiny", run_dir, str(imagenette_small), verbose=0,
+        overrides={"num_classes": len(CLASSES), "epochs": 10},
+    )  # fmt: skip
+    return run_dir, metrics
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    run_dir, _ = tiny_run
+    return export.run(run_dir, tmp_path_factory.mktemp("models") / "googlenet")
+
+
+def test_tiny_preset_loss_falls(tiny_run):
+    _, metrics = tiny_run
+    losses = [epoch["loss"] for epoch in metrics["history"]]
+    # 48 augmented images, unseeded: judged on the last 3 epochs
+    assert min(losses[-3:]) < 0.85 * losses[0], losses
+    # evaluation reports the main classifier only
+    assert {"loss", "accuracy", "top5_accuracy"} <= set(metrics)
+    assert not any("aux" in key or "probabilities_" in key for key in metrics)
+
+
+def test_auxiliary_heads_weigh_in_the_training_loss(tiny_run):
+    _, metrics = tiny_run
+    for epoch in metrics["history"]:
+        main, aux = epoch["probabilities_loss"], epoch["aux_4a_loss"] + epoch["aux_4d_loss"]
+        assert epoch["loss"] == pytest.approx(main + 0.3 * aux, rel=1e-3)  # aux_loss_weight
+        assert epoch["loss"] > main + 0.1
+
+
+def test_export_has_one_head_and_matches_keras_in_a_fresh_process(
+    tiny_run, exported, imagenette_small, tmp_path
+):
+    from training.data.images import decode_image
+    from training.tasks.image_classification import center_crop, decode_size
+    from zoo.tasks.image_classifier import backbone_of, inference_model
+
+    run_dir, _ = tiny_run
+    images = [sorted((imagenette_small / "val" / c).iterdir())[0] for c in CLASSES]
+    model, info = export.load_trained(run_dir)
+    config = info["config"]
+    decoded = [decode_image(tf.io.read_file(str(p)), decode_size(config)) for p in images]
+    pixels = center_crop(tf.cast(tf.stack(decoded), tf.float32), config["image_size"]).numpy()
+    np.save(tmp_path / "pixels.npy", pixels)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(exported)!r})
+        data = tf.constant([open(p, "rb").read() for p in {[str(p) for p in images]!r}])
+        top = loaded.signatures["serving_default"](image_bytes=data)
+        pixels = tf.constant(np.load({str(tmp_path / "pixels.npy")!r}))
+        probs = loaded.signatures["predict_pixels"](pixels=pixels)["probabilities"]
+        features = loaded.signatures["features"](image_bytes=data)["features"]
+        for name, value in [("probs", probs), ("features", features)]:
+            np.save({str(tmp_path)!r} + f"/{{name}}.npy", value.numpy())
+        for name in ("probabilities", "class_ids"):
+            np.save({str(tmp_path)!r} + f"/top_{{name}}.npy", top[name].numpy())
+        variables = {{id(v): v for v in loaded.model_variables}}.values()
+        print(json.dumps({{
+            "classes": top["classes"].numpy().astype(str).tolist(),
+            "outputs": {{k: sorted(s.structured_outputs) for k, s in loaded.signatures.items()}},
+            "weights": sum(int(np.prod(v.shape)) for v in variables if v.dtype.is_floating),
+            "imported": [m for m in ("zoo", "training") if m in sys.modules],
+        }}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(),
+        timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the script imports TensorFlow only (which itself loads parts of Keras), never the zoo
+    assert served["imported"] == []
+
+    # one classifier in the export: no auxiliary output, no auxiliary weights
+    assert served["outputs"] == {
+        "serving_default": ["class_ids", "classes", "probabilities"],
+        "predict_pixels": ["probabilities"],
+        "features": ["features"],
+    }
+    classifier = inference_model(model)
+    assert served["weights"] == classifier.count_params() < model.count_params()
+
+    expected = classifier(pixels, training=False).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
+    top_probabilities = np.load(tmp_path / "top_probabilities.npy")
+    assert top_probabilities.shape == (3, 3)  # top k = min(5, classes)
+    np.testing.assert_allclose(top_probabilities, -np.sort(-expected, axis=-1), atol=1e-5)
+    feature = backbone_of(model)(pixels, training=False)["inception_5b"].numpy()
+    scale = np.abs(feature).max()
+    np.testing.assert_allclose(np.load(tmp_path / "features.npy"), feature, atol=1e-5 * scale)
+
+    # labels are names, best first
+    names = list(CLASSES.values())
+    assert [row[0] for row in served["classes"]] == [names[i] for i in expected.argmax(-1)]
+    assert all(sorted(row) == sorted(names) for row in served["classes"])
+
+
+def test_labels_come_back_as_names(tiny_run, exported):
+    from training.recipes.googlenet import RECIPE
+
+    run_dir, _ = tiny_run
+    names = list(CLASSES.values())
+    assert json.loads((run_dir / "run.json").read_text())["assets"]["class_names"] == names
+    assert (exported / "assets" / "labels.txt").read_text().splitlines() == names
+    # folder names outside the table stay as they are
+    assert RECIPE.display_names(["n02102040", "my_cat"]) == ["English springer", "my_cat"]
+
+
+def test_mixed_precision_trains_in_half_and_exports_in_float32():
+    """A mixed-precision model (mixed_bfloat16 runs on CPU) is exported in float32 with the
+    same weights; building it leaves the global dtype policy as it was."""
+    import keras
+
+    from training.recipes.googlenet import RECIPE
+    from zoo import registry
+    from zoo.tasks.image_classifier import inference_model
+
+    config = registry.get("googlenet").config("tiny", mixed_precision="mixed_bfloat16")
+    model = RECIPE.build_model(config, {})
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    module = RECIPE.export(model, config, {"class_names": list("abcdefghij")})
+    assert module.model.dtype_policy.name == "float32"
+    trained = inference_model(model).weights
+    assert len(module.model.weights) == len(trained)
+    for exported, weight in zip(module.model.weights, trained, strict=True):
+        np.testing.assert_array_equal(exported.numpy(), weight.numpy())
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    out = module.predict_pixels(tf.constant(pixels))["probabilities"]
+    assert out.dtype == tf.float32 and out.shape == (2, 10)
+
+
+def test_inception_augmentation_and_central_crop():
+    """Training: random-resized crops of the decoded image, flips, color jitter; evaluation
+    and serving: the central crop of the same decoded image."""
+    from training.tasks.image_classification import decode_size, make_augment, make_eval_transform
+    from zoo import registry
+
+    config = registry.get("googlenet").config("tiny", color_jitter=0.5)
+    side = decode_size(config)
+    assert side == 73  # 64 / 0.875
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, side, side, 3)), tf.float32)
+    augmented = make_augment(config, seed=1)(images).numpy()
+    central = make_eval_transform(config)(images).numpy()
+    assert augmented.shape == central.shape == (8, 64, 64, 3)
+    assert augmented.min() >= 0.0 and augmented.max() <= 255.0
+    np.testing.assert_array_equal(central, images.numpy()[:, 4:68, 4:68, :])
+    assert not np.allclose(augmented, central)
+    # the whole image as the crop, no flip, no jitter: the image itself
+    whole = {
+        **config,
+        "random_resized_crop_area": [1.0, 1.0],
+        "random_resized_crop_aspect": [1.0, 1.0],
+        "horizontal_flip": False,
+        "color_jitter": 0.0,
+        "eval_crop_fraction": 1.0,
+    }
+    same = images[:, :64, :64]
+    np.testing.assert_allclose(make_augment(whole)(same), same, atol=1e-3)

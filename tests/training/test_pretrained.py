@@ -1,0 +1,509 @@
+"""Pretrained artifacts end to end, over real HTTP on loopback: publish, pull, cache, mirrors,
+offline use, concurrent pulls, fine-tuning from an artifact, and a fast, quiet `zoo list`.
+
+The artifact is made here from a tiny cifar_convnet run (3 training steps on a folder of
+CIFAR-10 images); the tests that need it skip when ../shared/data is absent.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env, zoo
+from training import pretrained
+from training.pretrained import Manifest, PublishError, PullError, Release, Source
+from training.pretrained.manifest import MANIFEST
+
+NAME = "cifar_convnet/tiny"
+#: Start-up lines `zoo` commands must not print on a machine without a GPU.
+NOISE = re.compile(r"cuInit|cudart_stub|absl::InitializeLog|cpu_feature_guard|oneDNN")
+
+
+# ------------------------------------------------------------------ a loopback mirror
+
+
+class Mirror:
+    """An HTTP server on a loopback port over one folder, with a behaviour per URL prefix.
+
+    `/good/F` serves F (honouring Range); `/missing/F` answers 404; `/cut/F` cuts the first
+    response of each file after `cut_at` body bytes (Content-Length declared); `/chunked/F`
+    does the same with chunked transfer encoding; `/corrupt/F` serves F with one byte
+    flipped; `/slow/F` serves F over about `slow_seconds`. It counts accepted connections
+    and records every request as (mode, file, Range header).
+    """
+
+    def __init__(self, root: Path, cut_at: int = 4000, slow_seconds: float = 1.5):
+        self.root, self.cut_at, self.slow_seconds = root, cut_at, slow_seconds
+        self.connections = 0
+        self.requests: list[tuple[str, str, str | None]] = []
+        self._cut_done: set[tuple[str, str]] = set()
+        mirror = self
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                mirror.connections += 1
+                return super().get_request()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802
+                mirror.serve(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, mode: str) -> str:
+        """The base URL of one behaviour, e.g. `http://127.0.0.1:PORT/good`."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{mode}"
+
+    def gets(self, mode: str | None = None) -> list[tuple[str, str, str | None]]:
+        """The requests recorded, all or of one mode."""
+        return [r for r in self.requests if mode is None or r[0] == mode]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        _, mode, name = handler.path.split("/", 2)
+        ranged = handler.headers.get("Range")
+        self.requests.append((mode, name, ranged))
+        path = self.root / name
+        if mode == "missing" or not path.is_file():
+            handler.send_error(404)
+            return
+        payload = bytearray(path.read_bytes())
+        if mode == "corrupt":
+            payload[len(payload) // 2] ^= 0x01
+        start = int(ranged.split("=")[1].rstrip("-")) if ranged else 0
+        body = bytes(payload[start:])
+        cut = mode in ("cut", "chunked") and (mode, name) not in self._cut_done
+        handler.send_response(206 if start else 200)
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        if mode == "chunked":
+            handler.send_header("Transfer-Encoding", "chunked")
+        else:
+            handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        if cut:
+            self._cut_done.add((mode, name))
+            if mode == "chunked":
+                handler.wfile.write(f"{len(body):x}\r\n".encode())
+            handler.wfile.write(body[: self.cut_at])
+            handler.wfile.flush()
+            handler.connection.shutdown(2)  # the connection drops mid-body
+            return
+        if mode == "chunked":
+            handler.wfile.write(f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+        elif mode == "slow":
+            pieces = 30
+            step = max(1, len(body) // pieces + 1)
+            for i in range(0, len(body), step):
+                handler.wfile.write(body[i : i + step])
+                handler.wfile.flush()
+                time.sleep(self.slow_seconds / pieces)
+        else:
+            handler.wfile.write(body)
+
+
+# ------------------------------------------------------------------ artifacts
+
+
+def _fake_saved_model(path: Path) -> Path:
+    """A directory shaped like a SavedModel version (the pull machinery never parses it)."""
+    (path / "variables").mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(random.Random(0).randbytes(20_000))  # incompressible
+    (path / "variables" / "variables.index").write_bytes(bytes(range(256)) * 40)
+    return path
+
+
+@pytest.fixture
+def saved_model_artifact(tmp_path) -> tuple[Path, str]:
+    source = _fake_saved_model(tmp_path / "src" / "1")
+    return tmp_path / "model.tar.gz", pretrained.pack(source, tmp_path / "model.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, shared_data):
+    """A tiny cifar_convnet run trained and published (float16) with the CLI.
+
+    Returns (published folder with the archive, catalogue folder holding only the manifest
+    and the card, so pulls by name must use a mirror, the release, the data folder).
+    """
+    root = tmp_path_factory.mktemp("published")
+    data = small_image_folder(shared_data / "cifar10", root / "data", per_class=8)
+    run = root / "run"
+    zoo("train", "cifar_convnet", "--preset", "tiny", "--epochs", "1", "--steps-per-epoch", "3",
+        "--data-dir", str(data), "--model-dir", str(run), "--verbose", "0")  # fmt: skip
+    assert json.loads((run / "run.json").read_text())["command"].startswith("zoo train ")
+    out = zoo("publish", str(run), NAME, "--half", "--out", str(root / "pub")).stdout
+    assert f"published {NAME}@1" in out
+    catalog = root / "catalog"
+    catalog.mkdir()
+    release = Manifest(root / "pub").resolve(NAME)
+    for name in (MANIFEST, release.card):
+        (catalog / name).write_bytes((root / "pub" / name).read_bytes())
+    return root / "pub", catalog, release, data, run
+
+
+@pytest.fixture
+def mirror(published):
+    server = Mirror(published[0])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(published, tmp_path, monkeypatch):
+    """The catalogue and a fresh cache, for the CLI (returned) and the API (set here)."""
+    values = {"TFZOO_PRETRAINED": str(published[1]), "TFZOO_CACHE": str(tmp_path / "cache")}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TFZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("TFZOO_MIRROR", raising=False)
+    return values
+
+
+# ------------------------------------------------------------------ publish and catalogue
+
+
+def test_publish_writes_artifact_card_and_manifest(published):
+    pub, _, release, _, run = published
+    assert release.weights_dtype == "float16" and release.dataset == "cifar10"
+    assert not release.restricted and release.parameters > 1000
+    archive = pub / release.file
+    assert archive.stat().st_size == release.size
+    assert pretrained.sha256_of(archive) == release.sha256
+    card = (pub / release.card).read_text()
+    for fact in (release.sha256, "zoo train cifar_convnet --preset tiny", "float16",
+                 "no formal licence", "Intended use", f"{release.parameters:,}"):  # fmt: skip
+        assert fact in card
+    out = zoo("card", NAME, TFZOO_PRETRAINED=str(pub)).stdout
+    assert out == card
+    assert not [p for p in pub.iterdir() if p.name.startswith(".")]  # no staging left over
+
+
+def test_publish_replaces_only_when_the_metric_improves(published, tmp_path):
+    _, _, release, _, run = published
+    out = tmp_path / "pub"
+
+    def evaluator(accuracy):
+        return lambda run_dir, data_dir, batch_size: {"accuracy": accuracy, "loss": 1.0}
+
+    first = pretrained.publish(run, NAME, out=out, evaluate=evaluator(0.5), log=print)
+    assert first.version == 1 and (out / first.file).is_file()
+    before = (out / MANIFEST).read_bytes()
+    with pytest.raises(PublishError, match="does not improve"):
+        pretrained.publish(run, NAME, out=out, evaluate=evaluator(0.5), log=print)
+    assert (out / MANIFEST).read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, first.file, first.card])
+    second = pretrained.publish(run, NAME, out=out, evaluate=evaluator(0.6), log=print)
+    assert second.version == 2 and not (out / first.file).exists()  # replaced
+    assert [r.version for r in Manifest(out).releases(NAME)] == [1, 2]  # the record stays
+    # publishing the same run twice gives the same bytes: artifacts are reproducible
+    again = pretrained.publish(run, "cifar_convnet/again", out=out, evaluate=evaluator(0.5))
+    twice = pretrained.publish(run, "cifar_convnet/again", out=tmp_path / "o2",
+                               evaluate=evaluator(0.5))  # fmt: skip
+    assert again.sha256 == twice.sha256
+    with pytest.raises(PublishError, match="trained cifar_convnet"):
+        pretrained.publish(run, "gpt/tiny", out=out, evaluate=evaluator(0.9))
+
+
+def test_zoo_list_is_fast_quiet_and_never_imports_tensorflow(published):
+    code = (
+        "import sys, time; start = time.perf_counter(); from tfzoo.cli import main; "
+        "main(['list']); print('seconds', time.perf_counter() - start); "
+        "print('heavy', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))"
+    )
+    env = subprocess_env(TFZOO_PRETRAINED=str(published[0]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, check=True)  # fmt: skip
+    assert "heavy []" in proc.stdout
+    assert "cifar_convnet" in proc.stdout and f"pretrained: {NAME}@1" in proc.stdout
+    assert "accuracy" in proc.stdout
+    start = time.perf_counter()
+    cli = subprocess.run([sys.executable, "-m", "tfzoo", "list"], capture_output=True, text=True,
+                         env=env, cwd=REPO_ROOT, check=True)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    print(f"zoo list: {elapsed:.2f} s in a fresh interpreter")
+    assert elapsed < 1.0
+    assert cli.stderr == ""
+
+
+def test_static_catalogue_matches_the_registry():
+    from zoo import catalog, registry
+
+    static = {f.name: f for f in catalog.families()}
+    assert sorted(static) == registry.names()
+    for name, info in static.items():
+        spec = registry.get(name)
+        assert (info.task, info.description, info.default_preset) == (
+            spec.task, spec.description, spec.default_preset
+        )  # fmt: skip
+        assert info.presets == tuple(spec.presets)
+
+
+# ------------------------------------------------------------------ pulls over HTTP
+
+
+def test_pull_by_name_installs_a_model_that_answers(published, mirror, env, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    _, _, release, data, _ = published
+    base = tmp_path / "models" / "cifar_convnet"
+    start = time.perf_counter()
+    proc = zoo("pull", f"{NAME}@1", "--to", str(base), "--mirror", mirror.url("good"), **env)
+    print(f"zoo pull {NAME} from a loopback mirror: {time.perf_counter() - start:.1f} s")
+    assert f"served by mirror {mirror.url('good')}" in proc.stdout
+    assert f"installed {base / '1'}" in proc.stdout
+    assert not NOISE.search(proc.stderr), proc.stderr
+    assert len(mirror.gets("good")) == 1
+
+    image = sorted((data / "test" / "cat").iterdir())[0].read_bytes()
+    pixels = tf.cast(tf.io.decode_jpeg(image, channels=3), tf.float32)[None]
+    model, run_info = pretrained.load_model(NAME, log=print)
+    assert run_info["artifact"] == {"name": NAME, "version": 1, "sha256": release.sha256}
+    expected = model(pixels, training=False).numpy()
+    served = tf.saved_model.load(str(base / "1"))
+    probabilities = served.signatures["predict_pixels"](pixels=pixels)["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    answer = served.signatures["serving_default"](image_bytes=tf.constant([image]))
+    assert int(answer["class_ids"][0, 0]) == int(np.argmax(expected[0]))
+    assert answer["classes"][0, 0].numpy().decode() in run_info["assets"]["class_names"]
+
+
+def test_cut_transfer_resumes_then_verifies(published, mirror, env, tmp_path):
+    _, _, release, _, _ = published
+    for mode in ("cut", "chunked"):  # with Content-Length, and chunked (IncompleteRead)
+        cache = tmp_path / f"cache-{mode}"
+        proc = zoo("pull", NAME, "--to", str(tmp_path / mode), "--mirror", mirror.url(mode),
+                   "--cache", str(cache), check=False, **env)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "run the same command again" in proc.stderr
+        assert "transfer cut" in proc.stderr
+        part = cache / "artifacts" / f"{release.sha256}.part"
+        assert part.stat().st_size == mirror.cut_at
+        assert not (tmp_path / mode).exists()
+        run_dir, _ = pretrained.run_dir_for(NAME, cache, mirrors=[mirror.url(mode)], log=print)
+        assert mirror.gets(mode)[-1][2] == f"bytes={mirror.cut_at}-"  # resumed, not restarted
+        assert (run_dir / "run.json").is_file() and not part.exists()
+        assert pretrained.sha256_of(cache / "artifacts" / f"{release.sha256}.tar.gz") == (
+            release.sha256
+        )
+
+
+def test_flipped_byte_is_refused_and_the_destination_untouched(published, mirror, env, tmp_path):
+    base = tmp_path / "models" / "m"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"the version being served")
+    with pytest.raises(PullError, match="wrong sha256"):
+        pretrained.pull(NAME, base, mirrors=[mirror.url("corrupt")], log=print)
+    assert [p.name for p in base.iterdir()] == ["1"]
+    assert (base / "1" / "saved_model.pb").read_bytes() == b"the version being served"
+    cache = Path(env["TFZOO_CACHE"]) / "artifacts"
+    assert not [p for p in cache.iterdir() if p.suffix in (".gz", ".part")]
+    assert not (Path(env["TFZOO_CACHE"]) / "runs").exists()  # nothing was unpacked
+
+
+def test_mirrors_are_tried_in_order_and_the_serving_one_is_named(published, mirror, env):
+    _, _, release, _, _ = published
+    said: list[str] = []
+    order = ["missing", "cut", "corrupt", "good"]
+    target, fetched = pretrained.fetch_reference(
+        NAME, mirrors=[mirror.url(m) for m in order], log=said.append
+    )
+    assert fetched.served_by == f"mirror {mirror.url('good')}"
+    assert said[-1].endswith(f"served by mirror {mirror.url('good')}")
+    failures = [line for line in said if "trying the next source" in line]
+    assert [line.split(": ")[0] for line in failures] == [
+        f"mirror {mirror.url(m)}" for m in order[:3]
+    ]  # fmt: skip
+    assert "404" in failures[0] and "cut" in failures[1] and "sha256" in failures[2]
+    # the corrupt mirror continued the cut transfer, failed, and was retried from byte 0
+    assert [r[2] for r in mirror.gets("corrupt")] == [f"bytes={mirror.cut_at}-", None]
+    assert pretrained.sha256_of(fetched.path) == release.sha256
+
+
+def test_cache_serves_a_second_pull_and_offline_use_makes_no_connection(
+    published, mirror, env, tmp_path, monkeypatch
+):
+    base = tmp_path / "models" / "m"
+    first = pretrained.pull(NAME, base, mirrors=[mirror.url("good")], log=print)
+    assert first == base / "1" and (first / "saved_model.pb").is_file()
+    mirror.stop()  # the server is gone: the second pull must come from the cache
+    said: list[str] = []
+    second = pretrained.pull(NAME, base, mirrors=[mirror.url("good")], log=said.append)
+    assert second == base / "2" and "served by the cache" in said[-1]
+
+    fresh = Mirror(published[0])
+    try:
+        monkeypatch.setenv("TFZOO_OFFLINE", "1")
+        run_dir, _ = pretrained.run_dir_for(NAME, mirrors=[fresh.url("good")], log=print)
+        assert (run_dir / "run.json").is_file()
+        with pytest.raises(PullError, match="TFZOO_OFFLINE"):  # a cold cache, offline
+            pretrained.run_dir_for(NAME, tmp_path / "cold", mirrors=[fresh.url("good")])
+        assert fresh.connections == 0
+    finally:
+        fresh.stop()
+
+
+def test_concurrent_pulls_download_once_and_both_install(published, env, tmp_path):
+    server = Mirror(published[0])
+    try:
+        base = tmp_path / "models" / "m"
+        args = [sys.executable, "-m", "tfzoo", "pull", NAME, "--to", str(base),
+                "--mirror", server.url("slow")]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                args,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=subprocess_env(**env),
+                cwd=REPO_ROOT,
+            )  # fmt: skip
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        assert len(server.gets("slow")) == 1  # one download
+        said = "".join(out for out, _ in outputs)
+        assert said.count("served by mirror") == 1 and said.count("served by the cache") == 1
+        assert "waiting for another pull" in said
+        assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+        for version in ("1", "2"):
+            assert (base / version / "saved_model.pb").is_file()
+            assert (base / version / "variables" / "variables.index").is_file()
+    finally:
+        server.stop()
+
+
+def test_finetune_from_a_pulled_artifact_at_learning_rate_zero(published, mirror, env, tmp_path):
+    import numpy as np
+
+    from training.export import load_trained
+
+    _, _, release, data, _ = published
+    three = small_image_folder(
+        data, tmp_path / "three", per_class=4, classes=["cat", "dog", "ship"]
+    )
+    run = tmp_path / "finetuned"
+    proc = zoo("finetune", NAME, "--data-dir", str(three), "--model-dir", str(run),
+               "--epochs", "1", "--steps-per-epoch", "2", "--set", "learning_rate=0",
+               "--verbose", "0", "--mirror", mirror.url("good"), **env)  # fmt: skip
+    fresh = re.search(r"re-initialised: (.*)", proc.stdout).group(1).split(", ")
+    assert not NOISE.search(proc.stderr), proc.stderr
+    run_info = json.loads((run / "run.json").read_text())
+    assert run_info["parent"] == {"name": NAME, "version": 1, "sha256": release.sha256}
+    assert run_info["command"].startswith(f"zoo finetune {NAME}")
+    parent, _ = pretrained.load_model(NAME, log=print)
+    child, _ = load_trained(run)
+    compared = 0
+    for old, new in zip(parent.layers, child.layers, strict=True):
+        if new.name in fresh:
+            continue
+        for a, b in zip(old.weights, new.weights, strict=True):
+            assert np.array_equal(a.numpy(), b.numpy()), new.name  # bit-identical
+            compared += 1
+    assert compared >= 8 and fresh and fresh != [""]
+
+
+# ------------------------------------------------------------------ no data needed
+
+
+def test_restricted_licence_is_printed_on_pull(saved_model_artifact, tmp_path, monkeypatch):
+    archive, digest = saved_model_artifact
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "tagger-x-v1.tar.gz").write_bytes(archive.read_bytes())
+    manifest = Manifest(catalog)
+    manifest.add(Release(
+        name="tagger/x", version=1, file="tagger-x-v1.tar.gz", sha256=digest,
+        size=archive.stat().st_size, metric={"name": "upos_accuracy", "value": 0.9,
+        "higher_is_better": True, "percent": True}, dataset="ud_english_ewt",
+        licence="CC BY-SA 4.0 (share-alike)", restricted=True, card="tagger-x-v1.md",
+        parameters=1,
+    ))  # fmt: skip
+    manifest.save()
+    monkeypatch.setenv("TFZOO_PRETRAINED", str(catalog))
+    said: list[str] = []
+    path = pretrained.pull("tagger/x", tmp_path / "m", cache=tmp_path / "c", log=said.append)
+    assert (path / "saved_model.pb").is_file()
+    assert any("CC BY-SA 4.0" in line and "restricted" in line for line in said)
+    assert f"served by {catalog} (local)" in said[-2]
+
+
+def test_pull_by_url_installs_next_version_and_reuses_cache(saved_model_artifact, tmp_path):
+    archive, digest = saved_model_artifact
+    server = Mirror(archive.parent)
+    try:
+        base, cache = tmp_path / "models" / "m", tmp_path / "cache"
+        url = f"{server.url('good')}/{archive.name}"
+        first = pretrained.pull(url, base, digest, cache, log=print)
+        assert first == base / "1" and (first / "saved_model.pb").exists()
+        assert (first / "variables" / "variables.index").read_bytes() == bytes(range(256)) * 40
+        assert pretrained.pull(url, base, digest, cache, log=print) == base / "2"
+        assert len(server.gets()) == 1  # the second pull came from the verified cache
+        with pytest.raises(PullError, match="wrong sha256"):
+            pretrained.pull(url, base, "0" * 64, tmp_path / "c2", log=print)
+        assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    finally:
+        server.stop()
+
+
+def test_corrupt_archive_and_unknown_names_are_refused(tmp_path, monkeypatch):
+    corrupt = tmp_path / "corrupt.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b this is not gzip data")
+    digest = pretrained.sha256_of(corrupt)
+    base = tmp_path / "models" / "m"
+    with pytest.raises(PullError, match="corrupt"):
+        pretrained.pull(str(corrupt), base, digest, tmp_path / "cache", log=print)
+    assert not base.exists() or not list(base.iterdir())
+    with pytest.raises(PullError, match="neither a SavedModel"):
+        pretrained.pack(tmp_path, tmp_path / "x.tar.gz")
+    monkeypatch.setenv("TFZOO_PRETRAINED", str(tmp_path))
+    with pytest.raises(PullError, match="no published artifact"):
+        pretrained.pull("no/such-model", base, log=print)
+    with pytest.raises(PullError, match="--sha256 is required"):
+        pretrained.pull(str(corrupt), base, log=print)
+
+
+def test_cli_pack_and_pull(saved_model_artifact, tmp_path):
+    _, digest = saved_model_artifact
+    packed = zoo("pack", str(tmp_path / "src" / "1"), str(tmp_path / "again.tar.gz")).stdout
+    assert packed.split()[0] == digest  # packing is deterministic for the same files
+    out = zoo("pull", str(tmp_path / "again.tar.gz"), "--sha256", digest,
+              "--to", str(tmp_path / "models" / "m"), "--cache", str(tmp_path / "c")).stdout  # fmt: skip
+    assert "installed" in out and (tmp_path / "models" / "m" / "1" / "saved_model.pb").exists()
+    bad = zoo("pull", str(tmp_path / "again.tar.gz"), "--sha256", "f" * 64,
+              "--to", str(tmp_path / "models" / "m"), check=False)  # fmt: skip
+    assert bad.returncode == 2 and "wrong sha256" in bad.stderr
+    assert bad.stderr.count("\n") == 1 and not NOISE.search(bad.stderr)
+
+
+def test_fetch_offline_skips_network_sources(tmp_path):
+    said: list[str] = []
+    with pytest.raises(PullError, match="TFZOO_OFFLINE"):
+        pretrained.fetch([Source("http://127.0.0.1:9/x.tar.gz", "mirror")], "a" * 64,
+                         pretrained.Cache(tmp_path), offline=True, log=said.append)  # fmt: skip
+    assert said == []

@@ -1,0 +1,155 @@
+"""Model cards, generated from facts measured at publish time (never written by hand).
+
+The card inside an archive cannot name the archive's own sha256, so a card is rendered
+twice from the same facts: inside the archive with the weights file's sha256, and beside
+the archive in the published folder (what `zoo card` prints) with the archive's size and
+sha256 added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from training.pretrained.datasets import Dataset
+from training.pretrained.headline import format_metric
+from training.pretrained.progress import format_size
+
+INTENDED_USE: dict[str, str] = {
+    "image_classification": (
+        "Classifying photographs into the classes it was trained on ({classes}), and a "
+        "starting point for fine-tuning on another small image folder (a new head for a new "
+        "class set). Not for decisions about people, nor for images unlike its training data."
+    ),
+    "tagging": (
+        "Part-of-speech tagging of English text like its treebank's, and a starting point for "
+        "fine-tuning on another treebank or tag set. Accuracy drops on other domains."
+    ),
+    "translation": (
+        "Translating short descriptive sentences ({source_lang} -> {target_lang}) like its "
+        "training data's image captions, and a starting point for fine-tuning on more parallel "
+        "data in the same pair. Not a general-purpose translator."
+    ),
+    "language_modeling": (
+        "Generating text character by character in the style of its training text: "
+        "demonstrations, teaching and a starting point for fine-tuning on another text. Its "
+        "output is not factual."
+    ),
+    "captioning": (
+        "Describing a photograph in one English sentence, for research; a starting point for "
+        "fine-tuning on another folder of captioned images."
+    ),
+}
+
+
+def intended_use(task: str, config: dict[str, Any], assets: dict[str, Any]) -> str:
+    """The default intended-use paragraph of a task, filled in from the run."""
+    classes = ", ".join(assets.get("class_names", [])[:10])
+    if len(assets.get("class_names", [])) > 10:
+        classes += ", ..."
+    text = INTENDED_USE.get(task, "Research and a starting point for fine-tuning.")
+    return text.format(
+        **{"classes": classes or "its classes", "source_lang": "?", "target_lang": "?", **config}
+    )
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything a card states; gathered and measured by `publish`."""
+
+    name: str
+    version: int
+    family: str
+    task: str
+    description: str
+    preset: str
+    metric: dict[str, Any]
+    metrics: dict[str, Any]
+    dataset: Dataset
+    command: str
+    data_dir: str | None
+    parameters: int
+    weights_file: str
+    weights_sha256: str
+    weights_dtype: str
+    checkpoint_note: str
+    intended_use: str
+    run_metric: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
+    """The card as Markdown; `archive` (file, size, sha256) adds the archive's identity."""
+    held_out = f"{facts.dataset.key} {facts.dataset.held_out}"
+    if facts.weights_dtype == "float16":
+        weights = (
+            "float16 in the archive (half the size), converted back to float32 when "
+            "loaded; the metric above was measured on these float16 weights"
+        )
+    else:
+        weights = "float32"
+    rows = [
+        (
+            "metric (held-out split)",
+            f"{format_metric(facts.metric)} on {held_out}, measured on this artifact",
+        ),
+    ]
+    if facts.run_metric is not None:
+        rows.append(
+            ("the float32 run", f"{format_metric(facts.run_metric)} (its own metrics.json)")
+        )
+    rows += [
+        ("trained with", f"`{facts.command}`"),
+        (
+            "dataset",
+            f"{facts.dataset.title}; {facts.dataset.source}"
+            + (f"; read from `{facts.data_dir}`" if facts.data_dir else ""),
+        ),
+        (
+            "licence of the data",
+            facts.dataset.licence
+            + (" (restricted: printed on every pull)" if facts.dataset.restricted else ""),
+        ),
+        ("model", f"{facts.family} / preset `{facts.preset}` ({facts.task})"),
+        ("parameters", f"{facts.parameters:,}"),
+        ("weights", f"{weights}; {facts.checkpoint_note}"),
+        (f"sha256 of {facts.weights_file}", f"`{facts.weights_sha256}`"),
+    ]
+    if archive is not None:
+        rows.append(("archive", f"{archive['file']}, {format_size(archive['size'])}"))
+        rows.append(("sha256 of the archive", f"`{archive['sha256']}`"))
+    lines = [
+        f"# {facts.name} (version {facts.version})",
+        "",
+        facts.description,
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in rows),
+        "",
+        "## Intended use",
+        "",
+        facts.intended_use,
+        "",
+        f"## All metrics on {held_out} (measured on this artifact)",
+        "",
+        *(f"- {key}: {_number(value)}" for key, value in sorted(facts.metrics.items())),
+        "",
+        "## Use",
+        "",
+        "```sh",
+        f"zoo pull {facts.name} --to models/{facts.family}",
+        f"zoo finetune {facts.name} --data-dir DATA --model-dir runs/mine",
+        "```",
+        "",
+        "```python",
+        "from training.pretrained import load_model",
+        f'model, run_info = load_model("{facts.name}")',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

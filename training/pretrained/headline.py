@@ -1,0 +1,60 @@
+"""The headline metric of each task: which number a card, the manifest and `zoo list` show,
+and which direction is better (an artifact is replaced only when it improves)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Headline:
+    """How to pick and show one task's headline metric."""
+
+    key: str  # may name config keys: "{tagset}_accuracy"
+    higher_is_better: bool = True
+    percent: bool = False
+
+
+HEADLINES: dict[str, Headline] = {
+    "image_classification": Headline("accuracy", percent=True),
+    "tagging": Headline("{tagset}_accuracy", percent=True),
+    "translation": Headline("bleu"),
+    "captioning": Headline("bleu"),
+    "language_modeling": Headline("val_loss", higher_is_better=False),
+}
+
+
+def pick(task: str, config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `metric` record: name, value, direction and display style."""
+    headline = HEADLINES.get(task)
+    if headline is None:
+        raise KeyError(f"no headline metric is defined for the task {task!r}")
+    key = headline.key.format(**{"tagset": "upos", **config})
+    if key not in metrics:
+        raise KeyError(f"the evaluation has no {key!r} metric (it has {sorted(metrics)})")
+    return {
+        "name": key,
+        "value": float(metrics[key]),
+        "higher_is_better": headline.higher_is_better,
+        "percent": headline.percent,
+    }
+
+
+def format_metric(metric: dict[str, Any]) -> str:
+    """`accuracy 72.8%`, `bleu 35.3`, `val_loss 1.820`."""
+    value = float(metric["value"])
+    if metric.get("percent"):
+        return f"{metric['name']} {100 * value:.1f}%"
+    return f"{metric['name']} {value:.3f}" if abs(value) < 10 else f"{metric['name']} {value:.1f}"
+
+
+def improves(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether metric `new` is strictly better than `old` (anything beats nothing)."""
+    if old is None:
+        return True
+    if new["name"] != old["name"]:
+        raise ValueError(f"cannot compare {new['name']} with {old['name']}")
+    if new["higher_is_better"]:
+        return float(new["value"]) > float(old["value"])
+    return float(new["value"]) < float(old["value"])

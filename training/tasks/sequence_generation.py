@@ -1,0 +1,231 @@
+"""Sequence generation: an encoder-decoder model that writes a sentence for an input (a
+sentence to translate, an image to caption), decoded greedily or by beam search.
+
+A family's recipe subclasses `SequenceGenerationRecipe` (data loading, and `export`
+returning its `SequenceGeneratorExport` subclass); the rest is here:
+
+- the target vocabulary: padding, "[UNK]", then `TARGET_SPECIALS` ("<s>", "</s>"), then
+  words by frequency (`training.data.vocab.Vocabulary`);
+- word tokenization of text in and out, in core TF ops (`tokenize`, `detokenize`: the same
+  functions in the training pipeline and in the SavedModel);
+- loss and metrics: token cross-entropy and accuracy with padding masked out (teacher
+  forcing), and corpus sacreBLEU of the decoded, detokenized text with the preset's beam and
+  greedily (`bleu`, one or several references per input);
+- the export base `SequenceGeneratorExport`: greedy / beam search through
+  `zoo.layers.decoding` with the request's `beam_size` and `max_length` clamped, an empty
+  batch answered, and ids turned back into words and text. Its subclass declares the
+  signatures (raw input in, text out) and reads its raw inputs.
+
+The model implements `zoo.layers.decoding.SequenceDecoder` (`initial_state`,
+`attention_size`, `step`, `bos_id`, `eos_id`, `target_vocab_size`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from training.data.parallel_text import detokenize, tokenize
+from training.data.vocab import Vocabulary
+from training.export_module import ExportModule
+from training.recipe import Data, Recipe
+from zoo.layers import decoding
+
+__all__ = [
+    "BEAM_SIZE",
+    "BOS",
+    "EOS",
+    "MAX_BEAM",
+    "MAX_LENGTH",
+    "TARGET_SPECIALS",
+    "GenerationData",
+    "SequenceGenerationRecipe",
+    "SequenceGeneratorExport",
+    "Vocabulary",
+    "bleu",
+    "decode_texts",
+    "detokenize",
+    "tokenize",
+]
+
+BOS, EOS = "<s>", "</s>"
+#: reserved target tokens, right after padding and "[UNK]" (ids 2 and 3)
+TARGET_SPECIALS = (BOS, EOS)
+#: the largest beam a request may ask for
+MAX_BEAM = 16
+
+#: the decoding knobs of the signatures that take them: <= 0 means the export's default
+BEAM_SIZE = tf.TensorSpec([], tf.int32, name="beam_size")
+MAX_LENGTH = tf.TensorSpec([], tf.int32, name="max_length")
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class GenerationData(Data):
+    """`Data` plus raw evaluation inputs and their reference texts, for BLEU.
+
+    Attributes:
+        eval_sources: raw inputs as the export's `texts` takes them (source sentences;
+            image paths or bytes).
+        eval_references: one reference text per input, or a list of them per input (the
+            same number for every input).
+    """
+
+    eval_sources: list = field(default_factory=list)
+    eval_references: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def bleu(hypotheses: list[str], references: list) -> float:
+    """Corpus sacreBLEU of detokenized hypotheses against one reference string per
+    hypothesis, or a list of references per hypothesis (as many for each)."""
+    import sacrebleu
+
+    if references and not isinstance(references[0], str):
+        counts = {len(r) for r in references}
+        if len(counts) != 1:
+            raise ValueError(f"every hypothesis needs as many references; got {sorted(counts)}")
+        streams = [list(stream) for stream in zip(*references, strict=True)]
+    else:
+        streams = [list(references)]
+    return float(sacrebleu.corpus_bleu(hypotheses, streams).score)
+
+
+def decode_texts(
+    module: SequenceGeneratorExport, sources: list, beam_size: int = 0, batch_size: int = 64
+) -> list[str]:
+    """The texts `module` generates for many raw inputs, in batches (0 = default beam)."""
+    out: list[str] = []
+    for start in range(0, len(sources), batch_size):
+        out.extend(module.texts(sources[start : start + batch_size], beam_size))
+    return out
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def _at_least_one(x: tf.Tensor) -> tf.Tensor:
+    """`x` zero-padded to at least 1 along every axis (an empty batch becomes one row)."""
+    shape = tf.shape(x)
+    return tf.pad(x, tf.stack([tf.zeros_like(shape), tf.maximum(0, 1 - shape)], axis=1))
+
+
+class SequenceGeneratorExport(ExportModule):
+    """Base of the exported generators: decoding, its clamps, ids -> words -> text.
+
+    Subclasses declare the signatures (raw input -> model inputs -> `decode` ->
+    `target_tokens` -> `detokenize`) and `texts`, the Python API evaluation uses.
+
+    Args:
+        name: the module's name.
+        model: a Keras model implementing `zoo.layers.decoding.SequenceDecoder`.
+        target_vocab: its output vocabulary (with `TARGET_SPECIALS`).
+        config: the run's config: `beam_size` (the default beam), `length_penalty`,
+            `max_decode_length` (a cap on every request's length).
+    """
+
+    def __init__(self, name: str, model, target_vocab: Vocabulary, config: dict):
+        super().__init__(name, model=model)
+        if target_vocab.id(BOS) != model.bos_id or target_vocab.id(EOS) != model.eos_id:
+            raise ValueError("target vocabulary and model disagree on the <s> / </s> ids")
+        self.target_table = target_vocab.inverse_table()
+        self.target_vocab_text = "".join(f"{token}\n" for token in target_vocab.tokens)
+        self.default_beam = int(config["beam_size"])
+        self.length_penalty = float(config["length_penalty"])
+        self.max_decode_length = int(config["max_decode_length"])
+
+    def auto_length(self, inputs) -> tf.Tensor:
+        """The length limit of a request that gives none (max_length <= 0)."""
+        return tf.constant(self.max_decode_length)
+
+    def decode(self, inputs, beam_size, max_length):
+        """Greedy (beam 1) or beam search on model inputs; (ids, attention, scores).
+
+        `beam_size` <= 0 means the default beam, larger ones are clamped to `MAX_BEAM`;
+        `max_length` <= 0 means `auto_length(inputs)`; both are capped by
+        `max_decode_length`. Works eagerly and traced (a `tf.cond` on the beam size).
+        """
+        beam_size = tf.where(beam_size <= 0, self.default_beam, beam_size)
+        beam_size = tf.clip_by_value(beam_size, 1, MAX_BEAM)
+        max_length = tf.where(max_length <= 0, self.auto_length(inputs), max_length)
+        max_length = tf.clip_by_value(max_length, 1, self.max_decode_length)
+        # Keras LSTMs fail on an empty batch: decode one padding row instead, then drop it.
+        n = tf.shape(tf.nest.flatten(inputs)[0])[0]
+        inputs = tf.nest.map_structure(_at_least_one, inputs)
+        ids, attention, scores = tf.cond(
+            tf.equal(beam_size, 1),
+            lambda: decoding.greedy_decode(self.model, inputs, max_length),
+            lambda: decoding.beam_search(
+                self.model, inputs, beam_size, max_length, self.length_penalty
+            ),
+        )
+        return ids[:n], attention[:n], scores[:n]
+
+    def target_tokens(self, ids: tf.Tensor) -> tf.Tensor:
+        """Target ids [N, T] -> their vocabulary strings [N, T] ("" for padding)."""
+        return self.target_table.lookup(tf.cast(ids, tf.int64))
+
+    def detokenize(self, ids: tf.Tensor, words: tf.Tensor) -> tf.Tensor:
+        """Text [N] of words [N, T], leaving out padding, "<s>" and "</s>" (by their ids)."""
+        special = (
+            tf.equal(ids, 0) | tf.equal(ids, self.model.bos_id) | tf.equal(ids, self.model.eos_id)
+        )
+        return detokenize(tf.where(special, "", words))
+
+    def texts(self, sources: list, beam_size: int) -> list[str]:
+        """Generated texts for a batch of raw inputs (through the traced signature)."""
+        raise NotImplementedError
+
+    def extra_assets(self) -> dict[str, str]:
+        return {"target_vocab.txt": self.target_vocab_text}
+
+
+# ---------------------------------------------------------------------------- recipe
+
+
+class SequenceGenerationRecipe(Recipe):
+    """Teacher-forced training of an encoder-decoder generator, BLEU of its decoded output.
+
+    Subclasses implement `load_data` (returning `GenerationData` with the target
+    vocabulary as `assets["target_vocab"]`) and `export` (their `SequenceGeneratorExport`).
+    Config keys used here: `learning_rate`, `clipnorm`.
+    """
+
+    def model_config(self, config: dict, assets: dict) -> dict:
+        """The target vocabulary size is the trained vocabulary's."""
+        return {**config, "target_vocab_size": len(assets["target_vocab"])}
+
+    def compile(self, model, config: dict, data: Data | None, *, jit_compile: bool | str) -> None:
+        # Batches have varying lengths (bucketing): XLA would recompile for every shape.
+        model.compile(
+            optimizer=keras.optimizers.Adam(
+                learning_rate=config["learning_rate"], clipnorm=config["clipnorm"]
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            ),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=False,
+        )
+
+    def evaluate(self, model, config: dict, data: Data) -> dict[str, float]:
+        """Token loss / accuracy on val (`val_loss`, `val_accuracy`), and sacreBLEU of the
+        generated text with the preset's beam (`bleu`) and greedily (`bleu_greedy`)."""
+        results: dict[str, float] = {}
+        split = data.test if data.test is not None else data.val
+        if split is not None:
+            values = model.evaluate(split, return_dict=True, verbose=0)
+            results.update({f"val_{k}": float(v) for k, v in values.items()})
+        sources = getattr(data, "eval_sources", [])
+        references = getattr(data, "eval_references", [])
+        if sources:
+            module = self.export(model, config, data.assets)
+            results["bleu"] = bleu(decode_texts(module, sources, beam_size=0), references)
+            results["bleu_greedy"] = bleu(decode_texts(module, sources, beam_size=1), references)
+        return results
