@@ -23,11 +23,13 @@ import sys
 import threading
 from pathlib import Path
 
+from serving import __version__
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("serving")
 
-VERSION = "0.1.0"
+VERSION = __version__
 STARTUP_FAILED = 255  # TF Serving's main returns -1
 _CPUS = os.cpu_count() or 1
 

@@ -142,6 +142,9 @@ class RestApp:
                     model, api = _v1_model_and_verb(method, path)
                     reply = Reply(200, self._v1(method, path, body))
                 elif path == "/v2" or path.startswith("/v2/"):
+                    infer = _V2_MODEL.match(path) if method == "POST" else None
+                    if infer is not None and infer["what"] == "infer":
+                        model, api = unquote(infer["name"]), "infer"
                     reply = self._v2(method, path, body, headers or {})
                 else:
                     raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {method} {path}")
@@ -152,7 +155,7 @@ class RestApp:
                     log.exception("internal error on %s %s", method, path)
                 status = e.http_status if isinstance(e, ServingError) else 500
                 reply = Reply(status, orjson.dumps({"error": message}))
-            if v1:
+            if v1 or api == "infer":  # TF Serving's REST metrics, and the V2 infer calls
                 metrics.record_request(model, api, "REST", code, time.perf_counter() - start)
         if self.cors:
             reply.headers.update(CORS_HEADERS)

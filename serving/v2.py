@@ -23,13 +23,13 @@ import numpy as np
 import orjson
 from tensorflow.core.framework import types_pb2
 
-from serving import v2_protos
+from serving import __version__, v2_protos
 from serving.errors import ServingError, invalid
 from serving.predict import PredictionCore, Spec
 from serving.servable import DEFAULT_SIGNATURE, shape_of
 
 SERVER_NAME = "tfzoo"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = __version__
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "tensorflow_savedmodel"
 HEADER_LENGTH = "inference-header-content-length"

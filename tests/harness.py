@@ -1,8 +1,7 @@
 """One end-to-end harness for every model family (in the spirit of keras-hub's run_task_test).
 
-A family's test module subclasses `FamilyEndToEnd`, names the family, the data its tiny
-preset trains on and a request for one of its signatures; it then inherits the steps every
-family must pass:
+A family's test module subclasses `FamilyEndToEnd`, gives the run of its tiny preset and a
+request for one of its signatures as fixtures, and inherits the steps every family passes:
 
 1. the tiny preset trains on a slice of real data and its loss falls;
 2. `zoo export` writes a SavedModel that, loaded in a fresh process importing neither `zoo`,
@@ -11,7 +10,6 @@ family must pass:
    TF Serving loads it;
 3. `zoo serve` serves it, and gRPC Predict and REST :predict give those same answers.
 
-The class-scoped fixtures `tiny_run` and `exported` are shared with the family's own tests.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers import subprocess_env
 
 FRESH_PROCESS = textwrap.dedent(
     """
@@ -51,7 +49,7 @@ FRESH_PROCESS = textwrap.dedent(
             {k: v.name for k, v in sig.outputs.items()},
             {sig.inputs[k].name: v for k, v in inputs.items()},
         )
-    out = {"imported": sorted(m for m in ("zoo", "training", "keras") if m in sys.modules)}
+    out = {"imported": sorted(m for m in ("zoo", "training", "tfzoo") if m in sys.modules)}
     out["eager"] = {k: tf.make_tensor_proto(v.numpy()).SerializeToString().hex()
                     for k, v in eager.items()}
     out["session"] = {k: tf.make_tensor_proto(v).SerializeToString().hex()
@@ -122,7 +120,11 @@ def fresh_process_answers(version_dir: Path, signature: str, inputs: dict, tmp: 
             for k, v in protos.items()
         }
 
-    return {"imported": out["imported"], "eager": parse(out["eager"]), "session": parse(out["session"])}
+    return {
+        "imported": out["imported"],
+        "eager": parse(out["eager"]),
+        "session": parse(out["session"]),
+    }
 
 
 def rest_instances(inputs: dict[str, Any]) -> list:
@@ -162,26 +164,23 @@ def rest_answers(payload: dict, outputs: list[str]) -> dict[str, np.ndarray]:
 
 
 class FamilyEndToEnd:
-    """Inherited end-to-end tests. Subclasses set the class attributes and `tiny_run`.
+    """Inherited end-to-end tests for one family.
+
+    The family's test module provides two fixtures, shared with its own tests:
+    `tiny_run` -> (run dir, metrics) of its tiny preset trained on real data (`train_tiny`),
+    and `request_inputs` -> {input name: batch} for `signature`.
 
     Attributes:
         family: the registry name.
         signature: the signature the checks call.
-        request: {input name: value} for that signature (a batch).
         loss_drop: the last epoch's loss must be below `loss_drop` x the first one's.
         atol: tolerance for float outputs between Keras, the SavedModel and the server.
     """
 
     family: ClassVar[str]
     signature: ClassVar[str] = "serving_default"
-    request: ClassVar[dict[str, Any]]
     loss_drop: ClassVar[float] = 1.0
     atol: ClassVar[float] = 1e-5
-
-    @pytest.fixture(scope="class")
-    def tiny_run(self, shared_data, tmp_path_factory):
-        """(run dir, metrics) of the family's tiny preset trained on real data."""
-        raise NotImplementedError
 
     @pytest.fixture(scope="class")
     def exported(self, tiny_run) -> Path:
@@ -189,15 +188,15 @@ class FamilyEndToEnd:
         from tests.helpers import zoo
 
         run_dir, _ = tiny_run
-        base = run_dir.parent / "models" / self.family
+        base = run_dir.parent / "e2e_models" / self.family
         zoo("export", "--model-dir", str(run_dir), "--to", str(base))
         assert (base / "1" / "saved_model.pb").is_file()
         return base / "1"
 
     @pytest.fixture(scope="class")
-    def expected(self, tiny_run) -> dict[str, np.ndarray]:
-        """The export module's answers to `request`, computed in this process with Keras."""
-        return in_process_answers(tiny_run[0], self.signature, self.request)
+    def expected(self, tiny_run, request_inputs) -> dict[str, np.ndarray]:
+        """The export module's answers, computed in this process with the Keras model."""
+        return in_process_answers(tiny_run[0], self.signature, request_inputs)
 
     def test_tiny_trains_and_loss_falls(self, tiny_run):
         _, metrics = tiny_run
@@ -205,16 +204,18 @@ class FamilyEndToEnd:
         assert len(losses) >= 2 and np.isfinite(losses).all(), losses
         assert losses[-1] < losses[0] * self.loss_drop, losses
 
-    def test_export_answers_as_keras_in_a_fresh_process(self, exported, expected, tmp_path):
+    def test_export_answers_as_keras_in_a_fresh_process(
+        self, exported, expected, request_inputs, tmp_path
+    ):
         from serving.layout import WARMUP_PATH
 
         assert (exported / WARMUP_PATH).is_file()
-        out = fresh_process_answers(exported, self.signature, self.request, tmp_path)
+        out = fresh_process_answers(exported, self.signature, request_inputs, tmp_path)
         assert out["imported"] == []
         assert_same_outputs(out["eager"], expected, self.atol, "tf.saved_model.load")
         assert_same_outputs(out["session"], expected, self.atol, "TF1 session")
 
-    def test_served_over_grpc_and_rest(self, exported, expected):
+    def test_served_over_grpc_and_rest(self, exported, expected, request_inputs):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -229,14 +230,14 @@ class FamilyEndToEnd:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = self.family
             request.model_spec.signature_name = self.signature
-            for name, value in self.request.items():
+            for name, value in request_inputs.items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             stub = prediction_service_pb2_grpc.PredictionServiceStub(server.channel())
             reply = stub.Predict(request, 120)
             grpc_out = {k: tf.make_ndarray(v) for k, v in reply.outputs.items()}
             assert_same_outputs(grpc_out, expected, self.atol, "gRPC")
 
-            body = {"signature_name": self.signature, "instances": rest_instances(self.request)}
+            body = {"signature_name": self.signature, "instances": rest_instances(request_inputs)}
             status, payload = server.http("POST", f"/v1/models/{self.family}:predict", body)
             assert status == 200, payload
             rest_out = rest_answers(payload, list(expected))

@@ -51,6 +51,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{format_metric(release.metric)} on {release.dataset}, "
                 f"{format_size(release.size)}{restricted}"
             )
+    if not any(releases):
+        print(f"no pretrained artifacts in {manifest.path} yet (zoo publish RUN_DIR NAME)")
     return 0
 
 
@@ -109,9 +111,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     source, parent = Path(args.source), {"run_dir": str(Path(args.source).resolve())}
     if not source.is_dir():  # a published artifact: its run directory, unpacked in the cache
-        source, target = pretrained.run_dir_for(
-            args.source, args.cache, mirrors=args.mirror, log=_say
-        )
+        try:
+            source, target = pretrained.run_dir_for(
+                args.source, args.cache, mirrors=args.mirror, log=_say
+            )
+        except pretrained.PullError as err:
+            raise pretrained.PullError(f"{args.source} is not a run directory; {err}") from None
         parent = pretrained.parent_record(target)
     if checkpoints.latest_checkpoint(source / "checkpoints") is None:
         raise SystemExit(f"{source} has no completed checkpoint to fine-tune from")

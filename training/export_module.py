@@ -27,15 +27,44 @@ import tensorflow as tf
 _SIGNATURE_ATTR = "_zoo_signature"
 
 
-def signature(*input_signature: tf.TensorSpec, autograph: bool = True) -> Callable:
+class _InstanceSignature:
+    """A signature whose input specs depend on the instance (e.g. its image size)."""
+
+    def __init__(self, method: Callable, specs_of: Callable, autograph: bool):
+        self.method, self.specs_of, self.autograph = method, specs_of, autograph
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        function = instance.__dict__.get(self.name)
+        if function is None:  # one per instance; saved through `signatures()`
+            function = tf.function(
+                self.method.__get__(instance),
+                input_signature=list(self.specs_of(instance)),
+                autograph=self.autograph,
+            )
+            instance.__dict__[self.name] = function  # tf.Module's __setattr__ would recurse
+        return function
+
+
+def signature(*input_signature: tf.TensorSpec | Callable, autograph: bool = True) -> Callable:
     """Declare an `ExportModule` method as the serving signature of the same name.
 
     The method becomes a `tf.function` with this input signature; its spec names are the
-    signature's input names, and it returns a dict of named output tensors.
+    signature's input names, and it returns a dict of named output tensors. When the specs
+    depend on the instance, pass one callable instead: `self -> list of TensorSpec`.
     """
 
     def decorate(method: Callable) -> Any:
-        function = tf.function(method, input_signature=list(input_signature), autograph=autograph)
+        if len(input_signature) == 1 and callable(input_signature[0]):
+            function: Any = _InstanceSignature(method, input_signature[0], autograph)
+        else:
+            function = tf.function(
+                method, input_signature=list(input_signature), autograph=autograph
+            )
         setattr(function, _SIGNATURE_ATTR, True)
         return function
 
@@ -55,9 +84,11 @@ class ExportModule(tf.Module):
         super().__init__(name=name)
         for key, model in models.items():
             self.__dict__[key] = model  # bypasses tf.Module's attribute tracking
-        self.model_variables = [
-            getattr(v, "value", v) for model in models.values() for v in model.variables
-        ]
+        variables = {}  # models may share layers (a classifier and its feature extractor)
+        for model in models.values():
+            for v in model.variables:
+                variables.setdefault(id(v), getattr(v, "value", v))
+        self.model_variables = list(variables.values())
 
     def signatures(self) -> dict[str, Any]:
         """Signature name -> concrete function, for every method declared with `signature`."""

@@ -90,7 +90,7 @@ def generate_text(
     except tf.errors.InvalidArgumentError as err:
         message = error_summary(err.message) or err.message
         check = re.match(r"assertion failed: \[(.*?)\] \[Condition", message)  # its message
-        raise ValueError(check.group(1) if check else message) from None
+        raise ValueError((check.group(1) if check else message).strip()) from None
     return [c.decode("utf-8", errors="replace") for c in result["completion"].numpy()]
 
 

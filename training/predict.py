@@ -1,4 +1,10 @@
-"""`zoo predict`: call an exported SavedModel's signature on local inputs, no server."""
+"""`zoo predict`: call an exported SavedModel's signature on local inputs, no server.
+
+Inputs are files for a signature whose input names an image or bytes, else the strings
+themselves. Whatever the signature returns is printed one line per input by what it holds,
+not by model family (`format_outputs`): a translation or completion as text, top-k classes
+as "label 0.912, label 0.045", a tagging as "token/TAG" pairs.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -212,3 +213,89 @@ def test_failed_initial_load_fails_the_start_after_retries(tmp_path):
     )
     assert not any("Running gRPC ModelServer" in line for line in lines)
 
+
+class _Fake:
+    """A stand-in servable for manager tests (no TensorFlow)."""
+
+    def __init__(self, name: str, version: int):
+        self.name, self.version = name, version
+
+    def close(self) -> None:
+        pass
+
+
+def _labelled_config(base, labels: dict[str, int]):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name="m", base_path=str(base))
+    model.model_platform = "tensorflow"
+    model.model_version_policy.all.SetInParent()
+    for label, version in labels.items():
+        model.version_labels[label] = version
+    return config
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_labels_for_unavailable_versions(tmp_path, allow):
+    """server_core.cc:549-588 UpdateModelVersionLabelMap: a label may point at a version that
+    is not AVAILABLE only with --allow_version_labels_for_unavailable_models (and then not
+    move an existing label elsewhere); otherwise FAILED_PRECONDITION."""
+    from serving.manager import Manager
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"x")
+    manager = Manager(
+        lambda name, version, path: _Fake(name, version),
+        settle_seconds=0,
+        allow_version_labels_for_unavailable_models=allow,
+    )
+    try:
+        config = _labelled_config(tmp_path, {"stable": 1, "canary": 2})
+        if not allow:
+            with pytest.raises(ServingError) as err:
+                manager.set_config(config)
+            assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            assert "version 2 of model m, which is not currently available" in err.value.message
+            return
+        manager.set_config(config)
+        with manager.acquire("m", label="stable") as servable:
+            assert servable.version == 1
+        with pytest.raises(ServingError, match=r"Specific\(m, 2\)"):
+            with manager.acquire("m", label="canary"):
+                pass
+        with pytest.raises(ServingError) as err:  # moving an existing label: still refused
+            manager.set_config(_labelled_config(tmp_path, {"stable": 3, "canary": 2}))
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        manager.stop()
+
+
+def test_saved_model_tags_and_warmup_iterations(testdata, monkeypatch):
+    """--saved_model_tags picks the MetaGraph by its tag set (server.cc:281-285); warmup runs
+    each record --num_request_iterations_for_warmup times (server.cc:288-292)."""
+    from serving import inference, warmup
+
+    path = testdata / "saved_model_half_plus_two_cpu" / "00000123"
+    with pytest.raises(ValueError, match="no MetaGraph tagged"):
+        Servable("hp2", 123, path, tags=("serve", "tpu"))
+    servable = Servable("hp2", 123, path, tags=("serve",))
+    calls = []
+    monkeypatch.setattr(inference, "predict", lambda *args, **kwargs: calls.append(args))
+    try:
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "123"
+            shutil.copytree(path, copy)
+            (copy / "assets.extra").mkdir()
+            with tf.io.TFRecordWriter(
+                str(copy / "assets.extra" / "tf_serving_warmup_requests")
+            ) as w:
+                w.write(tf2_model.warmup_record("", "x", np.array([[1.0]], np.float32)))
+            servable.path = copy
+            assert warmup.replay(servable, iterations=3) == 1
+    finally:
+        servable.close()
+    assert len(calls) == 3

@@ -115,7 +115,9 @@ def test_reload_with_models_that_cannot_load(env):
     log = "\n".join(server.lines[start:])
     for name in ("broken", "badwarm"):
         for attempt in range(1, RETRIES + 1):
-            assert f"Retrying of Loading servable: {{name: {name} version: 1}} retry: {attempt}" in log
+            assert (
+                f"Retrying of Loading servable: {{name: {name} version: 1}} retry: {attempt}" in log
+            )
         assert f"Retrying of Loading servable: {{name: {name} version: 1}} exhausted" in log
     assert _predict(env, "hp2", 2.0) == 3.0
     (status,) = _status(env, "broken")

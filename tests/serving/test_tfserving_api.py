@@ -366,11 +366,13 @@ def test_prometheus_metric_labels(server, stub):
     assert _metric(text, failed) == _metric(before, failed) + 1
     assert 'API="predict",entrypoint="GRPC"' not in text
     assert (
-        _metric(text, ':tensorflow:serving:request_example_count_total{model="half_plus_two"}')
-        >= 3
+        _metric(text, ':tensorflow:serving:request_example_count_total{model="half_plus_two"}') >= 3
     )
     assert ':tensorflow:serving:request_example_counts_bucket{model="half_plus_two",le="4"}' in text
-    assert ':tensorflow:serving:runtime_latency_count{model_name="half_plus_three",API="Predict",runtime="TF1"}' in text
+    assert (
+        ':tensorflow:serving:runtime_latency_count{model_name="half_plus_three",API="Predict",runtime="TF1"}'
+        in text
+    )
     assert ":tensorflow:cc:saved_model:load_attempt_count" in text
 
 
@@ -408,7 +410,8 @@ def test_rest_chunked_request_body(server):
         server,
         b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+        + b"%x\r\n%s\r\n0\r\n\r\n"
+        % (len(body), body),
     )
     assert (status, json.loads(out)) == (200, {"predictions": [5.0]})
 

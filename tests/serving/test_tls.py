@@ -63,9 +63,7 @@ def _request() -> predict_pb2.PredictRequest:
 
 def test_grpc_tls_client_gets_answers(tls):
     credentials = grpc.ssl_channel_credentials(root_certificates=tls["ca"].cert_pem.bytes())
-    with grpc.secure_channel(
-        f"localhost:{tls['server'].grpc_port}", credentials
-    ) as channel:
+    with grpc.secure_channel(f"localhost:{tls['server'].grpc_port}", credentials) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         assert list(stub.Predict(_request(), timeout=30).outputs["y"].float_val) == [3.0]
 

@@ -84,25 +84,23 @@ def download(
         offset = 0
     if size is not None and offset == size:
         return  # complete: the caller verifies the hash
-    received = 0
+    received, length = 0, None
     try:
         with _open(url, offset, timeout) as response:
             start = _resume_offset(response, offset)
             length = response.headers.get("Content-Length")
-            bar = Progress(
-                url.rsplit("/", 1)[-1],
-                size or (int(length) + start if length else None),
-                done=start,
-                enabled=progress,
-            )
-            with open(part, "r+b" if start else "wb") as f:
-                f.seek(start)
-                f.truncate()
-                for block in iter(lambda: response.read1(CHUNK), b""):  # as it arrives
-                    f.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-            bar.close()
+            total = size or (int(length) + start if length else None)
+            bar = Progress(url.rsplit("/", 1)[-1], total, done=start, enabled=progress)
+            try:
+                with open(part, "r+b" if start else "wb") as f:
+                    f.seek(start)
+                    f.truncate()
+                    for block in iter(lambda: response.read1(CHUNK), b""):  # as it arrives
+                        f.write(block)
+                        received += len(block)
+                        bar.update(len(block))
+            finally:
+                bar.close()
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:
             return  # nothing left to send: the caller verifies the hash
@@ -110,8 +108,7 @@ def download(
     except urllib.error.URLError as err:
         raise PullError(f"cannot connect: {err.reason}") from None
     except (http.client.HTTPException, OSError) as err:
-        raise PullError(
-            f"transfer cut after {received} bytes ({type(err).__name__}: {err})"
-        ) from None
+        reason = f"{type(err).__name__}: {err}"
+        raise PullError(f"transfer cut after {received} bytes ({reason})") from None
     if length is not None and received < int(length):
         raise PullError(f"transfer cut after {received} of {length} bytes")

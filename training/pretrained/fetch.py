@@ -77,14 +77,15 @@ def _from_sources(
     note: str = "",
 ) -> Fetched:
     part, failures = cache.part(sha256), []
-    for source in sources:
+    for index, source in enumerate(sources):
+        then = "; trying the next source" if index + 1 < len(sources) else ""
         for _attempt in range(2):
             resumed = part.exists() and part.stat().st_size > 0
             try:
                 _transfer(source, part, size, progress)
             except PullError as err:
                 failures.append(f"{source.label}: {err}")
-                log(f"{source.label}: {err}; trying the next source")
+                log(f"{failures[-1]}{then}")
                 break
             actual = sha256_of(part)
             if actual == sha256:
@@ -93,10 +94,7 @@ def _from_sources(
             part.unlink()
             if not (resumed and source.network):
                 failures.append(f"{source.label}: wrong sha256 {actual[:12]}")
-                log(
-                    f"{source.label}: wrong sha256 {actual[:12]}, expected {sha256[:12]}; "
-                    "trying the next source"
-                )
+                log(f"{failures[-1]}, expected {sha256[:12]}{then}")
                 break
             log(f"{source.label}: the resumed file does not verify; downloading it again")
     hint = "; run the same command again to resume" if part.exists() else ""
@@ -133,6 +131,7 @@ def fetch(
         usable = [s for s in sources if not (offline and s.network)]
         skipped = len(sources) - len(usable)
         note = f" (TFZOO_OFFLINE=1: {skipped} network sources skipped)" if skipped else ""
+        note = note or ("" if sources else " (give a mirror: --mirror URL or TFZOO_MIRROR)")
         if not usable:
             raise PullError(
                 f"artifact {sha256[:12]} is not in the cache {cache.root} "

@@ -16,6 +16,7 @@ import json
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from serving.layout import replace_file, write_json_atomic, write_text_atomic
 from training.pretrained import headline
 from training.pretrained.archive import pack, sha256_of
 from training.pretrained.card import CardFacts, intended_use, render
-from training.pretrained.datasets import infer_dataset
+from training.pretrained.datasets import Dataset, infer_dataset
 from training.pretrained.errors import PublishError
 from training.pretrained.fetch import Log, log_to_stderr
 from training.pretrained.manifest import Manifest, Release, check_name, pretrained_dir
@@ -83,6 +84,78 @@ def _half_check(metric: dict, run_metric: dict | None, log: Log) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """The facts of the run being published, checked before anything is written."""
+
+    path: Path
+    info: dict[str, Any]  # run.json
+    family: catalog.FamilyInfo
+    command: str
+    data_dir: str | None
+    dataset: Dataset
+    checkpoint: Path
+    epoch: int
+    checkpoint_note: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config (run.json's)."""
+        return self.info["config"]
+
+
+def _read_run(
+    run_dir: Path, name: str, command: str | None, data_dir: str | None, dataset: str | None
+) -> _Run:
+    """Check that `run_dir` can be published as `name` and gather what the card needs."""
+    try:
+        check_name(name)
+    except ValueError as err:
+        raise PublishError(str(err)) from None
+    info = _read_json(run_dir / "run.json")
+    if info is None:
+        raise PublishError(f"{run_dir} is not a training run (no run.json)")
+    family = info["model"]
+    if name.split("/")[0] != family:
+        raise PublishError(f"{run_dir} trained {family}: name it {family}/<variant>, not {name}")
+    family_info = catalog.family(family)
+    if family_info is None:
+        raise PublishError(f"unknown model family {family!r}")
+    command = command or info.get("command")
+    if not command:
+        raise PublishError(
+            f"{run_dir}/run.json does not record the command that trained it; "
+            "pass --command 'zoo train ...'"
+        )
+    data_dir = data_dir or info.get("data_dir")
+    try:
+        data = infer_dataset(family, info["config"], data_dir, dataset)
+    except KeyError as err:
+        raise PublishError(str(err.args[0])) from None
+    return _Run(run_dir, info, family_info, command, data_dir, data, *_checkpoint(run_dir))
+
+
+def _card_facts(
+    run: _Run, name: str, version: int, metrics: dict, metric: dict, **facts: Any
+) -> CardFacts:
+    """The card's facts: the run's, the evaluation's, and the stored weights' (`facts`)."""
+    return CardFacts(
+        name=name,
+        version=version,
+        family=run.family.name,
+        task=run.family.task,
+        description=run.family.description,
+        preset=run.info.get("preset", ""),
+        metric=metric,
+        metrics=metrics,
+        dataset=run.dataset,
+        command=run.command,
+        data_dir=run.data_dir,
+        checkpoint_note=run.checkpoint_note,
+        **facts,
+    )
+
+
 def publish(
     run_dir: str | Path,
     name: str,
@@ -103,33 +176,7 @@ def publish(
     `command` and `data_dir` default to what the run recorded in run.json; `dataset` to
     the dataset `data_dir` or the config names, else the family's reference data.
     """
-    run_dir = Path(run_dir)
-    try:
-        check_name(name)
-    except ValueError as err:
-        raise PublishError(str(err)) from None
-    run_info = _read_json(run_dir / "run.json")
-    if run_info is None:
-        raise PublishError(f"{run_dir} is not a training run (no run.json)")
-    family, config = run_info["model"], run_info["config"]
-    if name.split("/")[0] != family:
-        raise PublishError(f"{run_dir} trained {family}: name it {family}/<variant>, not {name}")
-    info = catalog.family(family)
-    if info is None:
-        raise PublishError(f"unknown model family {family!r}")
-    command = command or run_info.get("command")
-    if not command:
-        raise PublishError(
-            f"{run_dir}/run.json does not record the command that trained it; "
-            "pass --command 'zoo train ...'"
-        )
-    data_dir = data_dir or run_info.get("data_dir")
-    try:
-        data = infer_dataset(family, config, data_dir, dataset)
-    except KeyError as err:
-        raise PublishError(str(err.args[0])) from None
-    checkpoint, epoch, note = _checkpoint(run_dir)
-
+    run = _read_run(Path(run_dir), name, command, data_dir, dataset)
     out = Path(out) if out is not None else pretrained_dir()
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out)
@@ -139,52 +186,45 @@ def publish(
 
     with tempfile.TemporaryDirectory(prefix=".publish-", dir=out) as tmp:
         stage = Path(tmp) / "artifact"
-        weights = stage / "checkpoints" / f"ckpt-{epoch:04d}.weights.h5"
+        weights = stage / "checkpoints" / f"ckpt-{run.epoch:04d}.weights.h5"
         weights.parent.mkdir(parents=True)
-        write_json_atomic(stage / "run.json", run_info)
-        stored = weights_only(checkpoint, weights, half=half)
+        write_json_atomic(stage / "run.json", run.info)
+        stored = weights_only(run.checkpoint, weights, half=half)
         dtype = "float16" if stored.half_arrays else "float32"
-        metrics = evaluate(stage, data_dir, batch_size)
-        metric = headline.pick(info.task, config, metrics)
+        metrics = evaluate(stage, run.data_dir, batch_size)
+        metric = headline.pick(run.family.task, run.config, metrics)
         if not headline.improves(metric, previous.metric if previous else None):
             raise PublishError(
                 f"{headline.format_metric(metric)} does not improve on {previous.reference}'s "
                 f"{headline.format_metric(previous.metric)}; nothing was replaced"
             )
-        run_metrics = _read_json(run_dir / "metrics.json") or {}
+        run_metrics = _read_json(run.path / "metrics.json") or {}
         run_metric = None  # the float32 run's own figure, beside the float16 artifact's
         if dtype == "float16" and metric["name"] in run_metrics:
-            run_metric = headline.pick(info.task, config, run_metrics)
+            run_metric = headline.pick(run.family.task, run.config, run_metrics)
             _half_check(metric, run_metric, log)
         write_json_atomic(
             stage / "metrics.json",
             {**metrics, "measured_on": "this artifact", "weights_dtype": dtype},
         )
-        facts = CardFacts(
-            name=name,
-            version=version,
-            family=family,
-            task=info.task,
-            description=info.description,
-            preset=run_info.get("preset", ""),
-            metric=metric,
-            metrics=metrics,
-            dataset=data,
-            command=command,
-            data_dir=data_dir,
+        facts = _card_facts(
+            run,
+            name,
+            version,
+            metrics,
+            metric,
             parameters=stored.parameters,
             weights_file=f"checkpoints/{weights.name}",
             weights_sha256=sha256_of(weights),
             weights_dtype=dtype,
-            checkpoint_note=note,
-            intended_use=use or intended_use(info.task, config, run_info.get("assets", {})),
+            intended_use=use
+            or intended_use(run.family.task, run.config, run.info.get("assets", {})),
             run_metric=run_metric,
         )
         write_text_atomic(stage / "card.md", render(facts))
         packed = Path(tmp) / "artifact.tar.gz"
-        sha256 = pack(stage, packed)
-        size = packed.stat().st_size
-        archive = {"file": f"{stem}.tar.gz", "size": size, "sha256": sha256}
+        archive = {"file": f"{stem}.tar.gz", "sha256": pack(stage, packed)}
+        archive["size"] = packed.stat().st_size
         write_text_atomic(out / f"{stem}.md", render(facts, archive))
         replace_file(packed, out / archive["file"])
 
@@ -192,12 +232,12 @@ def publish(
         name=name,
         version=version,
         file=archive["file"],
-        sha256=sha256,
-        size=size,
+        sha256=archive["sha256"],
+        size=archive["size"],
         metric=metric,
-        dataset=data.key,
-        licence=data.licence,
-        restricted=data.restricted,
+        dataset=run.dataset.key,
+        licence=run.dataset.licence,
+        restricted=run.dataset.restricted,
         card=f"{stem}.md",
         parameters=stored.parameters,
         weights_dtype=dtype,

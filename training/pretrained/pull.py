@@ -69,11 +69,6 @@ def resolve(
         )
     all_mirrors = [*(mirrors or []), *mirrors_from_env()]
     sources = published_sources(release, manifest.directory, all_mirrors)
-    if not sources:
-        raise PullError(
-            f"{manifest.directory} does not hold {release.file} and no mirror is "
-            "given (--mirror URL or TFZOO_MIRROR)"
-        )
     return Target(release.reference, release.sha256, sources, release.size, release)
 
 

@@ -405,19 +405,17 @@ class ImageClassifierExport(ExportModule):
             "probabilities": top.values,
         }
 
+    @signature(
+        lambda self: [
+            tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32, "pixels")
+        ]
+    )
     def predict_pixels(self, pixels):
-        """Declared in `signatures`: its input shape is the instance's image size."""
         return {"probabilities": self.model(pixels, training=False)}
 
     @signature(tf.TensorSpec([None], tf.string, name="image_bytes"))
     def features(self, image_bytes):
         return {"features": self.extractor(self._pixels(image_bytes), training=False)}
-
-    def signatures(self):
-        found = super().signatures()
-        spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32, "pixels")
-        pixels = tf.function(self.predict_pixels, input_signature=[spec])
-        return {**found, "predict_pixels": pixels.get_concrete_function()}
 
     def warmup(self):
         gray = np.full((self.decode_size, self.decode_size, 3), 128, np.uint8)
