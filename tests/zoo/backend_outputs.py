@@ -25,7 +25,10 @@ def forward_and_step(model: keras.Model, inputs) -> tuple[list[np.ndarray], floa
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     loss = model.train_on_batch(inputs, targets)
     loss = float(np.sum(loss)) if isinstance(loss, list) else float(loss)
-    change = max(float(np.abs(np.array(a) - b).max()) for a, b in zip(model.get_weights(), before, strict=True))
+    change = max(
+        float(np.abs(np.array(a) - b).max())
+        for a, b in zip(model.get_weights(), before, strict=True)
+    )
     return outputs, loss, change
 
 
