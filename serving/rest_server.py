@@ -133,7 +133,7 @@ class RestApp:
             try:
                 if method == "OPTIONS" and (v1 or path.startswith("/v2")):
                     origin = (headers or {}).get("Origin") or ""
-                    if not _ORIGIN.match(origin):
+                    if not _ORIGIN.search(origin):  # RE2::PartialMatch
                         code = "FAILED_PRECONDITION"
                         reply = Reply(400, b"", None)  # TF Serving: empty body
                     else:

@@ -65,22 +65,11 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_run(args: argparse.Namespace, **facts) -> None:
-    """Add how a run was made (command line, data, parent artifact) to its run.json, for
-    `zoo publish` and the model card: train.run writes run.json without them."""
-    from serving.layout import write_json_atomic
-
-    path = Path(args.model_dir) / "run.json"
-    if path.is_file():
-        run_info = json.loads(path.read_text())
-        command = shlex.join(["zoo", *args.argv])
-        write_json_atomic(
-            path, {**run_info, "command": command, "data_dir": args.data_dir, **facts}
-        )
-
-
-def _train_kwargs(args: argparse.Namespace) -> dict:
+def _train_kwargs(args: argparse.Namespace, **provenance) -> dict:
+    """train.run's arguments; how the run was made goes into its run.json (for the card)."""
+    command = shlex.join(["zoo", *args.argv])
     return dict(
+        provenance={"command": command, "data_dir": args.data_dir, **provenance},
         preset=args.preset,
         model_dir=args.model_dir,
         data_dir=args.data_dir,
@@ -100,7 +89,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training import train
 
     metrics = train.run(args.model, **_train_kwargs(args))
-    _record_run(args)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 
@@ -121,7 +109,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if checkpoints.latest_checkpoint(source / "checkpoints") is None:
         raise SystemExit(f"{source} has no completed checkpoint to fine-tune from")
     run_info = checkpoints.read_json(source / "run.json")
-    kwargs = _train_kwargs(args)
+    kwargs = _train_kwargs(args, parent=parent)
     kwargs["preset"] = kwargs["preset"] or run_info["preset"]
     recipe = get_recipe(run_info["model"])
     kwargs["overrides"] = {
@@ -129,7 +117,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         **kwargs["overrides"],
     }
     metrics = train.run(run_info["model"], parent=source, **kwargs)
-    _record_run(args, parent=parent)
     print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return 0
 

@@ -114,12 +114,13 @@ class Recipe:
         return []
 
     def init_from(self, model, source, parts: list[str]) -> None:
-        """Initialise the named parts of `model` (e.g. ["backbone"]) from the trained run
-        in `source`, whose model must have layers of those names and shapes."""
-        from training.export import load_trained
+        """Initialise the named parts of `model` (e.g. ["backbone"]) from a trained run
+        directory or a published artifact NAME[@VERSION], whose model must have layers of
+        those names and shapes (a mismatch is an error, never a silent skip)."""
+        from training.pretrained import load_model
         from training.transfer import copy_parts
 
-        parent, _ = load_trained(source)
+        parent, _ = load_model(source)
         copy_parts(parent, model, parts)
 
     def export(self, model, config: dict, assets: dict) -> ExportModule:

@@ -71,6 +71,7 @@ def run(
     tpu: str | None = None,
     jit_compile: bool | str = "auto",
     parent: str | Path | None = None,
+    provenance: dict[str, Any] | None = None,
     steps_per_execution: int = 1,
     verbose: int = 1,
 ) -> dict[str, Any]:
@@ -80,6 +81,8 @@ def run(
     epoch with the config it was started with (a different preset is an error).
     `parent` (a run directory) starts from its trained weights: fine-tuning. Its weights are
     copied strictly, except in the layers the recipe re-initialises for the new data.
+    `provenance` (how the run was made: command line, data, parent artifact) is recorded in
+    run.json from the start; a resumed run keeps what its first start recorded.
     `steps_per_execution` runs that many training steps per call into the graph (less
     Python overhead per step; the progress bar and callbacks update less often).
     """
@@ -104,9 +107,10 @@ def run(
     assets = assets or data.assets
     chief = is_chief(strategy)
     if chief:
+        run_info = {"model": model_name, "preset": preset, "config": config, "assets": assets}
+        kept = {k: v for k, v in (previous or {}).items() if k not in run_info}
         checkpoints.write_json_atomic(
-            model_dir / "run.json",
-            {"model": model_name, "preset": preset, "config": config, "assets": assets},
+            model_dir / "run.json", {**run_info, **(provenance or {}), **kept}
         )
 
     resume = checkpoints.latest_checkpoint(model_dir / "checkpoints")
