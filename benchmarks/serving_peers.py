@@ -6,12 +6,13 @@
 Every server serves the same CIFAR convnet SavedModel (`predict_pixels`: float32 pixels
 [N,32,32,3] -> probabilities; a zoo export when --model-base-path is given, else the same
 untrained architecture saved as `zoo export` saves it), with the same request body:
-- `zoo serve`, without and with its batching (32, no timeout, 2 threads: TF Serving's CPU
-  advice), over REST and gRPC (TF Serving's API, and the Open Inference Protocol's);
+- `zoo serve`, without and with its batching (max 32, 2 threads: TF Serving's CPU advice;
+  batch timeout 0 and 2 ms), over REST and gRPC (TF Serving's API, and the Open Inference
+  Protocol's);
 - the strong hand-written baseline: FastAPI on uvicorn (httptools + uvloop), orjson, the
   SavedModel signature called in the thread pool (not `model.predict`);
 - BentoML, without and with its adaptive batching (max 32);
-- KServe's Python ModelServer (V1 REST; V2 gRPC);
+- KServe's Python ModelServer (V1 REST; V2 gRPC), predict offloaded to its thread pool;
 - floors: do-nothing servers on the same stacks (a gRPC PredictionService whose Predict returns
   an empty response, the standard library HTTP server `zoo serve` uses, and a bare ASGI app on
   uvicorn + httptools), which is what a Python front end cannot go below, and the data behind
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -100,7 +102,11 @@ class Cifar(Model):
         self.fn = tf.saved_model.load(sys.argv[1]).signatures["predict_pixels"]
         self.ready = True
 
-    def predict(self, payload, headers=None, response_headers=None):
+    async def predict(self, payload, headers=None, response_headers=None):
+        # a sync predict would run on the event loop, one request at a time
+        return await asyncio.get_running_loop().run_in_executor(None, self.run, payload)
+
+    def run(self, payload):
         if isinstance(payload, InferRequest):
             x = payload.inputs[0].as_numpy().astype(np.float32)
             out = self.fn(pixels=tf.constant(x))["probabilities"].numpy()
@@ -365,18 +371,22 @@ def main(argv: list[str] | None = None) -> int:
     zoo_body = orjson.dumps({"signature_name": SIGNATURE, "instances": pixels.tolist()})
     tfs_path, tfs_req = grpc_request("tfs", pixels)
     v2_path, v2_req = grpc_request("v2", pixels)
-    batching = tmp / "batching.txt"
-    batching.write_text(
-        "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n"
-        "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
-    )
+    for timeout in (0, 2000):
+        (tmp / f"batching{timeout}.txt").write_text(
+            f"max_batch_size {{ value: 32 }}\nbatch_timeout_micros {{ value: {timeout} }}\n"
+            "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
+        )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     py = sys.executable
 
     # name -> (command, ports to wait for, {protocol: client target}, extra env)
     servers: dict[str, tuple] = {}
-    for tag, extra in (("zoo", []), ("zoo+batching", ["--enable_batching",
-                                                      f"--batching_parameters_file={batching}"])):  # fmt: skip
+    zoo_variants = {"zoo": []}
+    for timeout in (0, 2000):
+        zoo_variants[f"zoo+batching {timeout} us"] = [
+            "--enable_batching", f"--batching_parameters_file={tmp / f'batching{timeout}.txt'}"
+        ]  # fmt: skip
+    for tag, extra in zoo_variants.items():
         g, r = free_port(), free_port()
         servers[tag] = (
             [py, "-m", "serving", f"--port={g}", f"--rest_api_port={r}", "--model_name=cifar",
@@ -457,6 +467,15 @@ def main(argv: list[str] | None = None) -> int:
                 calls[f"{name}|{proto}"] = make_call(*target)
         print("measuring batch-1 latency ...", file=sys.stderr, flush=True)
         lat = latency(calls, args.requests)
+        in_process_cpu = {}
+        for key in ("in-process signature call", "in-process session callable"):
+            if key in calls:
+                cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+                for _ in range(args.requests):
+                    calls[key]()
+                cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+                used = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+                in_process_cpu[key] = 1000.0 * used / args.requests
         rates: dict[str, tuple[float, float]] = {}
         for name in procs:
             for proto, target in servers[name][2].items():
@@ -477,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     session_p50 = lat.get("in-process session callable", lat["in-process signature call"])[0]
     for key, (p50, p99) in lat.items():
         if "|" not in key:
-            rows.append((key, "", f"{p50:.2f} / {p99:.2f}", "", ""))
+            rows.append((key, "", f"{p50:.2f} / {p99:.2f}", "", f"{in_process_cpu[key]:.2f}"))
             continue
         name, proto = key.split("|")
         rps, cpu = rates[key]

@@ -44,10 +44,15 @@ from serving.predict import PredictionCore, Spec, error_status
 
 log = logging.getLogger("serving.rest")
 
-_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?::(?P<verb>[A-Za-z]+)|/(?P<meta>metadata))?/?$",
+# http_rest_api_util.cc kPredictionApiGegex / kModelStatusApiRegex, matched in full
+_PREDICT_PATH = re.compile(
+    r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r":(?P<verb>classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/(?P<name>[^/:]+))?(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:/(?P<meta>metadata))?",
     re.IGNORECASE,
 )
 _V2_MODEL = re.compile(
@@ -162,25 +167,23 @@ class RestApp:
         return reply
 
     def _v1(self, method: str, path: str, body: bytes) -> bytes:
-        if path.lower().rstrip("/") == "/v1/models" and method == "GET":
-            raise invalid("Missing model name in request.")
-        m = _PATH.match(path)
-        if m is None or method not in ("GET", "POST"):
-            raise invalid(f"Malformed request: {method} {path}")
-        name = unquote(m["name"])
-        version = None
-        if m["version"] is not None:
-            if not m["version"].isdigit():
-                raise invalid(f"Failed to convert version: {m['version']} to numeric.")
-            version = int(m["version"])
+        """http_rest_api_handler.cc ProcessRequest: what does not parse is "Malformed"."""
+        malformed = invalid(f"Malformed request: {method} {path}")
+        m = _v1_match(method, path)
+        if m is None:
+            raise malformed
+        name = unquote(m["name"] or "")
+        version = int(m["version"]) if m["version"] else None
         label = unquote(m["label"]) if m["label"] else None
-        verb = (m["verb"] or "").lower()
-        if method == "GET" and not verb:
-            if m["meta"]:
+        if method == "GET":
+            if m["meta"] and m["meta"].lower() == "metadata":
                 return self._metadata(Spec(name, version, label))
+            if not name:
+                raise invalid("Missing model name in request.")
             return orjson.dumps(_proto_dict(self.core.status(name, version)))
-        if method != "POST" or verb not in ("predict", "classify", "regress"):
-            raise invalid(f"Malformed request: {method} {path}")
+        verb = m["verb"]
+        if verb not in ("predict", "classify", "regress"):  # the comparison is case-sensitive
+            raise malformed
         request = json_tensor.loads(body)
         signature_name = request.get("signature_name", "")
         if not isinstance(signature_name, str):
@@ -249,12 +252,20 @@ class RestApp:
         raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {method} {path}")
 
 
+def _v1_match(method: str, path: str) -> re.Match | None:
+    if method == "POST":
+        return _PREDICT_PATH.fullmatch(path)
+    if method == "GET":
+        return _STATUS_PATH.fullmatch(path)
+    return None
+
+
 def _v1_model_and_verb(method: str, path: str) -> tuple[str, str]:
     """The model name and API label TF Serving's metrics use for a /v1/ request."""
-    m = _PATH.match(path)
+    m = _v1_match(method, path)
     if m is None:
         return "", ""
-    return unquote(m["name"]), (m["verb"] or "").lower() if method == "POST" else ""
+    return unquote(m["name"] or ""), m["verb"] if method == "POST" else ""
 
 
 def _model_spec(spec: Spec):

@@ -5,10 +5,14 @@ request for one of its signatures as fixtures, and inherits the steps every fami
 
 1. the tiny preset trains on a slice of real data and its loss falls;
 2. `zoo export` writes a SavedModel that, loaded in a fresh process importing neither `zoo`,
-   `training` nor `keras`, answers exactly as the in-process export module (which runs the
-   Keras model) does, both through `tf.saved_model.load` and through a TF1 session as stock
-   TF Serving loads it;
+   `training` nor any Keras module beyond those `import tensorflow` itself loads, answers
+   exactly as the in-process export module (which runs the Keras model) does, both through
+   `tf.saved_model.load` and through a TF1 session as stock TF Serving loads it;
 3. `zoo serve` serves it, and gRPC Predict and REST :predict give those same answers.
+
+The export and the server are shared: `export_tiny_run` exports a run once (the family's own
+tests may call it for the same directory), and the class-scoped `served` fixture is the
+running server, for a family's own checks of what only its signatures do over the wire.
 
 """
 
@@ -39,8 +43,10 @@ FRESH_PROCESS = textwrap.dedent(
         protos = [tensor_pb2.TensorProto.FromString(bytes.fromhex(line.strip().decode()))
                   for line in f]
     inputs = {n: tf.make_ndarray(p) for n, p in zip(names, protos)}
+    before = set(sys.modules)  # importing TensorFlow (TF 2.21) loads parts of Keras itself
     loaded = tf.saved_model.load(path)
     eager = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    keras_loaded = sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "keras")
     # the way stock TF Serving runs it: the graph and its restore op in a TF1 session
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
         meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
@@ -49,7 +55,8 @@ FRESH_PROCESS = textwrap.dedent(
             {k: v.name for k, v in sig.outputs.items()},
             {sig.inputs[k].name: v for k, v in inputs.items()},
         )
-    out = {"imported": sorted(m for m in ("zoo", "training", "tfzoo") if m in sys.modules)}
+    ours = sorted(m for m in ("zoo", "training", "tfzoo") if m in sys.modules)
+    out = {"imported": ours + keras_loaded}
     out["eager"] = {k: tf.make_tensor_proto(v.numpy()).SerializeToString().hex()
                     for k, v in eager.items()}
     out["session"] = {k: tf.make_tensor_proto(v).SerializeToString().hex()
@@ -81,8 +88,19 @@ def train_tiny(family: str, data_dir: Path | str, run_dir: Path, **kwargs: Any):
     return run_dir, metrics
 
 
+def export_tiny_run(run_dir: Path, family: str) -> Path:
+    """`<base>/1`: `run_dir` exported by `zoo export`, once (later calls reuse it)."""
+    from tests.helpers import zoo
+
+    base = run_dir.parent / "e2e_models" / family
+    if not (base / "1" / "saved_model.pb").is_file():
+        zoo("export", "--model-dir", str(run_dir), "--to", str(base))
+    assert (base / "1" / "saved_model.pb").is_file()
+    return base / "1"
+
+
 def in_process_answers(run_dir: Path, signature: str, inputs: dict[str, Any]) -> dict:
-    """What the export module answers in this process, running the Keras model eagerly."""
+    """What the export module answers in this process, running the Keras model."""
     import tensorflow as tf
 
     from training import export
@@ -90,7 +108,8 @@ def in_process_answers(run_dir: Path, signature: str, inputs: dict[str, Any]) ->
 
     model, run_info = export.load_trained(run_dir)
     module = get_recipe(run_info["model"]).export(model, run_info["config"], run_info["assets"])
-    function = module.signatures()[signature]
+    # the function `signatures()` saves under this name, traced alone (not every signature)
+    function = getattr(module, signature).get_concrete_function()
     out = function(**{k: tf.constant(v) for k, v in inputs.items()})
     return {k: v.numpy() for k, v in out.items()}
 
@@ -125,6 +144,21 @@ def fresh_process_answers(version_dir: Path, signature: str, inputs: dict, tmp: 
         "eager": parse(out["eager"]),
         "session": parse(out["session"]),
     }
+
+
+def grpc_answers(server, model: str, signature: str, inputs: dict[str, Any]) -> dict:
+    """A gRPC Predict of `signature` on the served `model`: {output name: array}."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    with server.channel() as channel:
+        reply = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 120)
+    return {k: tf.make_ndarray(v) for k, v in reply.outputs.items()}
 
 
 def rest_instances(inputs: dict[str, Any]) -> list:
@@ -170,6 +204,11 @@ class FamilyEndToEnd:
     `tiny_run` -> (run dir, metrics) of its tiny preset trained on real data (`train_tiny`),
     and `request_inputs` -> {input name: batch} for `signature`.
 
+    The subclass may add tests of its own that use the class fixtures `exported`, `expected`
+    and `served`. Inside the class, `exported` is this class-scoped fixture, so a family's
+    module-scoped fixture that needs the export calls `export_tiny_run` (same directory)
+    instead of requesting `exported`.
+
     Attributes:
         family: the registry name.
         signature: the signature the checks call.
@@ -185,18 +224,25 @@ class FamilyEndToEnd:
     @pytest.fixture(scope="class")
     def exported(self, tiny_run) -> Path:
         """`<base>/1`: the tiny run exported by `zoo export`."""
-        from tests.helpers import zoo
-
-        run_dir, _ = tiny_run
-        base = run_dir.parent / "e2e_models" / self.family
-        zoo("export", "--model-dir", str(run_dir), "--to", str(base))
-        assert (base / "1" / "saved_model.pb").is_file()
-        return base / "1"
+        return export_tiny_run(tiny_run[0], self.family)
 
     @pytest.fixture(scope="class")
     def expected(self, tiny_run, request_inputs) -> dict[str, np.ndarray]:
         """The export module's answers, computed in this process with the Keras model."""
         return in_process_answers(tiny_run[0], self.signature, request_inputs)
+
+    @pytest.fixture(scope="class")
+    def served(self, exported):
+        """`zoo serve` serving the export as model `family` (a `tests.server_process.Server`)."""
+        from tests.server_process import start_server
+
+        server = start_server(
+            f"--model_name={self.family}",
+            f"--model_base_path={exported.parent}",
+            entry=("-m", "tfzoo", "serve"),
+        )
+        yield server
+        server.stop()
 
     def test_tiny_trains_and_loss_falls(self, tiny_run):
         _, metrics = tiny_run
@@ -215,37 +261,18 @@ class FamilyEndToEnd:
         assert_same_outputs(out["eager"], expected, self.atol, "tf.saved_model.load")
         assert_same_outputs(out["session"], expected, self.atol, "TF1 session")
 
-    def test_served_over_grpc_and_rest(self, exported, expected, request_inputs):
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    def test_served_over_grpc_and_rest(self, served, expected, request_inputs):
+        grpc_out = grpc_answers(served, self.family, self.signature, request_inputs)
+        assert_same_outputs(grpc_out, expected, self.atol, "gRPC")
 
-        from tests.server_process import start_server
-
-        server = start_server(
-            f"--model_name={self.family}",
-            f"--model_base_path={exported.parent}",
-            entry=("-m", "tfzoo", "serve"),
-        )
-        try:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = self.family
-            request.model_spec.signature_name = self.signature
-            for name, value in request_inputs.items():
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(server.channel())
-            reply = stub.Predict(request, 120)
-            grpc_out = {k: tf.make_ndarray(v) for k, v in reply.outputs.items()}
-            assert_same_outputs(grpc_out, expected, self.atol, "gRPC")
-
-            body = {"signature_name": self.signature, "instances": rest_instances(request_inputs)}
-            status, payload = server.http("POST", f"/v1/models/{self.family}:predict", body)
-            assert status == 200, payload
-            rest_out = rest_answers(payload, list(expected))
-            for key, want in expected.items():
-                got = rest_out[key]
-                if want.dtype.kind in "fc":
-                    np.testing.assert_allclose(got.astype(float), want, atol=self.atol)
-                else:
-                    assert got.tolist() == want.tolist(), f"REST/{key}"
-        finally:
-            server.stop()
+        body = {"signature_name": self.signature, "instances": rest_instances(request_inputs)}
+        status, payload = served.http("POST", f"/v1/models/{self.family}:predict", body)
+        assert status == 200, payload
+        rest_out = rest_answers(payload, list(expected))
+        for key, want in expected.items():
+            got = rest_out[key]
+            assert got.shape == want.shape, f"REST/{key}: shape {got.shape} != {want.shape}"
+            if want.dtype.kind in "fc":
+                np.testing.assert_allclose(got.astype(float), want, atol=self.atol, rtol=0)
+            else:
+                assert got.tolist() == want.tolist(), f"REST/{key}"

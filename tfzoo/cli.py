@@ -1,5 +1,5 @@
-"""The `zoo` command: list | card | train | finetune | evaluate | export | predict | pull |
-publish | pack | serve | generate.
+"""The `zoo` command: list | card | train | finetune | evaluate | export | predict | caption |
+translate | pull | publish | pack | serve | generate.
 
 This is the application layer: subcommands import `training` / `serving` lazily, so
 `zoo list` stays fast and the model code in `zoo/` stays framework-free.
@@ -144,6 +144,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from training import caption
+
+    lines = caption.run(
+        args.model, args.images, args.beam_size, args.max_length, args.attention_plot
+    )
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from training import translate
+
+    lines = translate.run(
+        args.model, args.sentences, args.beam_size, args.max_length, args.attention_plot
+    )
+    print("\n".join(lines))
+    return 0
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -275,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature", default="serving_default")
     p.add_argument("--top-k", type=int, default=3)
     p.set_defaults(func=cmd_predict)
+
+    def decoding_flags(p: argparse.ArgumentParser, default_model: str) -> None:
+        p.add_argument("--model", default=default_model, help="SavedModel base path or version")
+        p.add_argument("--beam-size", type=int, default=0, help="1 greedy; 0 the export's")
+        p.add_argument("--max-length", type=int, default=0, help="0: the export's cap")
+        p.add_argument("--attention-plot", default=None, metavar="OUT.png",
+                       help="draw the attention (OUT-<n>.png for several inputs)")  # fmt: skip
+
+    p = sub.add_parser("caption", help="caption images with an exported captioner")
+    p.add_argument("images", nargs="+")
+    decoding_flags(p, "models/captioner")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("translate", help="translate sentences with an exported seq2seq model")
+    p.add_argument("sentences", nargs="+")
+    decoding_flags(p, "models/translate")
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("pull", help="download, verify and install a pretrained artifact")
     p.add_argument("artifact", help="NAME[@VERSION] (see zoo list), URL or local .tar.gz")

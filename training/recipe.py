@@ -123,6 +123,11 @@ class Recipe:
         parent, _ = load_model(source)
         copy_parts(parent, model, parts)
 
+    def initialize(self, model, config: dict) -> None:
+        """Prepare the freshly built model of a new run before its first step (not of a
+        resumed run, nor of a fine-tuning one): e.g. its backbone from the trained run or
+        artifact its config names, through `init_from`. Nothing by default."""
+
     def export(self, model, config: dict, assets: dict) -> ExportModule:
         """The trained model wrapped in an `ExportModule` with its serving signatures."""
         raise NotImplementedError

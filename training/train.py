@@ -122,6 +122,8 @@ def run(
             fresh = recipe.reinitialized_layers(model, config, parent_info["config"])
             copy_weights(source, model, reinitialized=fresh)
             print(f"[train] starting from {parent}; re-initialised: {', '.join(fresh) or 'none'}")
+        elif not resume:
+            recipe.initialize(model, config)  # e.g. a backbone from a trained run (init_from)
         _compile(recipe, model, config, data, jit_compile)
         model.steps_per_execution = int(steps_per_execution)
     initial_epoch = 0

@@ -248,6 +248,9 @@ BAD_REST = [
     # INVALID_ARGUMENT "Malformed request: POST /v1/models:predict" (400)
     ("/v1/models:predict", b"{}", 400, "Malformed request: POST /v1/models:predict"),
     ("/v1/models/half_plus_two:explain", b"{}", 400, "Malformed request"),
+    # kPredictionApiGegex: versions are digits; the verb is compared case-sensitively
+    ("/v1/models/half_plus_two/versions/abc:predict", b"{}", 400, "Malformed request"),
+    ("/v1/models/half_plus_two:PREDICT", b'{"instances": [1.0]}', 400, "Malformed request"),
 ]  # fmt: skip
 
 

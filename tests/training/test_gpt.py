@@ -1,23 +1,21 @@
-"""GPT end to end: train the tiny preset on a short text, export, load without zoo/keras,
-edge cases of the signatures, `zoo generate`, and serving over REST and gRPC."""
+"""GPT: the tiny preset memorizes a short text; the export generates and scores as the Keras
+model does, its signatures' edge cases answer or fail clearly, `zoo generate` gives one text
+from the run and the export, and the server answers `generate` and `score` too. The
+end-to-end steps every family passes (fresh-process load, serving_default over gRPC and
+REST) are the harness's."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.server_process import start_server
+from tests.harness import FamilyEndToEnd, export_tiny_run, grpc_answers
 
 # Sonnet 18 (public domain): short enough to memorize in a few hundred steps.
 SONNET = """Shall I compare thee to a summer's day?
@@ -37,28 +35,38 @@ So long lives this, and this gives life to thee.
 """
 
 
+#: prompts of the end-to-end checks: one from the text, an empty one, one cut short
+PROMPTS = ["Shall I compare", "", "So long"]
+
+
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def tiny_run(tmp_path_factory):
+    """600 iterations on the sonnet, in 2 epochs of 300 (an evaluation between them)."""
     from training import train
 
     root = tmp_path_factory.mktemp("gpt")
     text = root / "sonnet.txt"
     text.write_text(SONNET)
-    train.run(
+    metrics = train.run(
         "gpt",
         preset="tiny",
         model_dir=root / "run",
         data_dir=str(text),
         overrides={
             "max_iters": 600,  # 300 left some runs short of memorizing (0.5-1.9 nats)
-            "epochs": 1,
+            "epochs": 2,  # the schedule follows max_iters: epochs only place the evaluations
             "eval_iters": 2,
             "learning_rate": 1e-2,
             "min_lr": 1e-3,
         },
         verbose=0,
     )
-    return root / "run"
+    return root / "run", metrics
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run):
+    return tiny_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +77,21 @@ def trained(run_dir):
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory):
-    from training import export
-
-    return export.run(run_dir, tmp_path_factory.mktemp("models") / "gpt")
+def exported(tiny_run):
+    """The tiny run exported by `zoo export` as <base>/1 (the harness's export)."""
+    return export_tiny_run(tiny_run[0], "gpt")
 
 
 @pytest.fixture(scope="module")
-def loaded(exported):
-    return tf.saved_model.load(str(exported))
+def loaded(tiny_run):
+    # not through `exported`: inside TestEndToEnd that name is the harness's class fixture
+    return tf.saved_model.load(str(export_tiny_run(tiny_run[0], "gpt")))
+
+
+@pytest.fixture(scope="module")
+def request_inputs():
+    """`serving_default` samples with the preset's settings and seed 0: one text per prompt."""
+    return {"prompt": np.array(PROMPTS, dtype=object)}
 
 
 def _generate(loaded, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, seed=0, stop=""):
@@ -92,6 +106,46 @@ def _generate(loaded, prompts, max_new, temperature=0.0, top_k=0, top_p=1.0, see
         stop=tf.fill([n], stop),
     )
     return [c.decode("utf-8") for c in out["completion"].numpy()]
+
+
+class TestEndToEnd(FamilyEndToEnd):
+    family = "gpt"
+
+    def test_served_generate_and_score(self, served, loaded):
+        """The other signatures over the wire: `generate` with every knob per row (REST row
+        format and gRPC), `score`, the columnar REST format, a bad knob as a 400."""
+        expected = _generate(loaded, ["Shall I", "So long"], 20)
+        url = "/v1/models/gpt:predict"
+        rows = [
+            {"prompt": p, "max_new_tokens": 20, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
+             "seed": 0, "stop": ""}
+            for p in ["Shall I", "So long"]
+        ]  # fmt: skip
+        status, body = served.http("POST", url, {"signature_name": "generate", "instances": rows})
+        assert status == 200 and body["predictions"] == expected, body
+        status, default = served.http("POST", url, {"inputs": {"prompt": ["Thou art"]}})
+        assert status == 200 and len(default["outputs"][0]) == 50, default
+        status, scored = served.http(
+            "POST", url, {"signature_name": "score", "instances": ["Shall I compare"]}
+        )
+        assert status == 200, scored
+        assert scored["predictions"][0]["num_tokens"] == 15
+        assert scored["predictions"][0]["log_likelihood"] < 0
+        bad = {"signature_name": "generate", "instances": [{**rows[0], "top_p": 0.0}]}
+        status, error = served.http("POST", url, bad)
+        assert status == 400 and "top_p" in error["error"], error
+
+        values = {
+            "prompt": np.array([b"Shall I", b"So long"]),
+            "max_new_tokens": np.array([20, 20], np.int32),
+            "temperature": np.zeros(2, np.float32),
+            "top_k": np.zeros(2, np.int32),
+            "top_p": np.ones(2, np.float32),
+            "seed": np.zeros(2, np.int32),
+            "stop": np.array([b"", b""]),
+        }
+        completions = grpc_answers(served, "gpt", "generate", values)["completion"]
+        assert [c.decode() for c in completions] == expected
 
 
 def test_tiny_overfits_a_short_text(run_dir, trained):
@@ -116,64 +170,35 @@ def test_tiny_overfits_a_short_text(run_dir, trained):
     assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / math.log(2))
 
 
-FRESH = r"""
-import json, sys
-import tensorflow as tf
-before = set(sys.modules)  # (importing tensorflow already imports a few keras.src modules)
-m = tf.saved_model.load(sys.argv[1])
-added = {k for k in set(sys.modules) - before if k.startswith(("keras", "zoo", "training"))}
-assert not added and "zoo" not in sys.modules, added
-prompts = json.loads(sys.argv[2])
-n = len(prompts)
-out = m.signatures["generate"](
-    prompt=tf.constant(prompts), max_new_tokens=tf.fill([n], 20),
-    temperature=tf.zeros([n]), top_k=tf.zeros([n], tf.int32), top_p=tf.ones([n]),
-    seed=tf.zeros([n], tf.int32), stop=tf.fill([n], ""))
-scores = m.signatures["score"](text=tf.constant(prompts))
-print(json.dumps({
-    "completions": [c.decode() for c in out["completion"].numpy()],
-    "scores": scores["log_likelihood"].numpy().tolist(),
-}))
-"""
-
-
-def test_export_in_a_fresh_process_matches_the_keras_model(exported, trained):
+def test_export_generates_and_scores_as_the_eager_keras_model(loaded, trained):
+    """Greedy `generate` and `score` of the loaded SavedModel: the Keras model's, run eagerly."""
     from keras import ops
 
     from training.data.char_text import CharVocab
     from zoo.gpt import generate, score
 
-    prompts = ["Shall I compare", "", "So long"]
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(exported), json.dumps(prompts)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        cwd=exported,  # where `zoo` is not importable
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    completions = _generate(loaded, PROMPTS, 20)
+    scores = loaded.signatures["score"](text=tf.constant(PROMPTS))["log_likelihood"].numpy()
 
     model, run_info = trained
     vocab = CharVocab.from_assets(run_info["assets"])
-    encoded = [vocab.encode(p) for p in prompts]
+    encoded = [vocab.encode(p) for p in PROMPTS]
     lengths = np.array([len(e) for e in encoded])
-    padded = np.zeros((len(prompts), lengths.max()), np.int32)
+    padded = np.zeros((len(PROMPTS), lengths.max()), np.int32)
     for i, e in enumerate(encoded):
         padded[i, : len(e)] = e
-    n = len(prompts)
+    n = len(PROMPTS)
     tokens, starts, ends = generate(
         model, padded, lengths, np.full(n, 20), np.zeros(n, "float32"), np.zeros(n, "int32"),
         np.ones(n, "float32"), np.zeros(n, "int32"), start_id=vocab.start_id,
     )  # fmt: skip
     tokens, starts, ends = (ops.convert_to_numpy(x) for x in (tokens, starts, ends))
     expected = [vocab.decode(tokens[i, starts[i] : ends[i]]) for i in range(n)]
-    assert served["completions"] == expected
+    assert completions == expected
     assert all(len(c) == 20 for c in expected)
 
     mean, _ = score(model, padded, lengths, start_id=vocab.start_id)
-    np.testing.assert_allclose(served["scores"], ops.convert_to_numpy(mean), atol=1e-4)
+    np.testing.assert_allclose(scores, ops.convert_to_numpy(mean), atol=1e-4)
 
 
 def test_edge_cases_answer_or_fail_clearly(loaded):
@@ -236,60 +261,3 @@ def test_zoo_generate_cli_same_text_from_run_and_export(run_dir, exported, capsy
     assert main(["--model-dir", str(run_dir), *argv, "--temperature", "-1"]) == 2
     assert "temperature must be >= 0" in capsys.readouterr().err
     assert main(["--model-dir", str(run_dir / "missing"), *argv]) == 2
-
-
-def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())
-
-
-def test_served_over_rest_and_grpc(exported, loaded):
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    expected = _generate(loaded, ["Shall I", "So long"], 20)
-    server = start_server(
-        "--model_name", "gpt", "--model_base_path", str(exported.parent),
-        entry=("-m", "tfzoo", "serve"),
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{server.rest_port}/v1/models/gpt:predict"
-        rows = [
-            {"prompt": p, "max_new_tokens": 20, "temperature": 0.0, "top_k": 0, "top_p": 1.0,
-             "seed": 0, "stop": ""}
-            for p in ["Shall I", "So long"]
-        ]  # fmt: skip
-        body = _post(url, {"signature_name": "generate", "instances": rows})
-        assert body["predictions"] == expected
-        default = _post(url, {"inputs": {"prompt": ["Thou art"]}})
-        assert len(default["outputs"][0]) == 50
-        scored = _post(url, {"signature_name": "score", "instances": ["Shall I compare"]})
-        assert scored["predictions"][0]["num_tokens"] == 15
-        assert scored["predictions"][0]["log_likelihood"] < 0
-        with pytest.raises(urllib.error.HTTPError) as err:
-            _post(url, {"signature_name": "generate", "instances": [{**rows[0], "top_p": 0.0}]})
-        assert err.value.code == 400 and "top_p" in json.loads(err.value.read())["error"]
-
-        with server.channel() as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "gpt"
-            request.model_spec.signature_name = "generate"
-            values = {
-                "prompt": np.array([b"Shall I", b"So long"]),
-                "max_new_tokens": np.array([20, 20], np.int32),
-                "temperature": np.zeros(2, np.float32),
-                "top_k": np.zeros(2, np.int32),
-                "top_p": np.ones(2, np.float32),
-                "seed": np.zeros(2, np.int32),
-                "stop": np.array([b"", b""]),
-            }
-            for name, value in values.items():
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            response = stub.Predict(request, timeout=120)
-            completions = [c.decode() for c in response.outputs["completion"].string_val]
-            assert completions == expected
-    finally:
-        server.stop()

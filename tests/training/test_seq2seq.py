@@ -1,19 +1,16 @@
-"""Seq2seq translation end to end: tiny training on Multi30k, export, fresh-process load, serving."""
+"""Seq2seq translation: tiny training on Multi30k, defined answers for awkward input, the
+export's decoding signatures (beam sizes, attention) as the Keras model decodes. The
+end-to-end steps every family passes (fresh-process load, `zoo serve`) are the harness's."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import subprocess_env
-from tests.server_process import start_server
+from tests.harness import FamilyEndToEnd, export_tiny_run
 
 SENTENCES = [
     "A man is riding a bicycle down the street.",
@@ -27,7 +24,7 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def trained(shared_data, tmp_path_factory):
+def tiny_run(shared_data, tmp_path_factory):
     """The tiny preset trained for 2 epochs on 1,000 Multi30k pairs through training.train."""
     from training import train
 
@@ -45,27 +42,36 @@ def trained(shared_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def keras_side(trained):
+def keras_side(tiny_run):
     """The trained Keras model (reloaded from its checkpoint) wrapped for eager translation."""
     from training.export import load_trained
     from training.recipes.seq2seq import Translator
 
-    model, run_info = load_trained(trained[0])
+    model, run_info = load_trained(tiny_run[0])
     return Translator(model, run_info["config"], run_info["assets"]), run_info
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
-    from training import export
+def exported(tiny_run):
+    """The tiny run exported by `zoo export` as <base>/1 (the harness's export)."""
+    return export_tiny_run(tiny_run[0], "seq2seq")
 
-    return export.run(trained[0], tmp_path_factory.mktemp("models") / "translate")
+
+@pytest.fixture(scope="module")
+def request_inputs():
+    """Every awkward sentence: empty, whitespace, non-ASCII, unknown words, 450 tokens."""
+    return {"source": np.array(SENTENCES, dtype=object)}
 
 
-def test_tiny_preset_trains_and_loss_falls(trained):
-    _, metrics = trained
+class TestEndToEnd(FamilyEndToEnd):
+    family = "seq2seq"
+
+
+def test_tiny_preset_figures(tiny_run):
+    _, metrics = tiny_run
     history = metrics["history"]
     assert len(history) == 2
-    assert history[-1]["loss"] < history[0]["loss"] - 0.2
+    assert history[-1]["loss"] < history[0]["loss"] - 0.2  # the harness asks only for a fall
     assert all(math.isfinite(h["val_loss"]) for h in history)
     assert 0.0 <= metrics["bleu"] <= 100.0 and 0.0 <= metrics["bleu_greedy"] <= 100.0
     assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] < math.log(3000)
@@ -88,28 +94,6 @@ def test_defined_answers_for_awkward_inputs(keras_side):
     assert translator.outputs(tf.constant([], tf.string))["translation"].shape == (0,)
 
 
-SCRIPT = r"""
-import json, sys
-import tensorflow as tf
-ours = ("keras", "zoo", "training")
-before = {k for k in sys.modules if k.split(".")[0] in ours}  # TF itself may import keras
-m = tf.saved_model.load(sys.argv[1])
-src = tf.constant(json.loads(sys.argv[2]))
-out = {"default": m.signatures["serving_default"](source=src)["translation"].numpy().tolist()}
-for k in (1, 3):
-    r = m.signatures["translate"](source=src, beam_size=tf.constant(k), max_length=tf.constant(0))
-    out[f"beam{k}"] = r["translation"].numpy().tolist()
-a = m.signatures["translate_with_attention"](source=src[:2], beam_size=tf.constant(0),
-                                             max_length=tf.constant(12))
-out["attention_shape"] = a["attention"].shape.as_list()
-out["attention_sums"] = a["attention"].numpy().sum(-1).tolist()
-out["target_tokens"] = a["target_tokens"].numpy().tolist()
-out["source_tokens"] = a["source_tokens"].numpy().tolist()
-out["imports"] = sorted(k for k in sys.modules if k.split(".")[0] in ours and k not in before)
-print(json.dumps(out, default=lambda b: b.decode("utf-8")))
-"""
-
-
 def _assert_equal_up_to_ties(model, source_ids, a_ids, b_ids, tol=1e-3) -> None:
     """Greedy id rows are equal, or first differ where the two words' log-probabilities tie."""
     for row, (a, b) in enumerate(zip(a_ids.tolist(), b_ids.tolist(), strict=True)):
@@ -124,25 +108,26 @@ def _assert_equal_up_to_ties(model, source_ids, a_ids, b_ids, tol=1e-3) -> None:
         assert abs(logp[a[t]] - logp[b[t]]) < tol, (row, t, a, b)
 
 
-def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_side, exported):
+def test_export_decodes_as_keras_and_beam_one_equals_greedy(keras_side, exported):
+    """Beam sizes and attention through the loaded SavedModel's other signatures (its
+    `serving_default`, the preset beam size, is the harness's fresh-process check)."""
     translator, _ = keras_side
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(exported), json.dumps(SENTENCES)],
-        capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd="/",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert served["imports"] == []  # loading and running needed no Keras / zoo code
+    loaded = tf.saved_model.load(str(exported))
+    source = tf.constant(SENTENCES)
+
+    def texts(out) -> list[str]:
+        return [t.decode("utf-8") for t in out["translation"].numpy()]
 
     def keras(beam: int) -> list[str]:
         # the in-process Keras model, traced by tf.function (eager decoding is much slower)
-        out = translator.translate(tf.constant(SENTENCES), tf.constant(beam), tf.constant(0))
-        return [t.decode("utf-8") for t in out["translation"].numpy()]
+        return texts(translator.translate(source, tf.constant(beam), tf.constant(0)))
 
-    greedy = keras(1)
-    assert served["beam1"] == greedy
-    assert served["beam3"] == keras(3)
-    assert served["default"] == keras(0)  # preset beam size
+    translate = loaded.signatures["translate"]
+    for beam in (1, 3):
+        got = texts(
+            translate(source=source, beam_size=tf.constant(beam), max_length=tf.constant(0))
+        )
+        assert got == keras(beam), beam
     # eager (no tf.function) decoding of the Keras model gives the same answer, up to ties:
     # a barely trained model can have two next words within float noise of each other
     ids, _, _ = translator.encode_source(tf.constant(SENTENCES[:2]))
@@ -158,35 +143,17 @@ def test_export_in_fresh_process_matches_keras_and_beam_one_equals_greedy(keras_
     b_ids = beam_search(translator.model, ids, 1, g_ids.shape[1] + 5)[0].numpy()
     np.testing.assert_array_equal(g_ids, b_ids[:, : g_ids.shape[1]])
 
-    n, t, s = served["attention_shape"]
-    assert n == 2 and t <= 12 and s == len(served["source_tokens"][0])
-    assert served["source_tokens"][0][-1] == "</s>"
-    for row_tokens, row_sums in zip(served["target_tokens"], served["attention_sums"], strict=True):
+    a = loaded.signatures["translate_with_attention"](
+        source=source[:2], beam_size=tf.constant(0), max_length=tf.constant(12)
+    )
+    n, t, s = a["attention"].shape.as_list()
+    source_tokens = a["source_tokens"].numpy()
+    assert n == 2 and t <= 12 and s == len(source_tokens[0])
+    assert source_tokens[0][-1] == b"</s>"
+    sums = a["attention"].numpy().sum(-1)
+    for row_tokens, row_sums in zip(a["target_tokens"].numpy(), sums, strict=True):
         for token, total in zip(row_tokens, row_sums, strict=True):
             assert total == pytest.approx(1.0 if token else 0.0, abs=1e-4)
-
-
-def test_served_grpc_predict_returns_translation(keras_side, exported):
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    translator, _ = keras_side
-    server = start_server(
-        "--model_name", "translate", "--model_base_path", str(Path(exported).parent),
-        entry=("-m", "tfzoo", "serve"),
-    )  # fmt: skip
-    try:
-        sentences = [SENTENCES[0], SENTENCES[4]]
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = "translate"
-        request.inputs["source"].CopyFrom(tf.make_tensor_proto(sentences, dtype=tf.string))
-        with server.channel() as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            response = stub.Predict(request, timeout=120)
-        got = [t.decode("utf-8") for t in tf.make_ndarray(response.outputs["translation"])]
-        want = translator.outputs(sentences)["translation"].numpy()
-        assert len(got) == 2 and got == [t.decode("utf-8") for t in want]
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(("source", "target", "word"), [("de", "en", "man"), ("en", "fr", "homme")])

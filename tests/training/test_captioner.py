@@ -1,0 +1,252 @@
+"""Show, Attend and Tell end to end on real Flickr8k images: the tiny preset trains on a slice
+with its encoder initialised from a tiny GoogLeNet run (features cached), the export answers
+as Keras in a fresh process and over gRPC / REST, awkward images get defined answers, the
+attention figures are drawn, and the metrics are coco-caption's."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.harness import FamilyEndToEnd, export_tiny_run, grpc_answers
+from tests.helpers import small_image_folder, zoo
+from training import export, train
+
+#: two Flickr8k validation images
+VAL_IMAGES = ("1056338697_4f7d7ce270.jpg", "106490881_5a2dd9b7bd.jpg")
+
+
+@pytest.fixture(scope="module")
+def flickr8k(shared_data):
+    if not (shared_data / "flickr8k" / "captions_train.csv").is_file():
+        pytest.skip("flickr8k not found in shared data")
+    return shared_data / "flickr8k"
+
+
+@pytest.fixture(scope="module")
+def googlenet_run(shared_data, tmp_path_factory):
+    """A tiny GoogLeNet trained for one epoch on 12 Imagenette images: the encoder's parent."""
+    if not (shared_data / "imagenette").is_dir():
+        pytest.skip("imagenette not found in shared data")
+    classes = ["n01440764", "n03028079", "n03888257"]
+    folder = small_image_folder(
+        shared_data / "imagenette", tmp_path_factory.mktemp("imagenette"), 4,
+        splits=("train", "val"), classes=classes,
+    )  # fmt: skip
+    run_dir = tmp_path_factory.mktemp("googlenet") / "run"
+    train.run(
+        "googlenet", "tiny", run_dir, str(folder), verbose=0,
+        overrides={"num_classes": 3, "aux_heads": False},
+    )  # fmt: skip
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(flickr8k, googlenet_run, tmp_path_factory):
+    """The tiny preset, 3 epochs on 40 Flickr8k images, encoder from `googlenet_run`."""
+    run_dir = tmp_path_factory.mktemp("captioner") / "run"
+    metrics = train.run(
+        "captioner", "tiny", run_dir, str(flickr8k), verbose=0,
+        overrides={"encoder_init": str(googlenet_run)},
+    )  # fmt: skip
+    return run_dir, metrics
+
+
+@pytest.fixture(scope="module")
+def request_inputs(flickr8k):
+    return {
+        "image_bytes": np.array(
+            [(flickr8k / "images" / name).read_bytes() for name in VAL_IMAGES], dtype=object
+        )
+    }
+
+
+@pytest.fixture(scope="module")
+def keras_side(tiny_run):
+    """The export module around the trained Keras model, in this process."""
+    from training.recipes.captioner import RECIPE
+
+    model, info = export.load_trained(tiny_run[0])
+    return RECIPE.export(model, info["config"], info["assets"]), model
+
+
+def _png(width: int, height: int) -> bytes:
+    return tf.io.encode_png(tf.fill([height, width, 3], tf.constant(200, tf.uint8))).numpy()
+
+
+class TestEndToEnd(FamilyEndToEnd):
+    family = "captioner"
+
+    def test_awkward_images_over_the_wire(self, served, request_inputs, keras_side):
+        module, _ = keras_side
+        tiny, corrupt = _png(1, 1), b"\xff\xd8\xff\xe0 not really a jpeg"
+        images = np.array([request_inputs["image_bytes"][0], tiny, b""], dtype=object)
+        got = grpc_answers(served, self.family, "serving_default", {"image_bytes": images})
+        want = module.serving_default(tf.constant(list(images)))["caption"].numpy()
+        assert got["caption"].tolist() == want.tolist()
+        assert got["caption"][0] and got["caption"][2] == b""  # an empty string: no caption
+
+        body = {"instances": [{"b64": base64.b64encode(corrupt).decode()}]}
+        status, payload = served.http("POST", f"/v1/models/{self.family}:predict", body)
+        assert status == 400 and "image" in payload["error"].lower(), payload
+        # the server goes on answering
+        body = {"instances": [{"b64": base64.b64encode(tiny).decode()}]}
+        status, payload = served.http("POST", f"/v1/models/{self.family}:predict", body)
+        assert status == 200 and isinstance(payload["predictions"][0], str), payload
+
+    def test_caption_with_attention_over_grpc(self, served, request_inputs):
+        inputs = {**request_inputs, "beam_size": np.int32(0), "max_length": np.int32(0)}
+        got = grpc_answers(served, self.family, "caption_with_attention", inputs)
+        n, t, h, w = got["attention"].shape
+        assert (n, h, w) == (2, 4, 4) and got["tokens"].shape == (2, t)
+        emitted = (got["tokens"] != b"").astype("float32")
+        np.testing.assert_allclose(got["attention"].sum((2, 3)), emitted, atol=1e-5)
+
+
+def test_encoder_comes_from_the_googlenet_run_and_features_are_cached(tiny_run, googlenet_run):
+    run_dir, metrics = tiny_run
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["assets"]["encoder_fingerprint"]  # trained on cached feature maps
+    captioner, _ = export.load_trained(run_dir)
+    googlenet, _ = export.load_trained(googlenet_run)
+    source = googlenet.get_layer("backbone")
+    layers = [layer for layer in captioner.backbone.layers if layer.weights]
+    assert layers and len(layers) < len([x for x in source.layers if x.weights])  # cut at 4e
+    for layer in layers:  # frozen through training: still the parent's weights
+        for got, want in zip(layer.weights, source.get_layer(layer.name).weights, strict=True):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+    assert metrics["val_loss"] < np.log(len(info["assets"]["target_vocab"]))
+
+
+def test_init_from_is_strict(googlenet_run):
+    from training.recipes.captioner import RECIPE
+    from training.transfer import TransferError
+    from zoo import registry
+
+    spec = registry.get("captioner")
+    model = spec.build("tiny", target_vocab_size=40)
+    before = model.get_layer("embedding").get_weights()[0].copy()
+    RECIPE.init_from(model, googlenet_run, ["backbone"])
+    googlenet, _ = export.load_trained(googlenet_run)
+    conv = googlenet.get_layer("backbone").get_layer("conv1")
+    np.testing.assert_array_equal(model.backbone.get_layer("conv1").kernel, conv.kernel)
+    np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0], before)
+    with pytest.raises(TransferError, match="no layer 'embedding'"):
+        RECIPE.init_from(model, googlenet_run, ["embedding"])
+    wider = spec.build("tiny", target_vocab_size=40, encoder_preset="imagenette")
+    with pytest.raises(TransferError, match="shape"):
+        RECIPE.init_from(wider, googlenet_run, ["backbone"])
+
+
+def test_awkward_inputs_in_process(keras_side):
+    module, _ = keras_side
+    out = module.caption_with_attention(
+        tf.constant([_png(1, 1), b"", _png(640, 20)]), tf.constant(2), tf.constant(5)
+    )
+    captions = [c.decode() for c in out["caption"].numpy()]
+    assert captions[1] == "" and all(isinstance(c, str) for c in captions)
+    assert out["tokens"].shape[1] <= 5 and (out["tokens"].numpy()[1] == b"").all()
+    assert float(tf.reduce_sum(out["attention"][1])) == 0.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
+        module.serving_default(tf.constant([b"GIF89a broken"]))
+    assert module.serving_default(tf.constant([], tf.string))["caption"].shape == (0,)
+
+
+def test_beam_one_is_greedy_and_features_in_matches_images_in(keras_side, request_inputs):
+    module, _ = keras_side
+    images = tf.constant(list(request_inputs["image_bytes"]))
+    greedy = module.caption_with_attention(images, tf.constant(1), tf.constant(0))
+    from zoo.layers.decoding import beam_search
+
+    features = module.features(images)["features"]
+    ids, attention, _ = beam_search(module.model, {"features": features}, 1, 40)
+    tokens = module.target_tokens(ids).numpy()
+    assert tokens.tolist() == greedy["tokens"].numpy()[:, : tokens.shape[1]].tolist()
+    via_features = module.caption_features(features, tf.constant(1), tf.constant(0))
+    assert via_features["caption"].numpy().tolist() == greedy["caption"].numpy().tolist()
+    np.testing.assert_allclose(via_features["attention"], greedy["attention"], atol=1e-5)
+
+
+def test_evaluate_reports_coco_caption_metrics(tiny_run, flickr8k):
+    from training import evaluate
+
+    _, metrics = tiny_run
+    results = evaluate.run(tiny_run[0], str(flickr8k))
+    for out in (metrics, results):
+        for key in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "bleu_4_greedy"):
+            assert 0.0 <= out[key] <= 1000.0, (key, out)
+        assert out["bleu"] == out["bleu_4"]
+    assert results["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+
+
+def test_coco_scores_against_every_reference():
+    from training.recipes.captioner import coco_scores
+
+    refs = [["A dog runs on the grass .", "The dog is running."], ["Two men play football."]]
+    perfect = coco_scores(["a dog runs on the grass", "two men play football"], refs)
+    assert perfect["bleu_1"] == pytest.approx(100.0, abs=1e-3) > 0
+    worse = coco_scores(["a cat sleeps", "two men play football"], refs)
+    assert worse["bleu_1"] < perfect["bleu_1"] and worse["cider"] < perfect["cider"]
+
+
+def test_caption_reader_and_tokens(flickr8k):
+    from training.data import captions
+
+    split = captions.read_split(flickr8k, "val", limit=3)
+    assert len(split) == 3 and all(len(refs) == 5 for refs in split.captions)
+    assert captions.read_split(flickr8k, "test") is None  # held out: not in shared data
+    assert captions.caption_tokens_py(["A woman's  dog, jumps!", "  ", "Black-and-white."]) == [
+        ["a", "womans", "dog", "jumps"], [], ["black-and-white"],
+    ]  # fmt: skip
+
+
+def test_zoo_caption_draws_one_panel_per_word(tiny_run, flickr8k, tmp_path):
+    from matplotlib.image import imread
+
+    from training import caption, plots
+
+    version = export_tiny_run(tiny_run[0], "captioner")
+    image = flickr8k / "images" / VAL_IMAGES[0]
+    out = tmp_path / "attention.png"
+    proc = zoo("caption", "--model", str(version.parent), str(image), "--attention-plot", str(out))
+    text = proc.stdout.strip().splitlines()[0].split(": ", 1)[1]
+    (result,) = caption.caption_images(version, [str(image)])
+    assert text == result.text and result.words == text.split()
+    figure = plots.caption_figure(np.zeros((30, 40, 3), np.uint8), result.words, result.attention)
+    assert len(figure.axes) == len(result.words)
+    height, width = imread(out).shape[:2]
+    assert (width, height) == plots.caption_figure_pixels(len(result.words))
+
+
+def test_translate_alignment_plot(tmp_path):
+    """`zoo translate --attention-plot` draws `translate_with_attention`'s matrix."""
+    from matplotlib.image import imread
+
+    from training import translate
+
+    class Exported:  # what a loaded seq2seq SavedModel answers (one sentence)
+        def __init__(self):
+            self.signatures = {"translate_with_attention": self.answer}
+
+        @staticmethod
+        def answer(source, beam_size, max_length):
+            attention = np.zeros((1, 4, 5), np.float32)
+            attention[0, np.arange(4), np.arange(4)] = 1.0
+            return {
+                "translation": tf.constant(["ein Hund ."]),
+                "source_tokens": tf.constant([["a", "dog", ".", "</s>", ""]]),
+                "target_tokens": tf.constant([["ein", "Hund", ".", "</s>"]]),
+                "attention": tf.constant(attention),
+            }
+
+    (result,) = translate.translate(Exported(), ["A dog."])
+    assert result["source_tokens"] == ["a", "dog", ".", "</s>"]
+    assert result["target_tokens"] == ["ein", "Hund", ".", "</s>"]
+    assert result["attention"].shape == (4, 4)
+    lines = translate.run(Exported(), ["A dog."], attention_plot=str(tmp_path / "a.png"))
+    assert lines[0] == "ein Hund ." and (tmp_path / "a.png").is_file()
+    assert imread(tmp_path / "a.png").shape[0] > 100

@@ -1,0 +1,45 @@
+"""Show, Attend and Tell (Xu et al. 2015): image captioning with soft attention over a zoo
+backbone's feature grid; greedy and beam search through `zoo.layers.decoding`."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from zoo import registry
+from zoo.captioner.model import ShowAttendTell, encoder_backbone
+from zoo.captioner.presets import MODEL_KEYS, PRESETS
+
+__all__ = ["SPEC", "PRESETS", "ShowAttendTell", "build", "encoder_backbone"]
+
+
+def build(config: dict) -> ShowAttendTell:
+    """A captioner from a preset config (only the model keys are used)."""
+    missing = [key for key in MODEL_KEYS if key not in config]
+    if missing:
+        raise KeyError(f"captioner config lacks {missing}")
+    model = ShowAttendTell(**{key: config[key] for key in MODEL_KEYS})
+    size = model.image_size
+    model({"pixels": ops.zeros((1, size, size, 3)), "target_in": ops.ones((1, 2), "int32")})
+    return model
+
+
+def example_inputs(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Two images of the config's size and caption prefixes of 5 ids."""
+    size = int(config["image_size"])
+    return {
+        "pixels": rng.uniform(0.0, 255.0, size=(2, size, size, 3)).astype("float32"),
+        "target_in": rng.integers(4, 9, size=(2, 5)).astype("int32"),
+    }
+
+
+SPEC = registry.ModelSpec(
+    name="captioner",
+    task="captioning",
+    description="Show, Attend and Tell: LSTM with soft attention over GoogLeNet's feature grid",
+    builder=build,
+    presets=PRESETS,
+    default_preset="default",
+    example_inputs=example_inputs,
+    example_sizes={"target_vocab_size": 40},
+)
