@@ -1,19 +1,20 @@
 """GoogLeNet's recipe on real Imagenette images (tiny preset, three classes, 16 images each):
 its loss falls, the auxiliary heads weigh in the training loss but never reach the export,
-the SavedModel answers like Keras in a process without the zoo, and labels are names."""
+the SavedModel's signatures answer like the Keras classifier, and labels are names. The
+end-to-end steps every family passes are the harness's: there, real Imagenette JPEGs are
+answered alike by Keras, the SavedModel in a fresh process without the zoo, and `zoo serve`
+(b64 over REST, a string tensor over gRPC), labels included."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import small_image_folder, subprocess_env
+from tests.harness import FamilyEndToEnd, export_tiny_run
+from tests.helpers import small_image_folder
 from training import export, train
 
 #: WordNet ids of three distinct Imagenette classes, sorted, and their exported names.
@@ -42,9 +43,36 @@ def tiny_run(imagenette_small, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
-    run_dir, _ = tiny_run
-    return export.run(run_dir, tmp_path_factory.mktemp("models") / "googlenet")
+def exported(tiny_run):
+    """The tiny run exported by `zoo export` as <base>/1 (the harness's export)."""
+    return export_tiny_run(tiny_run[0], "googlenet")
+
+
+@pytest.fixture(scope="module")
+def val_images(shared_data):
+    """The first validation JPEG of each class, from the real Imagenette folder."""
+    root = shared_data / "imagenette" / "val"
+    if not root.is_dir():
+        pytest.skip("imagenette not found in shared data")
+    return [sorted((root / c).iterdir())[0] for c in CLASSES]
+
+
+@pytest.fixture(scope="module")
+def request_inputs(val_images):
+    """Those JPEGs' bytes, as `serving_default` takes them."""
+    return {"image_bytes": np.array([p.read_bytes() for p in val_images], dtype=object)}
+
+
+class TestEndToEnd(FamilyEndToEnd):
+    family = "googlenet"
+
+    def test_labels_answered_are_names(self, expected):
+        """What Keras, the fresh process and the server all answer: class names, best first."""
+        names = list(CLASSES.values())
+        classes = expected["classes"].astype(str).tolist()
+        assert expected["class_ids"].shape == (3, 3)  # top k = min(5, classes)
+        for row, ids in zip(classes, expected["class_ids"].tolist(), strict=True):
+            assert row == [names[i] for i in ids] and sorted(row) == sorted(names)
 
 
 def test_tiny_preset_loss_falls(tiny_run):
@@ -65,74 +93,49 @@ def test_auxiliary_heads_weigh_in_the_training_loss(tiny_run):
         assert epoch["loss"] > main + 0.1
 
 
-def test_export_has_one_head_and_matches_keras_in_a_fresh_process(
-    tiny_run, exported, imagenette_small, tmp_path
-):
+def test_export_has_one_head_and_matches_keras(tiny_run, exported, val_images):
+    """The loaded SavedModel's three signatures: the Keras classifier's probabilities (top k
+    of them on image bytes, all on pixels) and its backbone's last block, and no aux head."""
     from training.data.images import decode_image
     from training.tasks.image_classification import center_crop, decode_size
     from zoo.tasks.image_classifier import backbone_of, inference_model
 
     run_dir, _ = tiny_run
-    images = [sorted((imagenette_small / "val" / c).iterdir())[0] for c in CLASSES]
     model, info = export.load_trained(run_dir)
     config = info["config"]
-    decoded = [decode_image(tf.io.read_file(str(p)), decode_size(config)) for p in images]
+    decoded = [decode_image(tf.io.read_file(str(p)), decode_size(config)) for p in val_images]
     pixels = center_crop(tf.cast(tf.stack(decoded), tf.float32), config["image_size"]).numpy()
-    np.save(tmp_path / "pixels.npy", pixels)
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        import numpy as np, tensorflow as tf
-        loaded = tf.saved_model.load({str(exported)!r})
-        data = tf.constant([open(p, "rb").read() for p in {[str(p) for p in images]!r}])
-        top = loaded.signatures["serving_default"](image_bytes=data)
-        pixels = tf.constant(np.load({str(tmp_path / "pixels.npy")!r}))
-        probs = loaded.signatures["predict_pixels"](pixels=pixels)["probabilities"]
-        features = loaded.signatures["features"](image_bytes=data)["features"]
-        for name, value in [("probs", probs), ("features", features)]:
-            np.save({str(tmp_path)!r} + f"/{{name}}.npy", value.numpy())
-        for name in ("probabilities", "class_ids"):
-            np.save({str(tmp_path)!r} + f"/top_{{name}}.npy", top[name].numpy())
-        variables = {{id(v): v for v in loaded.model_variables}}.values()
-        print(json.dumps({{
-            "classes": top["classes"].numpy().astype(str).tolist(),
-            "outputs": {{k: sorted(s.structured_outputs) for k, s in loaded.signatures.items()}},
-            "weights": sum(int(np.prod(v.shape)) for v in variables if v.dtype.is_floating),
-            "imported": [m for m in ("zoo", "training") if m in sys.modules],
-        }}))
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(),
-        timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the script imports TensorFlow only (which itself loads parts of Keras), never the zoo
-    assert served["imported"] == []
+    loaded = tf.saved_model.load(str(exported))
+    data = tf.constant([p.read_bytes() for p in val_images])
+    top = loaded.signatures["serving_default"](image_bytes=data)
+    probs = loaded.signatures["predict_pixels"](pixels=tf.constant(pixels))["probabilities"]
+    features = loaded.signatures["features"](image_bytes=data)["features"].numpy()
 
     # one classifier in the export: no auxiliary output, no auxiliary weights
-    assert served["outputs"] == {
+    assert {k: sorted(s.structured_outputs) for k, s in loaded.signatures.items()} == {
         "serving_default": ["class_ids", "classes", "probabilities"],
         "predict_pixels": ["probabilities"],
         "features": ["features"],
     }
     classifier = inference_model(model)
-    assert served["weights"] == classifier.count_params() < model.count_params()
+    variables = {id(v): v for v in loaded.model_variables}.values()
+    weights = sum(int(np.prod(v.shape)) for v in variables if v.dtype.is_floating)
+    assert weights == classifier.count_params() < model.count_params()
 
     expected = classifier(pixels, training=False).numpy()
-    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-5)
-    top_probabilities = np.load(tmp_path / "top_probabilities.npy")
+    np.testing.assert_allclose(probs.numpy(), expected, atol=1e-5)
+    top_probabilities = top["probabilities"].numpy()
     assert top_probabilities.shape == (3, 3)  # top k = min(5, classes)
     np.testing.assert_allclose(top_probabilities, -np.sort(-expected, axis=-1), atol=1e-5)
     feature = backbone_of(model)(pixels, training=False)["inception_5b"].numpy()
     scale = np.abs(feature).max()
-    np.testing.assert_allclose(np.load(tmp_path / "features.npy"), feature, atol=1e-5 * scale)
+    np.testing.assert_allclose(features, feature, atol=1e-5 * scale)
 
     # labels are names, best first
     names = list(CLASSES.values())
-    assert [row[0] for row in served["classes"]] == [names[i] for i in expected.argmax(-1)]
-    assert all(sorted(row) == sorted(names) for row in served["classes"])
+    classes = top["classes"].numpy().astype(str).tolist()
+    assert [row[0] for row in classes] == [names[i] for i in expected.argmax(-1)]
+    assert all(sorted(row) == sorted(names) for row in classes)
 
 
 def test_labels_come_back_as_names(tiny_run, exported):

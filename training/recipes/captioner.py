@@ -118,13 +118,20 @@ class Captioner(SequenceGeneratorExport):
         )
         return tf.cast(images, tf.float32)
 
+    def encode(self, pixels: tf.Tensor) -> tf.Tensor:
+        """Pixels [N, s, s, 3] -> the encoder's feature maps [N, h, w, D], N = 0 included
+        (Keras' batch norm fails on an empty batch: one padding row is encoded instead)."""
+        n = tf.shape(pixels)[0]
+        padded = tf.pad(pixels, [[0, tf.maximum(0, 1 - n)], [0, 0], [0, 0], [0, 0]])
+        return self.model.backbone(padded, training=False)[:n]
+
     def outputs(self, inputs: dict, beam_size=0, max_length=0, empty=None) -> dict:
         """{"pixels"} or {"features"} -> caption, scores, tokens, attention [N, T, h, w];
         rows where `empty` is True answer "" with no tokens."""
         beam_size = tf.convert_to_tensor(beam_size, tf.int32)
         max_length = tf.convert_to_tensor(max_length, tf.int32)
         if "pixels" in inputs:  # encode once, not in both branches of greedy / beam search
-            inputs = {"features": self.model.backbone(inputs["pixels"], training=False)}
+            inputs = {"features": self.encode(inputs["pixels"])}
         ids, attention, scores = self.decode(inputs, beam_size, max_length)
         if empty is not None:
             ids = tf.where(empty[:, None], 0, ids)
@@ -172,8 +179,7 @@ class Captioner(SequenceGeneratorExport):
 
     @signature(IMAGE_BYTES)
     def features(self, image_bytes):
-        pixels = self.pixels(image_bytes)
-        return {"features": self.model.backbone(pixels, training=False)}
+        return {"features": self.encode(self.pixels(image_bytes))}
 
     # -- Python API, warmup ----------------------------------------------------------------
 
