@@ -80,12 +80,13 @@ def googlenet_backbone(config: dict[str, Any]) -> keras.Model:
     normalization = config["normalization"]
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    batch_norm = normalization == "batch_norm"
+    # the BN variant: BatchNormalization's momentum; None in the paper's LRN network
+    batch_norm = float(config["batch_norm_momentum"]) if normalization == "batch_norm" else None
     width = float(config["width"])
     size = int(config["image_size"])
 
     def lrn(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-        return x if batch_norm else LocalResponseNormalization(**LRN_ARGS, name=name)(x)
+        return x if batch_norm is not None else LocalResponseNormalization(**LRN_ARGS, name=name)(x)
 
     def stem_conv(x: keras.KerasTensor, key: str, kernel: int, strides: int = 1):
         filters = scale_width(STEM_WIDTHS[key], width)

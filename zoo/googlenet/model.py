@@ -65,7 +65,9 @@ def auxiliary_head(config: dict[str, Any], name: str) -> Head:
     dropout `aux_dropout` (0.7), linear to `num_classes`, float32 softmax in a layer named
     `name`. The 128 and 1024 are scaled by `width`.
     """
-    batch_norm = config["normalization"] == "batch_norm"
+    batch_norm = (
+        float(config["batch_norm_momentum"]) if config["normalization"] == "batch_norm" else None
+    )
     width = float(config["width"])
 
     def head(features: keras.KerasTensor) -> keras.KerasTensor:

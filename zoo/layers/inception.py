@@ -9,7 +9,7 @@ branches over the same input, concatenated along channels:
 - 3x3/1 max pooling then 1x1 projection (`pool proj`).
 
 Every convolution is followed by ReLU ("All the convolutions, including those inside the
-Inception modules, use rectified linear activation"). With `batch_norm=True` each
+Inception modules, use rectified linear activation"). With `batch_norm` (a momentum) each
 convolution is instead Conv (no bias) -> BatchNormalization -> ReLU, the Inception-BN
 arrangement of Ioffe & Szegedy, "Batch Normalization" (2015), without its other changes.
 
@@ -61,7 +61,7 @@ def conv_block(
     *,
     name: str,
     strides: int = 1,
-    batch_norm: bool = False,
+    batch_norm: float | None = None,
 ) -> keras.KerasTensor:
     """A "same"-padded convolution with ReLU; Conv -> BN -> ReLU when `batch_norm`.
 
@@ -75,16 +75,17 @@ def conv_block(
         kernel_size: square kernel side.
         name: the convolution's layer name and the prefix of the others.
         strides: convolution stride.
-        batch_norm: insert BatchNormalization between the convolution and the ReLU.
+        batch_norm: the momentum of a BatchNormalization between the convolution and the
+            ReLU (0.99 is Keras' default, 0.9 PyTorch's); None for none.
     """
-    if not batch_norm:
+    if batch_norm is None:
         return layers.Conv2D(
             filters, kernel_size, strides=strides, padding="same", activation="relu", name=name
         )(x)
     x = layers.Conv2D(
         filters, kernel_size, strides=strides, padding="same", use_bias=False, name=name
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=batch_norm, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -93,7 +94,7 @@ def inception_module(
     widths: InceptionWidths,
     *,
     name: str,
-    batch_norm: bool = False,
+    batch_norm: float | None = None,
 ) -> keras.KerasTensor:
     """One Inception module (Szegedy et al., 2014, Figure 2(b)) on a channels-last map.
 
@@ -106,7 +107,8 @@ def inception_module(
         x: the module's input.
         widths: Table 1's six filter counts for this module.
         name: module name, e.g. "inception_3a".
-        batch_norm: Conv -> BN -> ReLU in every branch instead of Conv -> ReLU.
+        batch_norm: Conv -> BN (this momentum) -> ReLU in every branch instead of
+            Conv -> ReLU when not None.
 
     Example:
         >>> inputs = keras.Input((28, 28, 192))
