@@ -18,3 +18,6 @@ run() {  # name, then the zoo train arguments
 }
 run googlenet_imagenette googlenet --preset imagenette --data-dir "$DATA/imagenette" \
   --model-dir runs/googlenet_imagenette
+# after GoogLeNet: its trained backbone is the captioner's frozen encoder (features cached)
+run captioner_flickr8k captioner --preset default --data-dir "$DATA/flickr8k" \
+  --model-dir runs/captioner_flickr8k --set encoder_init=runs/googlenet_imagenette

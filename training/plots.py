@@ -1,8 +1,8 @@
 """Attention figures (matplotlib, no display needed):
 
 - `caption_figure`: Show, Attend and Tell's Figure 2 (soft attention row): the image once per
-  generated word, that word's attention over the feature grid upsampled (bilinear) over it,
-  and the word underneath;
+  generated word, that word's attention over the feature grid upsampled (bilinear) over it
+  (the unattended parts darkened), and the word underneath;
 - `alignment_figure`: a translation's attention matrix, source words along the top, target
   words down the side (Bahdanau et al. 2015, Figure 3).
 
@@ -31,19 +31,27 @@ def caption_grid(words: int, columns: int = 5) -> tuple[int, int]:
     return max(1, math.ceil(words / columns)), columns
 
 
-def caption_figure_pixels(words: int, columns: int = 5, dpi: int = DPI) -> tuple[int, int]:
-    """(width, height) in pixels of `caption_figure`'s PNG for that many words."""
+def caption_figure_inches(words: int, aspect: float, columns: int = 5) -> tuple[float, float]:
+    """(width, height) in inches of `caption_figure` for that many words and an image of
+    `aspect` = height / width: panels `PANEL_INCHES` wide, each with its word line."""
     rows, columns = caption_grid(words, columns)
-    return (
-        round(columns * PANEL_INCHES * dpi),
-        round(rows * (PANEL_INCHES + LABEL_INCHES) * dpi),
-    )
+    return columns * PANEL_INCHES, rows * (PANEL_INCHES * aspect + LABEL_INCHES)
+
+
+def caption_figure_pixels(
+    words: int, aspect: float = 1.0, columns: int = 5, dpi: int = DPI
+) -> tuple[int, int]:
+    """(width, height) in pixels of `caption_figure`'s PNG (see `caption_figure_inches`;
+    Agg truncates inches x dpi to whole pixels)."""
+    width, height = caption_figure_inches(words, aspect, columns)
+    return int(width * dpi), int(height * dpi)
 
 
 def caption_figure(
     image: np.ndarray, words: Sequence[str], attention: np.ndarray, columns: int = 5
 ) -> Figure:
-    """The image once per word with its attention overlaid (whiter = more attention).
+    """The image once per word, darkened where that word's attention is low (as in the
+    paper's figures): the region a word attends to most shows as it is.
 
     Args:
         image: uint8 [H, W, 3], shown at its own aspect ratio.
@@ -55,16 +63,16 @@ def caption_figure(
     if attention.ndim != 3 or len(attention) < len(words):
         raise ValueError(f"need one [h, w] attention map per word; got {attention.shape}")
     rows, columns = caption_grid(len(words), columns)
-    figure = Figure(figsize=(columns * PANEL_INCHES, rows * (PANEL_INCHES + LABEL_INCHES)), dpi=DPI)
     height, width = image.shape[:2]
+    figure = Figure(figsize=caption_figure_inches(len(words), height / width, columns), dpi=DPI)
     extent = (0, width, height, 0)
     for i, word in enumerate(words):
         axes = figure.add_subplot(rows, columns, i + 1)
         axes.imshow(image, extent=extent)
         weights = attention[i] / max(float(attention[i].max()), 1e-9)
-        axes.imshow(
-            weights, cmap="gray", alpha=0.65, interpolation="bilinear", extent=extent, vmin=0
-        )
+        shade = np.zeros((*weights.shape, 4), np.float32)  # black, opaque where unattended
+        shade[..., 3] = 0.8 * (1.0 - weights)
+        axes.imshow(shade, interpolation="bilinear", extent=extent)
         axes.set_axis_off()
         axes.text(0.5, -0.04, word, transform=axes.transAxes, ha="center", va="top", fontsize=11)
     figure.subplots_adjust(left=0.02, right=0.98, top=0.98, bottom=0.06, wspace=0.05, hspace=0.2)

@@ -122,6 +122,21 @@ def test_encoder_comes_from_the_googlenet_run_and_features_are_cached(tiny_run, 
     assert metrics["val_loss"] < np.log(len(info["assets"]["target_vocab"]))
 
 
+def test_a_resumed_run_refuses_a_changed_encoder(tiny_run, googlenet_run, flickr8k):
+    from training.recipes.captioner import RECIPE
+    from zoo import registry
+
+    info = json.loads((tiny_run[0] / "run.json").read_text())
+    config = registry.get("captioner").config(
+        "tiny", encoder_init=str(googlenet_run), train_images=4, val_images=2
+    )
+    data = RECIPE.load_data(config, str(flickr8k), 8, assets=info["assets"])  # the same encoder
+    assert data.assets == info["assets"]
+    changed = {**info["assets"], "encoder_fingerprint": "0" * 16}
+    with pytest.raises(ValueError, match="has changed since this run began"):
+        RECIPE.load_data(config, str(flickr8k), 8, assets=changed)
+
+
 def test_init_from_is_strict(googlenet_run):
     from training.recipes.captioner import RECIPE
     from training.transfer import TransferError
@@ -218,7 +233,8 @@ def test_zoo_caption_draws_one_panel_per_word(tiny_run, flickr8k, tmp_path):
     figure = plots.caption_figure(np.zeros((30, 40, 3), np.uint8), result.words, result.attention)
     assert len(figure.axes) == len(result.words)
     height, width = imread(out).shape[:2]
-    assert (width, height) == plots.caption_figure_pixels(len(result.words))
+    aspect = 256 / 384  # the image's height / width
+    assert (width, height) == plots.caption_figure_pixels(len(result.words), aspect)
 
 
 def test_translate_alignment_plot(tmp_path):

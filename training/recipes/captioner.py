@@ -266,7 +266,10 @@ class CaptionerRecipe(SequenceGenerationRecipe):
         if training and self.caches_features(config):
             key, encoder = "features", self.initialized_encoder(config)
             new_assets["encoder_fingerprint"] = fingerprint(encoder)
-            if assets is not None and assets.get("encoder_fingerprint") != fingerprint(encoder):
+            if (
+                assets is not None
+                and assets.get("encoder_fingerprint") != new_assets["encoder_fingerprint"]
+            ):
                 raise ValueError(
                     f"encoder_init {config['encoder_init']} has changed since this run began: "
                     "its frozen encoder no longer matches the run's (use a new --model-dir)"
