@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -26,9 +26,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Serve ./models on gRPC 8500 / REST 8501; trains and exports a first model when ./models is empty.
+# Serve ./models on gRPC 8500 / REST 8501; installs the pretrained catalogue (pretrained/) first.
 serve: $(STAMP)
-	$(PY) -m training.bootstrap --models models --data-dir $(DATA)
+	$(PY) -m training.bootstrap --models models
 	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config --model_config_file_poll_wait_seconds 30
 
 clean:

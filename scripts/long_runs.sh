@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# The long training runs, one after another (the machine has 2 cores). Each resumes from its
-# last checkpoint when started again, so run this script again in a later session.
-# Usage: nice -n 19 scripts/long_runs.sh > runs/long_runs.log 2>&1 &
+# The catalogue's training runs, one after another (the machine has 2 cores), each followed
+# by `zoo publish` (which keeps an artifact only when its metric improves). A run resumes
+# from its last checkpoint when this script is started again; one that already finished
+# ends at once and is published again only if it improves on the catalogue.
+# Usage: nohup nice -n 19 scripts/long_runs.sh > runs/long_runs.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 ZOO=".venv/bin/python -m tfzoo"
 mkdir -p runs
-run() {  # name, then the zoo train arguments
-  local name=$1; shift
-  echo "[$(date -u +%FT%TZ)] start $name: zoo train $*"
-  if $ZOO train "$@" --verbose 2; then
-    echo "[$(date -u +%FT%TZ)] done $name"
+stamp() { date -u +%FT%TZ; }
+run() {  # run directory name, artifact name, data dir for publish, then zoo train's arguments
+  local name=$1 artifact=$2 data=$3; shift 3
+  echo "[$(stamp)] start $name: zoo train $*"
+  if $ZOO train "$@" --model-dir "runs/$name" --verbose 2; then
+    echo "[$(stamp)] trained $name; publishing $artifact"
+    $ZOO publish "runs/$name" "$artifact" --half --data-dir "$data" \
+      && echo "[$(stamp)] published $artifact" || echo "[$(stamp)] not published: $artifact"
   else
-    echo "[$(date -u +%FT%TZ)] FAILED $name (exit $?)"
+    echo "[$(stamp)] FAILED $name (exit $?)"
   fi
 }
-run googlenet_imagenette googlenet --preset imagenette --data-dir "$DATA/imagenette" \
-  --model-dir runs/googlenet_imagenette
-# after GoogLeNet: its trained backbone is the captioner's frozen encoder (features cached)
-run captioner_flickr8k captioner --preset default --data-dir "$DATA/flickr8k" \
-  --model-dir runs/captioner_flickr8k --set encoder_init=runs/googlenet_imagenette
+run gpt_baby gpt/baby "$DATA" gpt --preset baby --data-dir "$DATA"
+run tagger_default tagger/default "$DATA/ud_english_ewt" \
+  tagger --preset default --data-dir "$DATA/ud_english_ewt"
+run cifar_paper cifar_convnet/paper "$DATA/cifar10" \
+  cifar_convnet --preset paper --epochs 25 --data-dir "$DATA/cifar10"
+run seq2seq_default seq2seq/default "$DATA" seq2seq --preset default --data-dir "$DATA"
+run googlenet_imagenette googlenet/imagenette "$DATA/imagenette" \
+  googlenet --preset imagenette --data-dir "$DATA/imagenette"
+# its trained GoogLeNet backbone is the captioner's frozen encoder (features cached)
+run captioner_flickr8k captioner/default "$DATA/flickr8k" captioner --preset default \
+  --data-dir "$DATA/flickr8k" --set encoder_init=runs/googlenet_imagenette

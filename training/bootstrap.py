@@ -1,16 +1,20 @@
-"""First-run set-up for `make serve`: make sure ./models holds something real to serve.
+"""First-run set-up for `make serve`: install the pretrained catalogue into ./models.
 
-When the models folder holds no SavedModel version yet, export the best local training run
-(runs/cifar_paper, if a full run exists) or train a short CIFAR-10 convnet run on local data
-and export it. Then write `models.config` (TF Serving's ModelServerConfig text format)
-listing every model base path under the models folder.
+Every artifact in the manifest (`pretrained/manifest.json`) is pulled from the repository's
+`pretrained/` folder (or the cache, or a mirror), verified and installed as a SavedModel
+version under `models/<serving name>`, unless that base path already holds a version: no
+training, and a second `make serve` starts at once. Then `models.config` (TF Serving's
+ModelServerConfig text format) lists every model base path under the models folder.
+
+The serving name is the family (`gpt`, `tagger`, ...) when the catalogue has one variant of
+it, else `<family>-<variant>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
+import sys
 from pathlib import Path
 
 from serving.layout import version_dirs, write_text_atomic
@@ -37,53 +41,50 @@ def write_config(models: Path) -> Path:
     return path
 
 
-def _small_folder(source: Path, target: Path, per_class: int) -> Path:
-    for class_dir in sorted((source / "train").iterdir()):
-        out = target / "train" / class_dir.name
-        out.mkdir(parents=True, exist_ok=True)
-        for image in sorted(class_dir.iterdir())[:per_class]:
-            (out / image.name).symlink_to(image.resolve())
-    return target
+def serving_names(names: list[str]) -> dict[str, str]:
+    """Artifact name -> the model name it is served under (see the module docstring)."""
+    families = [name.split("/", 1)[0] for name in names]
+    return {
+        name: family if families.count(family) == 1 else name.replace("/", "-")
+        for name, family in zip(names, families, strict=True)
+    }
 
 
-def ensure_model(models: Path, data_dir: Path | None, runs: Path, images_per_class: int) -> None:
-    """Export a CIFAR-10 convnet into `models/cifar_convnet` unless a model is already there."""
-    from training import export, train
+def install_catalogue(models: Path, cache: str | None = None, log=print) -> dict[str, Path]:
+    """Install the newest version of every artifact in the catalogue (`pretrained_dir()`)
+    that `models` lacks; returns serving name -> version directory for those installed now."""
+    from training import pretrained
 
-    if model_base_paths(models):
-        return
-    full_run = runs / "cifar_paper"
-    if (full_run / "checkpoints").is_dir() and any((full_run / "checkpoints").iterdir()):
-        print(f"[bootstrap] exporting the trained run {full_run}")
-        export.run(full_run, models / "cifar_convnet")
-        return
-    cifar = data_dir / "cifar10" if data_dir else None
-    if cifar is None or not cifar.is_dir():
-        cifar = None
-        print("[bootstrap] no local CIFAR-10 folder; trying TFDS (needs the internet)")
-    print("[bootstrap] ./models is empty: training a short CIFAR-10 convnet run to serve")
-    run_dir = runs / "cifar_bootstrap"
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = _small_folder(cifar, Path(tmp), images_per_class) if cifar else None
-        metrics = train.run(
-            "cifar_convnet", "paper", run_dir, str(folder) if folder else None, epochs=2, verbose=2
-        )
-    print(f"[bootstrap] validation accuracy {metrics['accuracy']:.3f}")
-    export.run(run_dir, models / "cifar_convnet")
+    installed = {}
+    for name, served_as in serving_names(pretrained.Manifest().names()).items():
+        base = models / served_as
+        if version_dirs(base):
+            continue
+        log(f"[bootstrap] installing {name} as {base}")
+        installed[served_as] = pretrained.pull(name, base, cache=cache, progress=False)
+    return installed
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, make sure a model exists, write the config file."""
+    """Parse flags, install the catalogue, write the config file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="models", type=Path)
-    parser.add_argument("--runs", default="runs", type=Path)
-    parser.add_argument("--data-dir", default="../shared/data", type=Path)
-    parser.add_argument("--images-per-class", type=int, default=1000)
+    parser.add_argument("--cache", default=None, help="artifact cache (default: ~/.cache/tfzoo)")
     args = parser.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
-    ensure_model(args.models, args.data_dir, args.runs, args.images_per_class)
+    from training.pretrained import PullError
+
+    try:
+        install_catalogue(args.models, cache=args.cache)
+    except PullError as err:
+        print(f"[bootstrap] {err}", file=sys.stderr)
+        return 1
+    served = [p.name for p in model_base_paths(args.models)]
+    if not served:
+        print("[bootstrap] nothing to serve: the catalogue is empty", file=sys.stderr)
+        return 1
     path = write_config(args.models)
-    print(f"[bootstrap] serving {[p.name for p in model_base_paths(args.models)]} from {path}")
+    print(f"[bootstrap] serving {served} from {path}")
     return 0
 
 

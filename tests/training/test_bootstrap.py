@@ -22,10 +22,3 @@ def test_config_lists_base_paths_with_versions(tmp_path):
         "gpt": str((models / "gpt").resolve()),
     }
     assert all(c.model_platform == "tensorflow" for c in config.model_config_list.config)
-
-
-def test_existing_model_is_served_as_is(tmp_path):
-    models = tmp_path / "models"
-    (models / "m" / "1").mkdir(parents=True)
-    bootstrap.ensure_model(models, None, tmp_path / "runs", 10)  # would train if it had to
-    assert not (tmp_path / "runs").exists()

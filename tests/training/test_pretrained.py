@@ -511,3 +511,26 @@ def test_fetch_offline_skips_network_sources(tmp_path):
         pretrained.fetch([Source("http://127.0.0.1:9/x.tar.gz", "mirror")], "a" * 64,
                          pretrained.Cache(tmp_path), offline=True, log=said.append)  # fmt: skip
     assert said == []
+
+
+def test_make_serve_installs_the_catalogue_without_training(published, env, tmp_path, monkeypatch):
+    """`make serve`'s bootstrap: every published artifact becomes a served model version,
+    once; models.config lists it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from training import bootstrap
+
+    monkeypatch.setenv("TFZOO_PRETRAINED", str(published[0]))  # the archive beside its manifest
+    models = tmp_path / "models"
+    installed = bootstrap.install_catalogue(models, log=print)
+    assert sorted(installed) == ["cifar_convnet"]
+    assert (installed["cifar_convnet"] / "saved_model.pb").is_file()
+    assert bootstrap.install_catalogue(models, log=print) == {}  # already there
+    config = text_format.Parse(
+        bootstrap.write_config(models).read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    assert [c.name for c in config.model_config_list.config] == ["cifar_convnet"]
+    assert bootstrap.serving_names(["gpt/baby", "gpt/big", "tagger/default"]) == {
+        "gpt/baby": "gpt-baby", "gpt/big": "gpt-big", "tagger/default": "tagger"
+    }  # fmt: skip
