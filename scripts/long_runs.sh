@@ -4,6 +4,7 @@
 # from its last checkpoint when this script is started again; one that already finished
 # ends at once and is published again only if it improves on the catalogue.
 # Usage: nohup nice -n 19 scripts/long_runs.sh > runs/long_runs.log 2>&1 &
+# RUNS="googlenet_imagenette captioner_flickr8k" scripts/long_runs.sh runs only those.
 set -u
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -12,6 +13,7 @@ mkdir -p runs
 stamp() { date -u +%FT%TZ; }
 run() {  # run directory name, artifact name, data dir for publish, then zoo train's arguments
   local name=$1 artifact=$2 data=$3; shift 3
+  if [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" $name "* ]]; then return; fi
   echo "[$(stamp)] start $name: zoo train $*"
   if $ZOO train "$@" --model-dir "runs/$name" --verbose 2; then
     echo "[$(stamp)] trained $name; publishing $artifact"

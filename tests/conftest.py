@@ -30,3 +30,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: Layers whose test files take longest, first: `make test` hands whole files to two workers
+#: (pytest-xdist, --dist loadfile) in collection order, so the many short serving files
+#: fill the end of the run instead of one long family file running alone.
+LAYER_ORDER = ("training", "zoo", "serving")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the collected tests by layer (`LAYER_ORDER`), keeping the order within each."""
+
+    def layer(item: pytest.Item) -> int:
+        parts = Path(item.fspath).relative_to(REPO_ROOT / "tests").parts
+        return LAYER_ORDER.index(parts[0]) if parts[0] in LAYER_ORDER else len(LAYER_ORDER)
+
+    items.sort(key=layer)
