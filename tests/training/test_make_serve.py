@@ -44,6 +44,21 @@ def check_cifar_convnet(server, model: str, data: Path) -> None:
     assert right >= 0.6 * total, f"{right}/{total} right"
 
 
+def check_googlenet(server, model: str, data: Path) -> None:
+    """Two val images of each Imagenette class, sent as JPEG bytes: most come back as their
+    class's readable name."""
+    from training.recipes.googlenet import WORDNET_NAMES
+
+    right = total = 0
+    for wnid, label in sorted(WORDNET_NAMES.items()):
+        for path in sorted((data / "imagenette" / "val" / wnid).iterdir())[:2]:
+            image = {"b64": base64.b64encode(path.read_bytes()).decode()}
+            (answer,) = _predict(server, model, [image])
+            right += answer["classes"][0] == label
+            total += 1
+    assert right >= 0.7 * total, f"{right}/{total} right"
+
+
 def check_tagger(server, model: str, data: Path) -> None:
     """A plain sentence gets its universal POS tags."""
     (answer,) = _predict(server, model, ["The cat sat on the mat ."])
@@ -69,6 +84,7 @@ def check_gpt(server, model: str, data: Path) -> None:
 
 CHECKS: dict[str, Callable] = {
     "cifar_convnet": check_cifar_convnet,
+    "googlenet": check_googlenet,
     "tagger": check_tagger,
     "seq2seq": check_seq2seq,
     "gpt": check_gpt,

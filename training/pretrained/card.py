@@ -148,6 +148,7 @@ def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
         "",
         "```python",
         "from training.pretrained import load_model",
+        "",
         f'model, run_info = load_model("{facts.name}")',
         "```",
         "",
