@@ -102,20 +102,26 @@ def test_health_service_is_off_by_default(server):
 
 def test_grpc_deadline_cancels_the_run_and_frees_the_batch_slot(server):
     """prediction_service_impl.cc Predict: `run_options.set_timeout_in_ms(
-    DeadlineToTimeoutMillis(context->raw_deadline()))`: a 1 s deadline stops an endless
-    graph run. The queue has one slot and one batch thread, so the quick request after it
-    succeeds only if the endless run was really stopped and its slot given back.
+    DeadlineToTimeoutMillis(context->raw_deadline()))`: a deadline stops an endless graph run.
+    The queue has one slot and one batch thread, so the quick request after it succeeds only
+    if the endless runs were really stopped and their slot given back.
 
-    The deadline is long enough for the idle batch thread to take the request off the queue
-    even on a loaded machine; a shorter one can expire while it waits there, which TF Serving
-    answers differently (RESOURCE_EXHAUSTED, batching_session.cc)."""
+    A 50 ms deadline can expire while the request still waits in the batch queue on a loaded
+    machine, which TF Serving answers with RESOURCE_EXHAUSTED (batching_session.cc); either
+    answer comes back within the deadline's reach. A 1 s deadline lets the idle batch thread
+    start the run, so that one must be stopped mid-run: DEADLINE_EXCEEDED."""
     stub = prediction_service_pb2_grpc.PredictionServiceStub(server["channel"])
-    for _ in range(2):
+    expired = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    for timeout, codes in (
+        (0.05, expired),
+        (0.05, expired),
+        (1.0, {grpc.StatusCode.DEADLINE_EXCEEDED}),
+    ):
         start = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
-            stub.Predict(_slow(ENDLESS), timeout=1.0)
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
-        assert time.monotonic() - start < 4
+            stub.Predict(_slow(ENDLESS), timeout=timeout)
+        assert err.value.code() in codes, (timeout, err.value.code(), err.value.details())
+        assert time.monotonic() - start < 3 + timeout
     start = time.monotonic()
     assert list(stub.Predict(_slow(3), timeout=30).outputs["total"].float_val) == [128.0]
     assert time.monotonic() - start < 5
