@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The zoo's model server as a container: a drop-in for the tensorflow/serving image.
-#   make serve                    # fills ./models (exports a model when it is empty)
-#   docker build -t tfzoo .       # bakes ./models, when present, into /models
+#   docker build -t tfzoo .       # bakes ./models, when present, and the pretrained catalogue
+#                                 # (pretrained/, installed offline) into /models
 #   docker run -p 8500:8500 -p 8501:8501 tfzoo                      # serves every baked model
 #   docker run -p 8501:8501 -v $PWD/m:/models/m -e MODEL_NAME=m tfzoo --rest_api_timeout_in_ms=5000
 # Same environment as tensorflow/serving (MODEL_NAME, MODEL_BASE_PATH); extra arguments are
@@ -17,12 +17,17 @@ COPY zoo ./zoo
 COPY training ./training
 COPY serving ./serving
 COPY tfzoo ./tfzoo
+COPY pretrained ./pretrained
 RUN pip install --no-cache-dir . \
     && useradd --create-home --uid 1000 serving \
     && mkdir -p /models
-# the models exported into ./models (by `make serve` or `zoo export`), if any
+# the models in ./models (by `make serve` or `zoo export`), if any, then every pretrained
+# artifact not already there (the same install as `make serve`)
 RUN --mount=type=bind,source=.,target=/src \
     if [ -d /src/models ]; then cp -r /src/models/. /models/; fi \
+    && TFZOO_PRETRAINED=/app/pretrained TFZOO_OFFLINE=1 TFZOO_CACHE=/tmp/tfzoo-cache \
+       python -m training.bootstrap --models /models \
+    && rm -rf /tmp/tfzoo-cache \
     && chown -R serving /models
 USER 1000
 
