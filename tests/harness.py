@@ -99,6 +99,37 @@ def export_tiny_run(run_dir: Path, family: str) -> Path:
     return base / "1"
 
 
+def assert_known_rows_kept(
+    parent_dir: Path, child_dir: Path, grown: dict[str, str]
+) -> tuple[dict, dict]:
+    """A fine-tuning run (`child_dir`, at learning rate 0) against its parent: every known
+    vocabulary entry keeps its id, each layer in `grown` (layer name -> the asset it grows
+    with) keeps its known rows/columns bit-identical, and every other weight is bit-identical,
+    except in the layers the recipe re-initialised (not compared). Returns (parent assets,
+    child assets)."""
+    from training.export import load_trained
+    from training.recipe import get_recipe
+
+    parent, parent_info = load_trained(parent_dir)
+    child, child_info = load_trained(child_dir)
+    recipe = get_recipe(child_info["model"])
+    fresh = recipe.reinitialized_layers(child, child_info["config"], parent_info["config"])
+    old, new = parent_info["assets"], child_info["assets"]
+    for key in set(grown.values()):
+        assert new[key][: len(old[key])] == old[key], key  # known entries keep their ids
+    for before, after in zip(parent.layers, child.layers, strict=True):
+        if after.name in fresh:
+            continue
+        for a, b in zip(before.weights, after.weights, strict=True):
+            a, b = a.numpy(), b.numpy()
+            if a.shape != b.shape:  # grown: the known entries' slice, then fresh rows
+                assert after.name in grown, after.name
+                assert len(new[grown[after.name]]) in b.shape, (after.name, b.shape)
+                b = b[tuple(slice(0, n) for n in a.shape)]
+            assert np.array_equal(a, b), after.name
+    return old, new
+
+
 def in_process_answers(run_dir: Path, signature: str, inputs: dict[str, Any]) -> dict:
     """What the export module answers in this process, running the Keras model."""
     import tensorflow as tf

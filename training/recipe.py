@@ -113,6 +113,17 @@ class Recipe:
         starts afresh (a new head); every other weight is copied, and must fit."""
         return []
 
+    def extend_assets(self, parent_assets: dict, data_assets: dict, config: dict) -> dict:
+        """The assets a fine-tuning run uses: by default the new data's own. Text recipes
+        keep the parent's vocabularies and append what the new data adds, so that the known
+        entries keep their ids (and their trained rows, through `grown_layers`)."""
+        return data_assets
+
+    def grown_layers(self, model) -> list[str]:
+        """Top-level layers of `model` whose weights grow with an extended vocabulary (their
+        trained rows are kept, the new rows start fresh). None by default."""
+        return []
+
     def init_from(self, model, source, parts: list[str]) -> None:
         """Initialise the named parts of `model` (e.g. ["backbone"]) from a trained run
         directory or a published artifact NAME[@VERSION], whose model must have layers of

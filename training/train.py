@@ -104,6 +104,11 @@ def run(
     global_batch = int(batch_size or recipe.default_batch_size(config))
     assets = previous["assets"] if previous else None  # a resumed run keeps its vocabularies
     data = recipe.load_data(config, data_dir, global_batch, training=True, assets=assets)
+    if parent and assets is None:  # fine-tuning: the parent's vocabularies, extended
+        parent_assets = checkpoints.read_json(Path(parent) / "run.json")["assets"]
+        assets = recipe.extend_assets(parent_assets, data.assets, config)
+        if assets != data.assets:
+            data = recipe.load_data(config, data_dir, global_batch, training=True, assets=assets)
     assets = assets or data.assets
     chief = is_chief(strategy)
     if chief:
@@ -120,8 +125,13 @@ def run(
             # before compile: the trained layers, not the old optimizer state
             source, parent_info = load_trained(parent)
             fresh = recipe.reinitialized_layers(model, config, parent_info["config"])
-            copy_weights(source, model, reinitialized=fresh)
-            print(f"[train] starting from {parent}; re-initialised: {', '.join(fresh) or 'none'}")
+            grown = copy_weights(
+                source, model, reinitialized=fresh, grown=recipe.grown_layers(model)
+            )
+            print(
+                f"[train] starting from {parent}; re-initialised: {', '.join(fresh) or 'none'}; "
+                f"new vocabulary rows in: {', '.join(grown) or 'none'}"
+            )
         elif not resume:
             recipe.initialize(model, config)  # e.g. a backbone from a trained run (init_from)
         _compile(recipe, model, config, data, jit_compile)

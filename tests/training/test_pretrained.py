@@ -415,7 +415,7 @@ def test_finetune_from_a_pulled_artifact_at_learning_rate_zero(published, mirror
     proc = zoo("finetune", NAME, "--data-dir", str(three), "--model-dir", str(run),
                "--epochs", "1", "--steps-per-epoch", "2", "--set", "learning_rate=0",
                "--verbose", "0", "--mirror", mirror.url("good"), **env)  # fmt: skip
-    fresh = re.search(r"re-initialised: (.*)", proc.stdout).group(1).split(", ")
+    fresh = re.search(r"re-initialised: ([^;\n]*)", proc.stdout).group(1).split(", ")
     assert not NOISE.search(proc.stderr), proc.stderr
     run_info = json.loads((run / "run.json").read_text())
     assert run_info["parent"] == {"name": NAME, "version": 1, "sha256": release.sha256}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, export_tiny_run
+from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_run
 
 SENTENCES = [
     "A man is riding a bicycle down the street.",
@@ -172,3 +172,29 @@ def test_other_directions_train_and_translate(shared_data, source, target, word)
     assert history["loss"][1] < history["loss"][0]
     out = Translator(model, config, data.assets).outputs(data.eval_sources[:2], 1, 8)
     assert out["translation"].shape == (2,) and out["target_tokens"].shape[1] <= 8
+
+
+def test_finetune_on_new_pairs_extends_both_vocabularies_and_keeps_known_rows(
+    tiny_run, shared_data, tmp_path
+):
+    """Fine-tuning on held-back Multi30k pairs at learning rate 0: the words they add get
+    new embedding rows and output columns, and every known row and other weight is
+    bit-identical to the parent's."""
+    from training import train
+
+    data = tmp_path / "held_back"
+    data.mkdir()
+    for split, (start, stop) in {"train": (20000, 20300), "val": (20300, 20340)}.items():
+        for lang in ("en", "de"):
+            lines = (shared_data / "multi30k" / f"train.{lang}").read_text().splitlines()
+            (data / f"{split}.{lang}").write_text("\n".join(lines[start:stop]) + "\n")
+    run = tmp_path / "finetuned"
+    train.run("seq2seq", preset="tiny", model_dir=run, data_dir=str(data), epochs=1,
+              steps_per_epoch=2, parent=tiny_run[0], verbose=0,
+              overrides={"train_limit": 1000, "val_limit": 64, "eval_limit": 16,
+                         "learning_rate": 0.0})  # fmt: skip
+    grown = {"source_embedding": "source_vocab", "target_embedding": "target_vocab",
+             "logits": "target_vocab"}  # fmt: skip
+    old, new = assert_known_rows_kept(tiny_run[0], run, grown)
+    assert len(new["source_vocab"]) > len(old["source_vocab"])
+    assert len(new["target_vocab"]) > len(old["target_vocab"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, export_tiny_run
+from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_run
 from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training import train
@@ -189,3 +189,30 @@ def test_cli_predict_prints_token_tag_pairs(exported):
     assert [pair.rsplit("/", 1)[0] for pair in first] == ["She", "sells", "seashells", "."]
     assert all(pair.rsplit("/", 1)[1] for pair in first)  # every token got a tag
     assert out[-1] == ": "  # an empty sentence: no tokens, no crash
+
+
+def _conllu_slice(source, start: int, stop: int) -> str:
+    """Sentences [start, stop) of a CoNLL-U file, as CoNLL-U text."""
+    blocks = source.read_text(encoding="utf-8").split("\n\n")
+    return "\n\n".join(blocks[start:stop]).strip("\n") + "\n\n"
+
+
+def test_finetune_to_xpos_extends_the_vocabulary_and_keeps_known_rows(
+    tiny_run, shared_data, tmp_path
+):
+    """Fine-tuning on a held-back EWT slice with XPOS tags at learning rate 0: the tag head
+    is new, the words and characters the slice adds get new rows, and every known row (and
+    every other weight) is bit-identical to the parent's."""
+    ewt = shared_data / "ud_english_ewt" / "en_ewt-ud-train.conllu"
+    data = tmp_path / "held_back"
+    data.mkdir()
+    (data / "slice-train.conllu").write_text(_conllu_slice(ewt, 5000, 5150), encoding="utf-8")
+    (data / "slice-dev.conllu").write_text(_conllu_slice(ewt, 5150, 5200), encoding="utf-8")
+    run = tmp_path / "xpos"
+    train.run("tagger", preset="tiny", model_dir=run, data_dir=str(data), epochs=1,
+              steps_per_epoch=2, parent=tiny_run[0], verbose=0,
+              overrides={"tagset": "xpos", "learning_rate": 0.0})  # fmt: skip
+    grown = {"word_embedding": "words", "char_cnn": "chars"}
+    old, new = assert_known_rows_kept(tiny_run[0], run, grown)
+    assert new["tagset"] == "xpos" and "NN" in new["tags"] and "NOUN" not in new["tags"]
+    assert len(new["words"]) > len(old["words"])  # the slice brings new words

@@ -18,6 +18,13 @@ PAD_ID = 0
 UNK_ID = 1
 
 
+def extend_tokens(known: Sequence[str], new: Iterable[str]) -> list[str]:
+    """`known` in its order (every token keeps its id), then the tokens of `new` it lacks, in
+    their order: a fine-tuning run's vocabulary, whose known rows keep their trained values."""
+    seen = set(known)
+    return [*known, *(t for t in new if t not in seen and not seen.add(t))]
+
+
 class Vocabulary:
     """An id <-> token mapping with padding at 0 and "[UNK]" at 1."""
 

@@ -240,6 +240,7 @@ class CaptionerRecipe(SequenceGenerationRecipe):
     """Flickr8k-style folders (or TFDS coco_captions) -> Show, Attend and Tell."""
 
     name = "captioner"
+    vocabulary_layers = ("embedding", "logits")
 
     def load_data(
         self, config, data_dir, global_batch_size, *, training=True, assets=None

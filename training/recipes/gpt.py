@@ -220,7 +220,10 @@ class GPTRecipe(Recipe):
 
     def load_data(self, config, data_dir, global_batch_size, *, training=True, assets=None) -> Data:
         train_text, val_text = _load_texts(config, data_dir)
-        vocab = CharVocab.from_text(train_text + val_text)
+        # a resumed run (and evaluation) keeps the characters it was started with
+        vocab = (
+            CharVocab.from_assets(assets) if assets else CharVocab.from_text(train_text + val_text)
+        )
         train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
         block, seed = int(config["block_size"]), int(config.get("seed", 0))
         epochs = max(int(config.get("epochs", 1)), 1)

@@ -159,6 +159,8 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
     """Multi30k (or any line-aligned pair) -> BiLSTM/LSTM attention translator."""
 
     name = "seq2seq"
+    vocabularies = ("source_vocab", "target_vocab")
+    vocabulary_layers = ("source_embedding", "target_embedding", "logits")
 
     def load_data(
         self, config, data_dir, global_batch_size, *, training=True, assets=None

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from training.data.conllu import Sentence, read_conllu
 from training.data.ud_tokenize import token_spans, tokenize_graph
-from training.data.vocab import UNK_ID, Vocabulary
+from training.data.vocab import UNK_ID, Vocabulary, extend_tokens
 from training.export_module import ExportModule, signature
 from training.recipe import Data, Recipe
 
@@ -422,6 +422,27 @@ class TaggerRecipe(Recipe):
             "num_tags": len(assets["tags"]),
             "max_word_length": int(assets["max_word_length"]),
         }
+
+    def extend_assets(self, parent_assets, data_assets, config):
+        """The parent's words and characters keep their ids and the new data's are appended;
+        the tags too when the tag set is the same (another tag set is a new head)."""
+        tags = data_assets["tags"]
+        if parent_assets["tagset"] == data_assets["tagset"]:
+            tags = extend_tokens(parent_assets["tags"], tags)
+        return {
+            **data_assets,
+            "words": extend_tokens(parent_assets["words"], data_assets["words"]),
+            "chars": extend_tokens(parent_assets["chars"], data_assets["chars"]),
+            "tags": tags,
+        }
+
+    def reinitialized_layers(self, model, config, parent_config) -> list[str]:
+        """The tag head, when fine-tuning to another tag set (e.g. UPOS -> XPOS)."""
+        return ["tags"] if config["tagset"] != parent_config["tagset"] else []
+
+    def grown_layers(self, model) -> list[str]:
+        """The word and character embeddings (new words), and the head (new tags)."""
+        return ["word_embedding", "char_cnn", "tags"]
 
     def compile(self, model, config, data, *, jit_compile) -> None:
         # XLA would recompile for every new batch shape (sentence lengths vary)

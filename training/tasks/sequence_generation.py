@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from training.data.parallel_text import detokenize, tokenize
-from training.data.vocab import Vocabulary
+from training.data.vocab import Vocabulary, extend_tokens
 from training.export_module import ExportModule
 from training.recipe import Data, Recipe
 from zoo.layers import decoding
@@ -196,6 +196,19 @@ class SequenceGenerationRecipe(Recipe):
     vocabulary as `assets["target_vocab"]`) and `export` (their `SequenceGeneratorExport`).
     Config keys used here: `learning_rate`, `clipnorm`.
     """
+
+    #: The vocabularies in `assets` that fine-tuning extends, and the model's layers that
+    #: grow with them (embeddings and the output projection).
+    vocabularies: tuple[str, ...] = ("target_vocab",)
+    vocabulary_layers: tuple[str, ...] = ()
+
+    def extend_assets(self, parent_assets: dict, data_assets: dict, config: dict) -> dict:
+        """The parent's vocabularies keep every id; the new data's words are appended."""
+        extended = {k: extend_tokens(parent_assets[k], data_assets[k]) for k in self.vocabularies}
+        return {**data_assets, **extended}
+
+    def grown_layers(self, model) -> list[str]:
+        return list(self.vocabulary_layers)
 
     def model_config(self, config: dict, assets: dict) -> dict:
         """The target vocabulary size is the trained vocabulary's."""
