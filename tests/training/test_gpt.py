@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, export_tiny_run, grpc_answers
+from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_run, grpc_answers
 
 # Sonnet 18 (public domain): short enough to memorize in a few hundred steps.
 SONNET = """Shall I compare thee to a summer's day?
@@ -261,3 +261,24 @@ def test_zoo_generate_cli_same_text_from_run_and_export(run_dir, exported, capsy
     assert main(["--model-dir", str(run_dir), *argv, "--temperature", "-1"]) == 2
     assert "temperature must be >= 0" in capsys.readouterr().err
     assert main(["--model-dir", str(run_dir / "missing"), *argv]) == 2
+
+
+def test_finetune_within_the_characters_keeps_them_and_new_ones_are_refused(tiny_run, tmp_path):
+    """A text using a subset of the sonnet's characters fine-tunes with the parent's
+    vocabulary (every weight bit-identical at learning rate 0); one with characters the
+    parent lacks is refused with a clear error, before any training."""
+    from training import train
+
+    subset = tmp_path / "subset.txt"
+    subset.write_text("\n".join(SONNET.splitlines()[:7]) * 8)  # fewer characters
+    run = tmp_path / "finetuned"
+    train.run("gpt", preset="tiny", model_dir=run, data_dir=str(subset), parent=tiny_run[0],
+              overrides={"max_iters": 2, "epochs": 1, "learning_rate": 0.0, "min_lr": 0.0},
+              verbose=0)  # fmt: skip
+    old, new = assert_known_rows_kept(tiny_run[0], run, grown={})
+    assert new["chars"] == old["chars"]
+    alien = tmp_path / "alien.txt"
+    alien.write_text(SONNET + "§¶€" * 50)
+    with pytest.raises(ValueError, match="3 characters the parent's vocabulary lacks"):
+        train.run("gpt", preset="tiny", model_dir=tmp_path / "alien", data_dir=str(alien),
+                  parent=tiny_run[0], verbose=0)  # fmt: skip

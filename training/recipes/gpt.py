@@ -237,6 +237,18 @@ class GPTRecipe(Recipe):
             assets=vocab.to_assets(),
         )
 
+    def extend_assets(self, parent_assets: dict, data_assets: dict, config: dict) -> dict:
+        """The parent's characters, unchanged: a text within them fine-tunes every weight.
+        Characters it lacks are refused for now (its unknown-character id is the last one,
+        so appending rows would move it)."""
+        new = sorted(set(data_assets["chars"]) - set(parent_assets["chars"]))
+        if new:
+            raise ValueError(
+                f"the text has {len(new)} characters the parent's vocabulary lacks "
+                f"({''.join(new)[:40]!r}); fine-tune on text within its characters"
+            )
+        return parent_assets
+
     def model_config(self, config: dict, assets: dict) -> dict:
         """The vocabulary size of the data, and the dtype policy "auto" resolved."""
         config = dict(config)
@@ -254,7 +266,7 @@ class GPTRecipe(Recipe):
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / (warmup + 1),
             decay_steps=max(int(config["max_iters"]) - warmup, 1),
-            alpha=float(config["min_lr"]) / lr,
+            alpha=float(config["min_lr"]) / lr if lr else 0.0,  # lr 0: a frozen fine-tune
             warmup_target=lr,
             warmup_steps=warmup,
         )
