@@ -28,6 +28,8 @@ class Data:
         val: batched validation dataset (evaluated at each epoch end), or None.
         test: batched test dataset for the reported metric, or None (then `val` is used).
         steps_per_epoch: set when `train` repeats forever (iteration-based training).
+        train_batches: batches in one pass over a finite `train` whose size tf.data cannot
+            count (length bucketing), for learning-rate schedules.
         validation_steps: batches of `val` per evaluation when `val` repeats forever.
         examples_per_step: examples (or tokens) per training step, for throughput; default
             the global batch size.
@@ -39,9 +41,19 @@ class Data:
     val: tf.data.Dataset | None = None
     test: tf.data.Dataset | None = None
     steps_per_epoch: int | None = None
+    train_batches: int | None = None
     validation_steps: int | None = None
     examples_per_step: int | None = None
     assets: dict[str, Any] = field(default_factory=dict)
+
+    def batches_per_epoch(self) -> int | None:
+        """Training steps per epoch, or None when nobody can tell."""
+        if self.steps_per_epoch or self.train_batches:
+            return self.steps_per_epoch or self.train_batches
+        if self.train is None:
+            return None
+        cardinality = int(self.train.cardinality())
+        return cardinality if cardinality > 0 else None
 
 
 class Recipe:

@@ -89,3 +89,13 @@ def test_make_dataset_teacher_forcing_layout():
     assert wt.tolist() == [1.0, 1.0] + [0.0] * (len(wt) - 2)
     with pytest.raises(ValueError):
         pt.make_dataset([], [], 4, 2, 3, shuffle=False)
+
+
+def test_batch_count_matches_the_bucketed_dataset():
+    rng = np.random.default_rng(0)
+    sources = [list(range(1, n + 1)) for n in rng.integers(1, 60, size=300)]
+    targets = [list(range(1, n + 1)) for n in rng.integers(1, 60, size=300)]
+    ds = pt.make_dataset(sources, targets, 16, bos_id=2, eos_id=3, shuffle=True)
+    batches = sum(1 for _ in ds)
+    assert batches == pt.batch_count(sources, targets, 16)
+    assert batches > 300 // 16  # each bucket ends with its own partial batch

@@ -1,20 +1,16 @@
 """The tagger recipe's data side: saved assets are reused as they are (resume, evaluate),
-evaluation needs no training file, batch counting and the learning-rate schedule."""
+evaluation needs no training file, batch counting."""
 
 from __future__ import annotations
 
-import keras
-import numpy as np
 import pytest
 
 from training.data.conllu import read_conllu
 from training.recipes.tagger import (
     RECIPE,
-    TaggerData,
     build_vocabularies,
     count_batches,
     featurizer_from_assets,
-    learning_rate_schedule,
     make_dataset,
 )
 from zoo.tagger import PRESETS
@@ -88,15 +84,3 @@ def test_count_batches_matches_the_dataset(shared_data):
     assets = build_vocabularies(sentences, _config())
     ds = make_dataset(sentences, assets, featurizer_from_assets(assets), 16, training=True)
     assert sum(1 for _ in ds) == count_batches(sentences, 16) > 300 // 16
-
-
-def test_cosine_schedule_decays_over_the_epochs():
-    data = TaggerData(train=None, train_batches=10)
-    config = _config(lr_schedule="cosine", epochs=3, learning_rate=0.01)
-    schedule = learning_rate_schedule(config, data)
-    rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 15, 30, 60)]
-    np.testing.assert_allclose(rates, [0.01, 0.0051, 0.0002, 0.0002], rtol=0.02)
-    assert learning_rate_schedule(_config(lr_schedule="constant"), data) == pytest.approx(0.01)
-    assert learning_rate_schedule(config, None) == pytest.approx(0.01)  # no data: constant
-    with pytest.raises(ValueError, match="lr_schedule"):
-        learning_rate_schedule(_config(lr_schedule="linear"), data)

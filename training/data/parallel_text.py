@@ -19,6 +19,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from training.data.bucketing import bucket_batch_count
+
+#: Length buckets of `make_dataset` (the longer of source and decoder input, in ids).
+BUCKETS = [8, 11, 14, 17, 20, 25, 32, 48]
+
 # Every character that is not a letter, a digit, whitespace or a hyphen is a token of its own.
 _PUNCT = r"([^\pL\pN\s-])"
 _NUMBER_SEP = r"(\pN) ([.,]) (\pN)"
@@ -143,11 +148,10 @@ def make_dataset(
     def length(s, ti, to):
         return tf.maximum(tf.shape(s)[0], tf.shape(ti)[0])
 
-    boundaries = [8, 11, 14, 17, 20, 25, 32, 48]
     ds = ds.bucket_by_sequence_length(
         length,
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        bucket_boundaries=BUCKETS,
+        bucket_batch_sizes=[batch_size] * (len(BUCKETS) + 1),
         pad_to_bucket_boundary=False,
     )
 
@@ -156,6 +160,12 @@ def make_dataset(
         return {"source_ids": s, "target_in": ti}, to, weights
 
     return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_count(source_ids: Sequence[Sequence[int]], target_ids, batch_size: int) -> int:
+    """Batches per pass of `make_dataset` over these pairs (its buckets' partial batches too)."""
+    lengths = (max(len(s), len(t) + 1) for s, t in zip(source_ids, target_ids, strict=True))
+    return bucket_batch_count(lengths, BUCKETS, batch_size)
 
 
 def _dense_row(*rows):

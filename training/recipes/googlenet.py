@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import keras
 
+from training.schedules import learning_rate_schedule
 from training.tasks.image_classification import ImageClassificationRecipe
 from zoo.googlenet.model import AUXILIARY_FEATURES
 
@@ -45,30 +46,6 @@ WORDNET_NAMES = {
 NO_WEIGHT_DECAY = ["bias", "beta", "gamma"]
 
 
-def learning_rate_schedule(config: dict, steps_per_epoch: int):
-    """The config's schedule (`lr_schedule` "step" or "cosine", `warmup_epochs`) in steps."""
-    peak = float(config["learning_rate"])
-    warmup = int(round(float(config.get("warmup_epochs") or 0) * steps_per_epoch))
-    if config["lr_schedule"] == "step":
-        if warmup:
-            raise ValueError("warmup_epochs is supported with the cosine schedule only")
-        return keras.optimizers.schedules.ExponentialDecay(
-            peak,
-            decay_steps=int(config["lr_decay_epochs"]) * steps_per_epoch,
-            decay_rate=float(config["lr_decay_factor"]),
-            staircase=True,
-        )
-    if config["lr_schedule"] == "cosine":
-        total = int(config["epochs"]) * steps_per_epoch
-        return keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else peak,
-            decay_steps=max(1, total - warmup),
-            warmup_target=peak if warmup else None,
-            warmup_steps=warmup,
-        )
-    raise ValueError(f"Unknown lr_schedule {config['lr_schedule']!r}; use 'step' or 'cosine'")
-
-
 class GoogLeNetRecipe(ImageClassificationRecipe):
     """Imagenette (folder or TFDS), auxiliary heads, SGD (paper) or warm-up + cosine."""
 
@@ -86,7 +63,7 @@ class GoogLeNetRecipe(ImageClassificationRecipe):
         decay = float(config.get("weight_decay") or 0.0)
         ema = float(config.get("ema_momentum") or 0.0)
         common = dict(
-            learning_rate=learning_rate_schedule(config, steps_per_epoch or 1),
+            learning_rate=learning_rate_schedule(config, steps_per_epoch),
             use_ema=ema > 0,
             ema_momentum=ema or 0.99,
         )

@@ -216,11 +216,11 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
                 [tgt_vocab.ids(t) for t in t_tok],
             )
 
-        train = None
+        train, train_batches = None, None
         if training:
-            train = parallel_text.make_dataset(
-                *encode(src_tok, tgt_tok), global_batch_size, bos, eos, shuffle=True
-            )
+            ids = encode(src_tok, tgt_tok)
+            train = parallel_text.make_dataset(*ids, global_batch_size, bos, eos, shuffle=True)
+            train_batches = parallel_text.batch_count(*ids, global_batch_size)
         val = None
         eval_sources: list[str] = []
         eval_refs: list[str] = []
@@ -237,6 +237,7 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
             eval_refs = val_tgt[:eval_limit]
         return GenerationData(
             train=train,
+            train_batches=train_batches,
             val=val,
             assets=assets,
             eval_sources=eval_sources,

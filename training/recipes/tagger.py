@@ -18,11 +18,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.data.bucketing import bucket_batch_count
 from training.data.conllu import Sentence, read_conllu
 from training.data.ud_tokenize import token_spans, tokenize_graph
 from training.data.vocab import UNK_ID, Vocabulary, extend_tokens
 from training.export_module import ExportModule, signature
 from training.recipe import Data, Recipe
+from training.schedules import learning_rate_schedule
 
 _BUCKETS = [8, 16, 24, 32, 48, 64, 96]
 
@@ -138,11 +140,8 @@ def check_assets(assets: dict, config: dict) -> None:
 
 
 def count_batches(sentences: list[Sentence], batch_size: int) -> int:
-    """Batches per epoch of `make_dataset` (each length bucket ends with a partial batch)."""
-    sizes = [0] * (len(_BUCKETS) + 1)
-    for s in sentences:
-        sizes[sum(len(s.words) >= b for b in _BUCKETS)] += 1
-    return sum(-(-n // batch_size) for n in sizes)
+    """Batches per epoch of `make_dataset`."""
+    return bucket_batch_count((len(s.words) for s in sentences), _BUCKETS, batch_size)
 
 
 def featurizer_from_assets(assets: dict) -> Featurizer:
@@ -205,7 +204,6 @@ class TaggerData(Data):
     """`Data` plus the evaluation sentences (for raw-text scoring)."""
 
     eval_sentences: list[Sentence] = field(default_factory=list)
-    train_batches: int = 0  # batches per epoch of `train` (for the learning-rate schedule)
 
 
 class TaggerModule(ExportModule):
@@ -312,23 +310,6 @@ def score(module: TaggerModule, sentences: list[Sentence], tagset: str, batch_si
     }
 
 
-def learning_rate_schedule(config: dict, data: Data | None):
-    """Cosine decay over `config["epochs"]` epochs when "lr_schedule" is "cosine", else constant.
-
-    The step count comes from the training data (batches per epoch); without it (evaluate,
-    export) the rate does not matter and stays constant.
-    """
-    rate = float(config["learning_rate"])
-    steps = int(getattr(data, "train_batches", 0) or 0) * int(config.get("epochs", 1))
-    if config.get("lr_schedule", "constant") == "constant" or steps <= 0:
-        return rate
-    if config["lr_schedule"] != "cosine":
-        raise ValueError(
-            f"lr_schedule must be 'constant' or 'cosine', not {config['lr_schedule']!r}"
-        )
-    return keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=0.02)
-
-
 class TaggerRecipe(Recipe):
     """CoNLL-U in, per-word tags out."""
 
@@ -374,7 +355,7 @@ class TaggerRecipe(Recipe):
             examples_per_step=global_batch_size,
             assets=assets,
             eval_sentences=dev,
-            train_batches=count_batches(train, global_batch_size) if training else 0,
+            train_batches=count_batches(train, global_batch_size) if training else None,
         )
 
     @staticmethod
@@ -447,7 +428,10 @@ class TaggerRecipe(Recipe):
     def compile(self, model, config, data, *, jit_compile) -> None:
         # XLA would recompile for every new batch shape (sentence lengths vary)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate_schedule(config, data), clipnorm=5.0),
+            optimizer=keras.optimizers.Adam(
+                learning_rate_schedule(config, data.batches_per_epoch() if data else None),
+                clipnorm=5.0,
+            ),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=jit_compile is True,

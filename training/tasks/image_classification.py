@@ -305,9 +305,7 @@ class ImageClassificationRecipe(Recipe):
         return "sparse_categorical_crossentropy"
 
     def compile(self, model, config, data, *, jit_compile) -> None:
-        steps = None
-        if data is not None and data.train is not None:
-            steps = data.steps_per_epoch or int(data.train.cardinality())
+        steps = data.batches_per_epoch() if data is not None else None
         k = min(5, int(config["num_classes"]))
         metrics = [
             "accuracy",

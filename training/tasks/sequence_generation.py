@@ -31,6 +31,7 @@ from training.data.parallel_text import detokenize, tokenize
 from training.data.vocab import Vocabulary, extend_tokens
 from training.export_module import ExportModule
 from training.recipe import Data, Recipe
+from training.schedules import learning_rate_schedule
 from zoo.layers import decoding
 
 __all__ = [
@@ -218,7 +219,10 @@ class SequenceGenerationRecipe(Recipe):
         # Batches have varying lengths (bucketing): XLA would recompile for every shape.
         model.compile(
             optimizer=keras.optimizers.Adam(
-                learning_rate=config["learning_rate"], clipnorm=config["clipnorm"]
+                learning_rate=learning_rate_schedule(
+                    config, data.batches_per_epoch() if data is not None else None
+                ),
+                clipnorm=config["clipnorm"],
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, reduction="mean_with_sample_weight"

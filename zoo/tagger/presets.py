@@ -29,7 +29,8 @@ _DEFAULT = {
     # training
     "batch_size": 32,
     "learning_rate": 2e-3,
-    "lr_schedule": "cosine",  # or "constant"; cosine decays to 2% over `epochs`
+    "lr_schedule": "cosine",  # or "constant"; cosine decays over `epochs` ...
+    "min_learning_rate": 4e-5,  # ... to 2% of the peak
     "epochs": 12,
 }
 

@@ -1,0 +1,52 @@
+"""Learning-rate schedules named in a config, shared by every epoch-based recipe.
+
+Config keys:
+    learning_rate: the peak rate.
+    lr_schedule: "constant" (the default), "step" (multiply by `lr_decay_factor` every
+        `lr_decay_epochs` epochs) or "cosine" (from `learning_rate` down to
+        `min_learning_rate` over `epochs`, after `warmup_epochs` of linear warm-up from 0).
+
+Schedules count optimizer steps, and the step counter is saved in every checkpoint, so a
+resumed run continues on exactly the curve an uninterrupted one follows. The rate is a
+pure function of the config, unlike a plateau rule, so two runs of one command anneal alike.
+(GPT keeps nanoGPT's iteration-based schedule and key names in its own recipe.)
+"""
+
+from __future__ import annotations
+
+import keras
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def learning_rate_schedule(
+    config: dict, steps_per_epoch: int | None
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The config's schedule in optimizer steps; the constant peak rate when
+    `steps_per_epoch` is unknown (evaluation and export, where the rate is never used)."""
+    peak = float(config["learning_rate"])
+    kind = config.get("lr_schedule") or "constant"
+    if kind not in SCHEDULES:
+        raise ValueError(f"Unknown lr_schedule {kind!r}; use one of {', '.join(SCHEDULES)}")
+    warmup_epochs = float(config.get("warmup_epochs") or 0)
+    if warmup_epochs and kind != "cosine":
+        raise ValueError("warmup_epochs is supported with the cosine schedule only")
+    if kind == "constant" or not steps_per_epoch:
+        return peak
+    if kind == "step":
+        return keras.optimizers.schedules.ExponentialDecay(
+            peak,
+            decay_steps=int(config["lr_decay_epochs"]) * steps_per_epoch,
+            decay_rate=float(config["lr_decay_factor"]),
+            staircase=True,
+        )
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    total = int(config["epochs"]) * steps_per_epoch
+    floor = float(config.get("min_learning_rate") or 0.0)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else peak,
+        decay_steps=max(1, total - warmup),
+        alpha=floor / peak if peak else 0.0,  # a rate of 0: a frozen fine-tune
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
