@@ -263,22 +263,33 @@ def test_zoo_generate_cli_same_text_from_run_and_export(run_dir, exported, capsy
     assert main(["--model-dir", str(run_dir / "missing"), *argv]) == 2
 
 
-def test_finetune_within_the_characters_keeps_them_and_new_ones_are_refused(tiny_run, tmp_path):
+def test_finetune_keeps_known_characters_and_adds_rows_for_new_ones(tiny_run, tmp_path):
     """A text using a subset of the sonnet's characters fine-tunes with the parent's
-    vocabulary (every weight bit-identical at learning rate 0); one with characters the
-    parent lacks is refused with a clear error, before any training."""
+    vocabulary; one with characters the parent lacks gets new ids after the unknown one and
+    new rows of the tied embedding. At learning rate 0 every known row and every other
+    weight is bit-identical, and the fine-tuned model reads and writes the new characters."""
     from training import train
+    from training.data.char_text import CharVocab
 
     subset = tmp_path / "subset.txt"
     subset.write_text("\n".join(SONNET.splitlines()[:7]) * 8)  # fewer characters
+    frozen = {"max_iters": 2, "epochs": 1, "learning_rate": 0.0, "min_lr": 0.0}
     run = tmp_path / "finetuned"
     train.run("gpt", preset="tiny", model_dir=run, data_dir=str(subset), parent=tiny_run[0],
-              overrides={"max_iters": 2, "epochs": 1, "learning_rate": 0.0, "min_lr": 0.0},
-              verbose=0)  # fmt: skip
+              overrides=frozen, verbose=0)  # fmt: skip
     old, new = assert_known_rows_kept(tiny_run[0], run, grown={})
     assert new["chars"] == old["chars"]
+
     alien = tmp_path / "alien.txt"
     alien.write_text(SONNET + "§¶€" * 50)
-    with pytest.raises(ValueError, match="3 characters the parent's vocabulary lacks"):
-        train.run("gpt", preset="tiny", model_dir=tmp_path / "alien", data_dir=str(alien),
-                  parent=tiny_run[0], verbose=0)  # fmt: skip
+    run = tmp_path / "alien"
+    train.run("gpt", preset="tiny", model_dir=run, data_dir=str(alien), parent=tiny_run[0],
+              overrides=frozen, verbose=0)  # fmt: skip
+    old, new = assert_known_rows_kept(tiny_run[0], run, grown={"wte": "vocab_size"})
+    assert new["chars"] == old["chars"] + ["§", "¶", "€"]
+    assert new["unknown_id"] == old["unknown_id"] == len(old["chars"])
+    assert new["vocab_size"] == old["vocab_size"] + 3
+    vocab = CharVocab.from_assets(new)
+    ids = vocab.encode("I€☃").tolist()
+    assert ids == [old["chars"].index("I"), new["vocab_size"] - 1, old["unknown_id"]]
+    assert vocab.decode(ids) == "I€\ufffd"

@@ -2,7 +2,7 @@
 
 `CharVocab` is learned from the training text (sorted distinct characters, as nanoGPT's
 shakespeare_char/prepare.py) plus one id for characters it has never seen, which decodes to
-U+FFFD. `CharTokenizer` is the same mapping in core TensorFlow ops (`tf.strings`,
+U+FFFD; fine-tuning appends new characters after that id. `CharTokenizer` is the same mapping in core TensorFlow ops (`tf.strings`,
 `tf.lookup`), tracked on a tf.Module so an exported SavedModel takes and returns plain strings.
 """
 
@@ -20,9 +20,21 @@ START_CHAR = "\n"
 
 @dataclass(frozen=True)
 class CharVocab:
-    """Characters of a text; id i is `chars[i]`, id len(chars) is "unknown"."""
+    """Characters of a text, and one id (`unknown_id`) for characters it has never seen.
+
+    Learned from a text, the characters are sorted and the unknown id comes last. A
+    fine-tuning run appends the characters its new text adds *after* the unknown id
+    (`extended`), so every id the trained model knows keeps its meaning.
+    """
 
     chars: tuple[str, ...]
+    unknown_id: int = -1  # -1: after the last character
+
+    def __post_init__(self) -> None:
+        if self.unknown_id < 0:
+            object.__setattr__(self, "unknown_id", len(self.chars))
+        if self.unknown_id > len(self.chars):
+            raise ValueError(f"unknown_id {self.unknown_id} is beyond {len(self.chars)} chars")
 
     @classmethod
     def from_text(cls, text: str) -> CharVocab:
@@ -32,31 +44,51 @@ class CharVocab:
 
     @classmethod
     def from_assets(cls, assets: dict) -> CharVocab:
-        return cls(tuple(assets["chars"]))
+        return cls(tuple(assets["chars"]), int(assets.get("unknown_id", -1)))
 
     def to_assets(self) -> dict:
-        return {"chars": list(self.chars), "vocab_size": self.size, "start_id": self.start_id}
+        return {
+            "chars": list(self.chars),
+            "unknown_id": self.unknown_id,
+            "vocab_size": self.size,
+            "start_id": self.start_id,
+        }
+
+    def extended(self, chars) -> CharVocab:
+        """This vocabulary plus the characters of `chars` it lacks, with new ids at the end."""
+        known = set(self.chars)
+        new = sorted({c for c in chars if c not in known})
+        return CharVocab(self.chars + tuple(new), self.unknown_id)
 
     @property
     def size(self) -> int:
         return len(self.chars) + 1
 
     @property
-    def unknown_id(self) -> int:
-        return len(self.chars)
+    def table(self) -> tuple[str, ...]:
+        """The character of every id (U+FFFD for the unknown id)."""
+        u = self.unknown_id
+        return self.chars[:u] + (UNKNOWN_CHAR,) + self.chars[u:]
+
+    @property
+    def ids(self) -> list[int]:
+        """The id of each of `chars`."""
+        return [i if i < self.unknown_id else i + 1 for i in range(len(self.chars))]
 
     @property
     def start_id(self) -> int:
         """The token an empty prompt stands for: a newline when the text has one."""
-        return self.chars.index(START_CHAR) if START_CHAR in self.chars else 0
+        if START_CHAR not in self.chars:
+            return 0
+        return self.ids[self.chars.index(START_CHAR)]
 
     def encode(self, text: str) -> np.ndarray:
         """int32 ids of the characters of `text` (unknown characters -> `unknown_id`)."""
-        index = {c: i for i, c in enumerate(self.chars)}
+        index = dict(zip(self.chars, self.ids, strict=True))
         return np.fromiter((index.get(c, self.unknown_id) for c in text), np.int32, len(text))
 
     def decode(self, ids) -> str:
-        table = self.chars + (UNKNOWN_CHAR,)
+        table = self.table
         return "".join(table[i] if 0 <= i < len(table) else UNKNOWN_CHAR for i in ids)
 
 
@@ -69,11 +101,11 @@ class CharTokenizer(tf.Module):
         self.start_id = vocab.start_id
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
-                tf.constant(list(vocab.chars)), tf.range(len(vocab.chars), dtype=tf.int32)
+                tf.constant(list(vocab.chars), tf.string), tf.constant(vocab.ids, tf.int32)
             ),
             default_value=vocab.unknown_id,
         )
-        self.id_to_char = tf.constant(list(vocab.chars) + [UNKNOWN_CHAR])
+        self.id_to_char = tf.constant(list(vocab.table))
 
     def encode(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """[N] UTF-8 strings -> [N, (chars)] ids; invalid UTF-8 bytes become "unknown"."""
@@ -85,7 +117,12 @@ class CharTokenizer(tf.Module):
         positions = tf.range(tf.shape(ids)[1])[None, :]
         keep = (positions >= starts[:, None]) & (positions < ends[:, None])
         picked = tf.ragged.boolean_mask(ids, keep)
-        safe = tf.ragged.map_flat_values(lambda x: tf.clip_by_value(x, 0, self.unknown_id), picked)
+        size = tf.shape(self.id_to_char, out_type=tf.int32)[0]
+
+        def known(x):  # ids outside the vocabulary decode as the unknown character
+            return tf.where((x >= 0) & (x < size), x, self.unknown_id)
+
+        safe = tf.ragged.map_flat_values(known, picked)
         chars = tf.ragged.map_flat_values(tf.gather, self.id_to_char, safe)
         return tf.strings.reduce_join(chars, axis=1)
 

@@ -85,7 +85,12 @@ class GenerationModule(ExportModule):
             "top_p": float(config.get("top_p", 1.0)),
         }
         self.vocab_json = json.dumps(
-            {"chars": list(vocab.chars), "unknown_id": vocab.unknown_id}, ensure_ascii=False
+            {
+                "chars": list(vocab.chars),
+                "unknown_id": vocab.unknown_id,
+                "tokens": list(vocab.table),
+            },
+            ensure_ascii=False,
         )
 
     @signature(tf.TensorSpec([None], tf.string, "prompt"), autograph=False)
@@ -238,16 +243,13 @@ class GPTRecipe(Recipe):
         )
 
     def extend_assets(self, parent_assets: dict, data_assets: dict, config: dict) -> dict:
-        """The parent's characters, unchanged: a text within them fine-tunes every weight.
-        Characters it lacks are refused for now (its unknown-character id is the last one,
-        so appending rows would move it)."""
-        new = sorted(set(data_assets["chars"]) - set(parent_assets["chars"]))
-        if new:
-            raise ValueError(
-                f"the text has {len(new)} characters the parent's vocabulary lacks "
-                f"({''.join(new)[:40]!r}); fine-tune on text within its characters"
-            )
-        return parent_assets
+        """The parent's characters keep their ids; the new text's other characters get new
+        ids after them (and new rows of the tied embedding, `wte`)."""
+        parent = CharVocab.from_assets(parent_assets)
+        return parent.extended(data_assets["chars"]).to_assets()
+
+    def grown_layers(self, model) -> list[str]:
+        return ["wte"]
 
     def model_config(self, config: dict, assets: dict) -> dict:
         """The vocabulary size of the data, and the dtype policy "auto" resolved."""
