@@ -113,7 +113,13 @@ def assert_known_rows_kept(
     parent, parent_info = load_trained(parent_dir)
     child, child_info = load_trained(child_dir)
     recipe = get_recipe(child_info["model"])
-    fresh = recipe.reinitialized_layers(child, child_info["config"], parent_info["config"])
+    fresh = recipe.reinitialized_layers(
+        child,
+        child_info["config"],
+        parent_info["config"],
+        child_info["assets"],
+        parent_info["assets"],
+    )
     old, new = parent_info["assets"], child_info["assets"]
     sizes = {k: v if isinstance(v, int) else len(v) for k, v in new.items() if k in grown.values()}
     for key in set(grown.values()):

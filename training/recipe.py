@@ -120,9 +120,12 @@ class Recipe:
         """Config changes needed to fine-tune on `data_dir` (e.g. a new number of classes)."""
         return {}
 
-    def reinitialized_layers(self, model, config: dict, parent_config: dict) -> list[str]:
-        """Top-level layers of `model` that fine-tuning from a run with `parent_config`
-        starts afresh (a new head); every other weight is copied, and must fit."""
+    def reinitialized_layers(
+        self, model, config: dict, parent_config: dict, assets: dict, parent_assets: dict
+    ) -> list[str]:
+        """Top-level layers of `model` (config and data assets `config`, `assets`) that
+        fine-tuning from a run with `parent_config` / `parent_assets` starts afresh (a new
+        head); every other weight is copied, and must fit."""
         return []
 
     def extend_assets(self, parent_assets: dict, data_assets: dict, config: dict) -> dict:

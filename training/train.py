@@ -124,7 +124,9 @@ def run(
         if parent and not resume:
             # before compile: the trained layers, not the old optimizer state
             source, parent_info = load_trained(parent)
-            fresh = recipe.reinitialized_layers(model, config, parent_info["config"])
+            fresh = recipe.reinitialized_layers(
+                model, config, parent_info["config"], assets, parent_info["assets"]
+            )
             grown = copy_weights(
                 source, model, reinitialized=fresh, grown=recipe.grown_layers(model)
             )

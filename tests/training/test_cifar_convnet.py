@@ -246,16 +246,21 @@ def test_init_from_copies_a_part_of_a_trained_run(tiny_run):
         RECIPE.init_from(wider, run_dir, ["backbone"])
 
 
-def test_finetune_reinitializes_exactly_the_head():
+def test_finetune_reinitializes_exactly_the_head_when_the_classes_change():
     from training.recipes.cifar_convnet import RECIPE
 
     spec = registry.get("cifar_convnet")
     model = spec.build("tiny", num_classes=3)
     ten, three = spec.config("tiny"), spec.config("tiny", num_classes=3)
-    assert RECIPE.reinitialized_layers(model, three, ten) == [
-        "flatten", "dense", "dropout_dense", "probabilities",
-    ]  # fmt: skip
-    assert RECIPE.reinitialized_layers(model, three, three) == []
+    cifar = {"class_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                             "horse", "ship", "truck"]}  # fmt: skip
+    pets = {"class_names": ["cat", "dog", "horse"]}
+    head = ["flatten", "dense", "dropout_dense", "probabilities"]
+    assert RECIPE.reinitialized_layers(model, three, ten, pets, cifar) == head
+    assert RECIPE.reinitialized_layers(model, three, three, pets, pets) == []
+    # as many classes, other ones: the old head's outputs would mean the wrong classes
+    farm = {"class_names": ["cow", "pig", "sheep"]}
+    assert RECIPE.reinitialized_layers(model, three, three, farm, pets) == head
 
 
 def test_shift_and_flip_augmentation_is_the_keras_example():

@@ -417,7 +417,7 @@ class TaggerRecipe(Recipe):
             "tags": tags,
         }
 
-    def reinitialized_layers(self, model, config, parent_config) -> list[str]:
+    def reinitialized_layers(self, model, config, parent_config, assets, parent_assets):
         """The tag head, when fine-tuning to another tag set (e.g. UPOS -> XPOS)."""
         return ["tags"] if config["tagset"] != parent_config["tagset"] else []
 

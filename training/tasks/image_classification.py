@@ -292,9 +292,9 @@ class ImageClassificationRecipe(Recipe):
             return {}
         return {"num_classes": len(image_folder.image_folder_splits(data_dir)["train"].class_names)}
 
-    def reinitialized_layers(self, model, config: dict, parent_config: dict) -> list[str]:
-        """The head's layers when the number of classes changed, else none."""
-        if int(config["num_classes"]) == int(parent_config["num_classes"]):
+    def reinitialized_layers(self, model, config, parent_config, assets, parent_assets):
+        """The head's layers when the classes changed (even to as many new ones), else none."""
+        if list(assets["class_names"]) == list(parent_assets["class_names"]):
             return []
         return [layer.name for layer in head_layers(model)]
 
