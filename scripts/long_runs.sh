@@ -35,3 +35,10 @@ run googlenet_imagenette googlenet/imagenette "$DATA/imagenette" \
 # its trained GoogLeNet backbone is the captioner's frozen encoder (features cached)
 run captioner_flickr8k captioner/default "$DATA/flickr8k" captioner --preset default \
   --data-dir "$DATA/flickr8k" --set encoder_init=runs/googlenet_imagenette
+# issue 11's CIFAR question: the Keras 2 example, unchanged, on the same images (needs the
+# keras2 extra: .venv/bin/pip install -e '.[keras2]'); resumes from its last epoch
+if [ -z "${RUNS:-}" ] || [[ " $RUNS " == *" cifar_keras2_example "* ]]; then
+  echo "[$(stamp)] start cifar_keras2_example"
+  .venv/bin/python -m benchmarks.cifar_keras2_example --data-dir "$DATA/cifar10" \
+    --run-dir runs/cifar_keras2_example --epochs 25 && echo "[$(stamp)] done cifar_keras2_example"
+fi
