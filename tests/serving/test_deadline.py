@@ -4,6 +4,7 @@ waiting in a batch queue gives up at its deadline, and the server stays healthy.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -119,6 +120,19 @@ def test_slow_requests_do_not_pile_up(server):
     assert time.monotonic() - start < 5
 
 
+def _batch_thread_running(servable: Servable, signature: str) -> bool:
+    """Whether the signature's (only) batch thread is inside a session run right now."""
+    queue = servable.batchers.get(signature)
+    if queue is None:
+        return False
+    frame = sys._current_frames().get(queue._threads[0].ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_run_merged":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_request_waiting_in_batch_queue_gives_up_at_deadline(models):
     servable = Servable("img", 1, models / "img" / "1")
     servable.batching = BatchingOptions(
@@ -133,14 +147,11 @@ def test_request_waiting_in_batch_queue_gives_up_at_deadline(models):
     try:
         thread = threading.Thread(target=blocker)
         thread.start()
-        # wait until the batch thread has taken the blocker off the queue and is running it
-        # (a fixed sleep races on a loaded machine)
+        # wait until the batch thread is running the blocker (an empty queue alone also
+        # holds before the blocker is enqueued, and a fixed sleep races on a loaded machine)
         limit = time.monotonic() + 30
-        while time.monotonic() < limit and not (
-            "slow" in servable.batchers and not servable.batchers["slow"]._tasks
-        ):
+        while time.monotonic() < limit and not _batch_thread_running(servable, "slow"):
             time.sleep(0.01)
-        time.sleep(0.05)
         assert thread.is_alive(), "the blocking request finished before the test could queue"
         start = time.monotonic()
         with deadline.scope(100):

@@ -82,7 +82,32 @@ def check_gpt(server, model: str, data: Path) -> None:
     assert sum(word in common for word in words) >= 5, answer
 
 
+def check_captioner(server, model: str, data: Path) -> None:
+    """Four Flickr8k validation photos, sent as JPEG bytes: each gets an English caption,
+    and most share a content word with one of their five reference captions."""
+    import csv
+
+    references: dict[str, list[str]] = {}
+    with open(data / "flickr8k" / "captions_val.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            references.setdefault(row["image"], []).append(row["caption"].lower())
+    stop = {"a", "an", "the", "is", "are", "of", "in", "on", "and", "with", "to", "at", "its"}
+    hits = 0
+    images = sorted(references)[:4]
+    for image in images:
+        path = data / "flickr8k" / "images" / image
+        (caption,) = _predict(
+            server, model, [{"b64": base64.b64encode(path.read_bytes()).decode()}]
+        )
+        words = set(re.findall(r"[a-z]+", caption.lower())) - stop
+        assert len(caption.split()) >= 3, caption
+        known = set(re.findall(r"[a-z]+", " ".join(references[image]))) - stop
+        hits += bool(words & known)
+    assert hits >= 3, f"{hits}/{len(images)} captions share a content word with the references"
+
+
 CHECKS: dict[str, Callable] = {
+    "captioner": check_captioner,
     "cifar_convnet": check_cifar_convnet,
     "googlenet": check_googlenet,
     "tagger": check_tagger,
