@@ -244,5 +244,10 @@ class SequenceGenerationRecipe(Recipe):
         if sources:
             module = self.export(model, config, data.assets)
             results["bleu"] = bleu(decode_texts(module, sources, beam_size=0), references)
-            results["bleu_greedy"] = bleu(decode_texts(module, sources, beam_size=1), references)
+            if int(config.get("beam_size", 1)) <= 1:  # the preset decodes greedily already
+                results["bleu_greedy"] = results["bleu"]
+            else:
+                results["bleu_greedy"] = bleu(
+                    decode_texts(module, sources, beam_size=1), references
+                )
         return results
