@@ -21,7 +21,7 @@ from training.finetune_compare import (
 #: many times the run-to-run noise (figures in benchmarks/finetune.py's table)
 SMALL = {
     "images": (40, 3, None),  # images per class
-    "tagging": (200, 2, None),  # sentences
+    "tagging": (200, 1, None),  # sentences
     "translation": (300, 1, None),  # sentence pairs
     "language_model": (1500, 1, 60),  # lines of text; optimizer steps
 }
