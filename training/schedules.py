@@ -3,8 +3,9 @@
 Config keys:
     learning_rate: the peak rate.
     lr_schedule: "constant" (the default), "step" (multiply by `lr_decay_factor` every
-        `lr_decay_epochs` epochs) or "cosine" (from `learning_rate` down to
-        `min_learning_rate` over `epochs`, after `warmup_epochs` of linear warm-up from 0).
+        `lr_decay_epochs` epochs, after `lr_decay_start_epochs` at the peak) or "cosine"
+        (from `learning_rate` down to `min_learning_rate` over `epochs`, after
+        `warmup_epochs` of linear warm-up from 0).
 
 Schedules count optimizer steps, and the step counter is saved in every checkpoint, so a
 resumed run continues on exactly the curve an uninterrupted one follows. The rate is a
@@ -33,6 +34,8 @@ def learning_rate_schedule(
         raise ValueError("warmup_epochs is supported with the cosine schedule only")
     if kind == "constant" or not steps_per_epoch:
         return peak
+    if kind == "step" and config.get("lr_decay_start_epochs"):
+        return _held_then_stepped(config, peak, steps_per_epoch)
     if kind == "step":
         return keras.optimizers.schedules.ExponentialDecay(
             peak,
@@ -49,4 +52,16 @@ def learning_rate_schedule(
         alpha=floor / peak if peak else 0.0,  # a rate of 0: a frozen fine-tune
         warmup_target=peak if warmup else None,
         warmup_steps=warmup,
+    )
+
+
+def _held_then_stepped(config: dict, peak: float, steps_per_epoch: int):
+    """The peak rate for `lr_decay_start_epochs`, then x `lr_decay_factor` every
+    `lr_decay_epochs` until `epochs`, never below `min_learning_rate`."""
+    start, every = int(config["lr_decay_start_epochs"]), int(config["lr_decay_epochs"])
+    factor, floor = float(config["lr_decay_factor"]), float(config.get("min_learning_rate") or 0)
+    cuts = list(range(start, max(int(config["epochs"]), start + 1), every))
+    values = [max(peak * factor**i, floor) if i else peak for i in range(len(cuts) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [epoch * steps_per_epoch for epoch in cuts], values
     )

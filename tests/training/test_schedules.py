@@ -51,3 +51,11 @@ def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="warmup_epochs"):
         learning_rate_schedule({"learning_rate": 0.01, "lr_schedule": "step",
                                 "warmup_epochs": 1}, 10)  # fmt: skip
+
+
+def test_step_can_hold_the_peak_first_and_stops_at_the_floor():
+    config = {"learning_rate": 0.01, "lr_schedule": "step", "lr_decay_start_epochs": 3,
+              "lr_decay_epochs": 1, "lr_decay_factor": 0.5, "epochs": 6,
+              "min_learning_rate": 0.002}  # fmt: skip
+    rates = _rates(learning_rate_schedule(config, 10), (0, 30, 31, 41, 51, 80))
+    np.testing.assert_allclose(rates, [0.01, 0.01, 0.005, 0.0025, 0.002, 0.002], rtol=1e-5)
