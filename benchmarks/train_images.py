@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from tests.helpers import small_image_folder  # noqa: E402
+from training.data.image_folder import linked_subset  # noqa: E402
 from training.recipe import get_recipe  # noqa: E402
 from zoo import registry  # noqa: E402
 
@@ -84,11 +84,9 @@ def main() -> None:
     classes = int(spec.config(preset)["num_classes"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = (
-            small_image_folder(
-                Path(args.data_dir), Path(tmp), args.images // classes, ("train", "val")
-            )
+            linked_subset(Path(args.data_dir), Path(tmp), args.images // classes, ("train", "val"))
             if (Path(args.data_dir) / "val").is_dir()
-            else small_image_folder(
+            else linked_subset(
                 Path(args.data_dir), Path(tmp), args.images // classes, ("train", "test")
             )
         )

@@ -104,9 +104,9 @@ def assert_known_rows_kept(
 ) -> tuple[dict, dict]:
     """A fine-tuning run (`child_dir`, at learning rate 0) against its parent: every known
     vocabulary entry keeps its id, each layer in `grown` (layer name -> the asset it grows
-    with: a list of entries, or their count) keeps its known rows/columns bit-identical, and every other weight is bit-identical,
-    except in the layers the recipe re-initialised (not compared). Returns (parent assets,
-    child assets)."""
+    with: a list of entries, or their count) keeps its known rows/columns bit-identical,
+    and every other weight is bit-identical, except in the layers the recipe re-initialised
+    (not compared). Returns (parent assets, child assets)."""
     from training.export import load_trained
     from training.recipe import get_recipe
 

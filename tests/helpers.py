@@ -7,26 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from training.data.image_folder import linked_subset
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_image_folder(
-    source: Path,
-    target: Path,
-    per_class: int,
-    splits=("train", "test"),
-    classes: list[str] | None = None,
-) -> Path:
-    """A split/class/image folder of symlinks to the first `per_class` images of each class."""
-    for split in splits:
-        for class_dir in sorted((source / split).iterdir()):
-            if classes and class_dir.name not in classes:
-                continue
-            out = target / split / class_dir.name
-            out.mkdir(parents=True, exist_ok=True)
-            for image in sorted(class_dir.iterdir())[:per_class]:
-                (out / image.name).symlink_to(image.resolve())
-    return target
+#: a split/class/image folder of symlinks to the first images of each class
+small_image_folder = linked_subset
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -27,16 +27,11 @@ ARMS = ("pretrained", "scratch", "finetuned")
 def imagenette_slice(shared_data: Path, work_dir: Path, size: int) -> Path:
     """Imagenette's ten classes (new to the CIFAR convnet): `size` training images per
     class and `size // 2` validation images, as a folder of symlinks."""
-    root = work_dir / "imagenette"
-    for split, count in (("train", size), ("val", max(size // 2, 2))):
-        for class_dir in sorted((shared_data / "imagenette" / split).iterdir()):
-            out = root / split / class_dir.name
-            out.mkdir(parents=True, exist_ok=True)
-            for image in sorted(class_dir.iterdir())[:count]:
-                link = out / image.name
-                if not link.exists():
-                    link.symlink_to(image.resolve())
-    return root
+    from training.data.image_folder import linked_subset
+
+    source, root = shared_data / "imagenette", work_dir / "imagenette"
+    linked_subset(source, root, size, splits=("train",))
+    return linked_subset(source, root, max(size // 2, 2), splits=("val",))
 
 
 def ewt_xpos_slice(shared_data: Path, work_dir: Path, size: int) -> Path:

@@ -48,10 +48,9 @@ class Data:
 
     def batches_per_epoch(self) -> int | None:
         """Training steps per epoch, or None when nobody can tell."""
-        if self.steps_per_epoch or self.train_batches:
-            return self.steps_per_epoch or self.train_batches
-        if self.train is None:
-            return None
+        known = self.steps_per_epoch or self.train_batches
+        if known or self.train is None:
+            return known
         cardinality = int(self.train.cardinality())
         return cardinality if cardinality > 0 else None
 

@@ -89,6 +89,28 @@ def image_folder_splits(
     return splits
 
 
+def linked_subset(
+    source: Path,
+    target: Path,
+    per_class: int,
+    splits=("train", "test"),
+    classes: list[str] | None = None,
+) -> Path:
+    """A split/class/image folder at `target` of symlinks to the first `per_class` images
+    of each class of `source` (all classes, or `classes`): a slice of a dataset, no copies."""
+    for split in splits:
+        for class_dir in sorted((source / split).iterdir()):
+            if classes and class_dir.name not in classes:
+                continue
+            out = target / split / class_dir.name
+            out.mkdir(parents=True, exist_ok=True)
+            for image in sorted(class_dir.iterdir())[:per_class]:
+                link = out / image.name
+                if not link.is_symlink():
+                    link.symlink_to(image.resolve())
+    return target
+
+
 def _carve_validation(everything: LabeledFiles, val_fraction: float, seed: int) -> dict:
     """Split off `val_fraction` of each class, deterministically, as validation."""
     class_names = everything.class_names
