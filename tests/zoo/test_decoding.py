@@ -108,3 +108,20 @@ def test_length_penalty_prefers_longer_hypotheses():
     ids, _, scores = (_np(x) for x in beam_search(MODEL, INPUTS[:1], 3, 6, length_penalty=4.0))
     np.testing.assert_array_equal(ids[0, :3], [A, A, EOS])
     np.testing.assert_allclose(scores, np.log(0.6 * 0.35 * 0.4), rtol=1e-4)
+
+
+class PaddingFirstDecoder(MarkovDecoder):
+    """The toy with padding (id 0) ranked first everywhere, as an untrained model may."""
+
+    def step(self, tokens, state, context):
+        log_probs, state, attention = super().step(tokens, state, context)
+        return ops.where(ops.arange(6) == 0, 0.0, log_probs), state, attention
+
+
+@pytest.mark.parametrize("decode", [greedy_decode, lambda m, x, n: beam_search(m, x, 2, n)])
+def test_padding_is_never_emitted_before_eos(decode):
+    ids, attention, _ = (_np(x) for x in decode(PaddingFirstDecoder(), INPUTS, 6))
+    # the same answers as without the padding preference
+    np.testing.assert_array_equal(ids[:, :2], _np(decode(MODEL, INPUTS, 6)[0])[:, :2])
+    assert ids[0, 1] == EOS and np.all(ids[:, 0] != 0)
+    np.testing.assert_allclose(attention.sum(-1), (ids > 0).astype("float32"))

@@ -10,7 +10,8 @@ Both loops use `ops.while_loop` with fixed-shape loop variables (token and atten
 of length `max_length`, written with one-hot masks), so under `tf.function` they become a
 single `tf.while_loop` whose `beam_size` and `max_length` may be graph tensors. Decoding
 stops early once every sequence has produced "</s>"; the buffers are then cut to the steps
-actually taken. After "</s>" a sequence emits padding (id 0) with zero attention.
+actually taken. Padding (id 0) is never emitted before "</s>"; after it, a sequence emits
+padding with zero attention.
 
 Beam search repeats the context once per hypothesis before the loop and, at each step,
 gathers the state of the chosen parent hypotheses (`keras.tree.map_structure`), so it works
@@ -67,12 +68,14 @@ def greedy_decode(model: SequenceDecoder, inputs, max_length):
     size = model.attention_size(context)
     positions = ops.arange(max_length, dtype="int32")
     eos = model.eos_id
+    no_padding = _no_padding(model.target_vocab_size)
 
     def cond(t, last, state, tokens, attention, finished, scores):
         return ops.logical_and(t < max_length, ops.logical_not(ops.all(finished)))
 
     def body(t, last, state, tokens, attention, finished, scores):
         logp, state, weights = model.step(last, state, context)
+        logp = logp + no_padding
         tok = ops.cast(ops.argmax(logp, axis=-1), "int32")
         tok_logp = ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(tok, 1), axis=1), 1)
         tok = ops.where(finished, 0, tok)
@@ -116,8 +119,9 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
     context = tree.map_structure(lambda x: ops.repeat(x, k, axis=0), context)
     state = tree.map_structure(lambda x: ops.repeat(x, k, axis=0), state)
     positions = ops.arange(max_length, dtype="int32")
-    # After "</s>" a hypothesis may only emit padding (id 0), at no cost.
+    # After "</s>" a hypothesis may only emit padding (id 0), at no cost; before, never.
     finished_row = ops.where(ops.equal(ops.arange(vocab), 0), 0.0, _NEG)
+    no_padding = _no_padding(vocab)
     batch_offsets = ops.expand_dims(ops.arange(batch, dtype="int32") * k, 1)
 
     def cond(t, last, state, tokens, attention, finished, scores, lengths):
@@ -126,7 +130,7 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
     def body(t, last, state, tokens, attention, finished, scores, lengths):
         logp, state, weights = model.step(last, state, context)
         logp = ops.reshape(logp, (batch, k, vocab))
-        logp = ops.where(ops.expand_dims(finished, -1), finished_row, logp)
+        logp = ops.where(ops.expand_dims(finished, -1), finished_row, logp + no_padding)
         candidates = ops.reshape(ops.expand_dims(scores, -1) + logp, (batch, k * vocab))
         scores, index = ops.top_k(candidates, k)
         index = ops.cast(index, "int32")
@@ -176,6 +180,12 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
     attention = ops.take(ops.reshape(attention, (flat, max_length, size)), best, axis=0)
     scores = ops.take(ops.reshape(scores, (flat,)), best)
     return _cut(tokens, t), _cut(attention, t), scores
+
+
+def _no_padding(vocab):
+    """Added to log-probabilities [.., V]: an unfinished sequence never emits padding
+    (id 0), which an untrained or barely trained model may otherwise rank first."""
+    return ops.where(ops.equal(ops.arange(vocab), 0), _NEG, 0.0)
 
 
 def _batch_size(state):
