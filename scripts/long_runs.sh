@@ -33,6 +33,12 @@ run cifar_paper cifar_convnet/paper "$DATA/cifar10" \
 run seq2seq_held_halved seq2seq/default "$DATA" seq2seq --preset default --data-dir "$DATA"
 run googlenet_imagenette googlenet/imagenette "$DATA/imagenette" \
   googlenet --preset imagenette --data-dir "$DATA/imagenette"
+# the 90% attempt: longer, a little larger and with smaller crops than googlenet_imagenette
+# (86.2% at 128 px in 40 epochs, train accuracy 97.8%; the same weights tested at 144 px
+# gave 87.0%)
+run googlenet_imagenette_144 googlenet/imagenette "$DATA/imagenette" \
+  googlenet --preset imagenette --data-dir "$DATA/imagenette" \
+  --set image_size=144 --set epochs=60 --set 'random_resized_crop_area=[0.25, 1.0]'
 # its trained GoogLeNet backbone is the captioner's frozen encoder (features cached)
 run captioner_flickr8k captioner/default "$DATA/flickr8k" captioner --preset default \
   --data-dir "$DATA/flickr8k" --set encoder_init=runs/googlenet_imagenette
