@@ -80,6 +80,7 @@ def _train_kwargs(args: argparse.Namespace, **provenance) -> dict:
         steps_per_epoch=args.steps_per_epoch,
         tpu=args.tpu,
         steps_per_execution=args.steps_per_execution,
+        seed=args.seed,
         jit_compile={"auto": "auto", "on": True, "off": False}[args.xla],
         verbose=args.verbose,
     )
@@ -255,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--batch-size", type=int, default=None, help="global batch size")
         p.add_argument("--steps-per-epoch", type=int, default=None)
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="seed of initial weights, dropout and shuffling (default 0; kept on resume)",
+        )
         p.add_argument(
             "--steps-per-execution", type=int, default=1, help="training steps per graph call"
         )

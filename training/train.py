@@ -74,6 +74,7 @@ def run(
     provenance: dict[str, Any] | None = None,
     steps_per_execution: int = 1,
     verbose: int = 1,
+    seed: int | None = 0,
 ) -> dict[str, Any]:
     """Train `model_name` and return the metrics written to `<model_dir>/metrics.json`.
 
@@ -85,6 +86,10 @@ def run(
     run.json from the start; a resumed run keeps what its first start recorded.
     `steps_per_execution` runs that many training steps per call into the graph (less
     Python overhead per step; the progress bar and callbacks update less often).
+    `seed` seeds Python, NumPy and TensorFlow: two runs of one command draw the same initial
+    weights, data order, augmentation and dropout (TensorFlow's multi-threaded CPU kernels
+    still sum gradients in varying order, so the runs differ in the last bits). It is
+    recorded in run.json; a resumed run keeps the seed it started with. None: unseeded.
     """
     from zoo import registry
 
@@ -102,6 +107,10 @@ def run(
     epochs = int(epochs if epochs is not None else config.get("epochs", 1))
     strategy = make_strategy(strategy, tpu) if isinstance(strategy, str) else strategy
     global_batch = int(batch_size or recipe.default_batch_size(config))
+    if previous:
+        seed = previous.get("seed")
+    if seed is not None:  # before the data pipeline is built and the weights initialised
+        keras.utils.set_random_seed(int(seed))
     assets = previous["assets"] if previous else None  # a resumed run keeps its vocabularies
     data = recipe.load_data(config, data_dir, global_batch, training=True, assets=assets)
     if parent and assets is None:  # fine-tuning: the parent's vocabularies, extended
@@ -112,7 +121,13 @@ def run(
     assets = assets or data.assets
     chief = is_chief(strategy)
     if chief:
-        run_info = {"model": model_name, "preset": preset, "config": config, "assets": assets}
+        run_info = {
+            "model": model_name,
+            "preset": preset,
+            "config": config,
+            "assets": assets,
+            "seed": seed,
+        }
         kept = {k: v for k, v in (previous or {}).items() if k not in run_info}
         checkpoints.write_json_atomic(
             model_dir / "run.json", {**run_info, **(provenance or {}), **kept}

@@ -145,3 +145,23 @@ def _optimizer_iterations(path) -> int:
             lambda name, obj: found.append(obj[()]) if name.endswith("optimizer/vars/0") else None
         )
     return int(found[0])
+
+
+def test_one_seed_starts_alike_and_is_kept_on_resume(cifar_tiny_folder, tmp_path):
+    """Two runs with one seed draw the same initial weights (an epoch at learning rate 0 keeps
+    them); another seed draws others; the seed is in run.json and a resumed run keeps it."""
+    import numpy as np
+
+    from training import checkpoints, train
+    from training.export import load_trained
+
+    def weights(name: str, seed: int | None, epochs: int = 1):
+        train.run("cifar_convnet", "tiny", tmp_path / name, str(cifar_tiny_folder),
+                  epochs=epochs, seed=seed, overrides={"learning_rate": 0.0}, verbose=0)  # fmt: skip
+        return load_trained(tmp_path / name)[0].get_weights()
+
+    first, again, other = weights("a", 7), weights("b", 7), weights("c", 8)
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not any(np.array_equal(x, y) for x, y in zip(first, other, strict=True) if x.std())
+    weights("a", 99, epochs=2)  # resumed from epoch 1: still seed 7
+    assert checkpoints.read_json(tmp_path / "a" / "run.json")["seed"] == 7

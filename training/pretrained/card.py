@@ -75,6 +75,7 @@ class CardFacts:
     checkpoint_note: str
     intended_use: str
     run_metric: dict[str, Any] | None = None
+    seed: int | None = None  # recorded by runs since seeds were added; older runs: None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,7 +104,10 @@ def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
             ("the float32 run", f"{format_metric(facts.run_metric)} (its own metrics.json)")
         )
     rows += [
-        ("trained with", f"`{facts.command}`"),
+        (
+            "trained with",
+            f"`{facts.command}`" + (f" (random seed {facts.seed})" if facts.seed is not None else ""),
+        ),
         (
             "dataset",
             f"{facts.dataset.title}; {facts.dataset.source}"

@@ -150,6 +150,7 @@ def _card_facts(
         metrics=metrics,
         dataset=run.dataset,
         command=run.command,
+        seed=run.info.get("seed"),
         data_dir=run.data_dir,
         checkpoint_note=run.checkpoint_note,
         **facts,
