@@ -8,8 +8,17 @@
 set -u
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
-ZOO=".venv/bin/python -m tfzoo"
 mkdir -p runs
+# The runs import a snapshot of the committed code, not the working tree: TensorFlow's
+# autograph reads a function's source file when it traces it, so an edit made while a run
+# trains broke that run's final evaluation once (its old function met the new source).
+SRC="runs/.src/$(git rev-parse --short HEAD)"
+if [ ! -d "$SRC" ]; then
+  mkdir -p "$SRC.tmp" && git archive HEAD tfzoo training zoo serving | tar -x -C "$SRC.tmp" && mv "$SRC.tmp" "$SRC"
+fi
+# -P: the snapshot first on the path, not the current folder (the working tree)
+ZOO="env PYTHONPATH=$PWD/$SRC TFZOO_PRETRAINED=$PWD/pretrained .venv/bin/python -P -m tfzoo"
+echo "[$(date -u +%FT%TZ)] code: $SRC"
 stamp() { date -u +%FT%TZ; }
 run() {  # run directory name, artifact name, data dir for publish, then zoo train's arguments
   local name=$1 artifact=$2 data=$3; shift 3
