@@ -1,0 +1,254 @@
+"""Train the seq2seq `default` preset on a lent GPU under JAX, and bring the run back.
+
+The device machine has JAX but no TensorFlow, so `zoo train` (tf.data, tf.distribute)
+cannot run there. The model code is backend-neutral (`zoo/`), so the three steps are:
+
+    prepare  (here, TensorFlow)  the recipe's own vocabularies and id sequences of
+             Multi30k, padded into arrays (`<dir>/data.npz`, `<dir>/run.json`);
+    train    (device, KERAS_BACKEND=jax)  the preset's model, optimizer, loss, schedule
+             and epochs on those arrays with `model.fit`; the best epoch by val loss is
+             written as float32 arrays keyed by variable path (`<out>/weights-K.npz`);
+    import   (here)  a run directory (run.json, checkpoints/best.weights.h5 and the last
+             epoch's, history.json) that `zoo evaluate` / `zoo export` / `zoo publish`
+             take like any other.
+
+Differences from `zoo train`: batches are shuffled pairs padded to the longest sentence
+(not length-bucketed; padding has weight 0 in the loss and is masked in the encoder), and
+the random streams are JAX's.
+
+    python scripts/device_seq2seq.py prepare --data-dir ../shared/data --out .device_data
+    KERAS_BACKEND=jax python scripts/device_seq2seq.py train --data .device_data --out $OUT
+    python scripts/device_seq2seq.py import --data .device_data --weights DIR --to runs/NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PRESET = "default"
+#: files per set of weights: the device returns at most 8 files of 16 MiB (64 MiB in all),
+#: and one set of float32 weights is about 31 MB
+PARTS = 3
+
+
+def _padded(rows: list[list[int]]) -> np.ndarray:
+    out = np.zeros((len(rows), max(len(r) for r in rows)), "int32")
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def prepare(data_dir: str, out: Path) -> None:
+    """The recipe's vocabularies and teacher-forcing arrays, as `zoo train` builds them."""
+    from training.recipe import get_recipe
+    from zoo import registry
+
+    config = registry.get("seq2seq").config(PRESET)
+    recipe = get_recipe("seq2seq")
+    data = recipe.load_data(config, data_dir, int(config["batch_size"]), training=True)
+    arrays = {}
+    for split, dataset in (("train", data.train), ("val", data.val)):
+        source, target_in, target_out = [], [], []
+        for x, y, _ in dataset.as_numpy_iterator():
+            for s, ti, to in zip(x["source_ids"], x["target_in"], y, strict=True):
+                source.append([int(v) for v in s if v])
+                target_in.append([int(v) for v in ti if v])
+                target_out.append([int(v) for v in to if v])
+        arrays[f"{split}_source"] = _padded(source)
+        arrays[f"{split}_target_in"] = _padded(target_in)
+        arrays[f"{split}_target_out"] = _padded(target_out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "data.npz", **arrays)
+    info = {
+        "model": "seq2seq",
+        "preset": PRESET,
+        "config": config,
+        "assets": data.assets,
+        "model_config": recipe.model_config(config, data.assets),
+        "train_batches": data.batches_per_epoch(),
+    }
+    (out / "run.json").write_text(json.dumps(info))
+    print({k: v.shape for k, v in arrays.items()})
+
+
+def train(
+    data: Path,
+    out: Path,
+    seed: int,
+    epochs: int | None,
+    limit: int | None = None,
+    budget: float | None = None,
+) -> None:
+    """`model.fit` of the preset on the prepared arrays; the best epoch's weights to `out`.
+    With `budget` (seconds), training stops after the first epoch that ends past it (the
+    device's commands are time-limited), and the summary says how many epochs ran."""
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if budget and time.perf_counter() - start > budget:
+                print(f"time budget of {budget:.0f} s spent after epoch {epoch + 1}", flush=True)
+                self.model.stop_training = True
+
+    from training.schedules import learning_rate_schedule  # keras only: no TensorFlow
+    from zoo import registry
+
+    keras.utils.set_random_seed(seed)
+    info = json.loads((data / "run.json").read_text())
+    config, arrays = info["config"], np.load(data / "data.npz")
+    epochs = int(epochs or config["epochs"])
+    batch = int(config["batch_size"])
+
+    def split(name: str):
+        rows = slice(0, limit)  # a smoke test's subset
+        x = {
+            "source_ids": arrays[f"{name}_source"][rows],
+            "target_in": arrays[f"{name}_target_in"][rows],
+        }
+        y = arrays[f"{name}_target_out"][rows]
+        return x, y, (y > 0).astype("float32")
+
+    train_x, train_y, train_w = split("train")
+    val = split("val")
+    steps = math.ceil(len(train_y) / batch)
+    model = registry.get("seq2seq").builder(info["model_config"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate_schedule({**config, "epochs": epochs}, steps),
+            clipnorm=config["clipnorm"],
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    best = out / "best.weights.h5"
+    start = time.perf_counter()
+    history = model.fit(
+        train_x,
+        train_y,
+        sample_weight=train_w,
+        batch_size=batch,
+        epochs=epochs,
+        shuffle=True,
+        validation_data=val,
+        callbacks=[
+            keras.callbacks.ModelCheckpoint(
+                best, monitor="val_loss", save_best_only=True, save_weights_only=True
+            ),
+            TimeBudget(),
+        ],
+        verbose=2,
+    )
+    seconds = time.perf_counter() - start
+    last = {v.path: np.asarray(v) for v in model.weights}
+    model.load_weights(best)
+    best_weights = {v.path: np.asarray(v) for v in model.weights}
+    best.unlink()
+    for name, weights in (("best", best_weights), ("last", last)):
+        parts: list[dict] = [{} for _ in range(PARTS)]
+        for key in sorted(weights, key=lambda key: -weights[key].nbytes):  # largest first
+            min(parts, key=lambda part: sum(a.nbytes for a in part.values()))[key] = weights[key]
+        for k, part in enumerate(parts):
+            np.savez(out / f"{name}-{k}.npz", **part)
+    rows, lowest = [], float("inf")
+    for i in range(len(history.history["loss"])):
+        row = {"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
+        row["best"] = row["val_loss"] < lowest
+        lowest = min(lowest, row["val_loss"])
+        rows.append(row)
+    summary = {
+        "seed": seed,
+        "epochs": len(rows),
+        "epochs_asked": epochs,
+        "train_seconds": seconds,
+        "history": rows,
+    }
+    (out / "history.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
+
+
+def _load(model, weights_dir: Path, name: str) -> None:
+    arrays = {}
+    for k in range(PARTS):
+        with np.load(weights_dir / f"{name}-{k}.npz") as part:
+            arrays.update({key: part[key] for key in part.files})
+    paths = {v.path for v in model.weights}
+    if paths != set(arrays):
+        raise ValueError(f"variables differ: {sorted(paths ^ set(arrays))[:6]}")
+    for variable in model.weights:
+        variable.assign(arrays[variable.path])
+
+
+def import_run(data: Path, weights_dir: Path, to: Path, command: str) -> None:
+    """A run directory from the device's weights, as `zoo train` would have left it."""
+    from training import checkpoints
+    from training.recipe import get_recipe
+
+    info = json.loads((data / "run.json").read_text())
+    summary = json.loads((weights_dir / "history.json").read_text())
+    recipe = get_recipe("seq2seq")
+    model = recipe.build_model(info["config"], info["assets"])
+    (to / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _load(model, weights_dir, "last")
+    model.save_weights(to / "checkpoints" / f"ckpt-{summary['epochs']:04d}.weights.h5")
+    _load(model, weights_dir, "best")
+    model.save_weights(to / "checkpoints" / "best.weights.h5")
+    checkpoints.write_json_atomic(
+        to / "run.json",
+        {
+            "model": "seq2seq",
+            "preset": info["preset"],
+            "config": info["config"],
+            "assets": info["assets"],
+            "seed": summary["seed"],
+            "command": command,
+            "data_dir": "../shared/data",
+            "trained_on": "one NVIDIA H200 under KERAS_BACKEND=jax "
+            f"({summary['train_seconds']:.0f} s of model.fit)",
+        },
+    )
+    checkpoints.write_json_atomic(to / "history.json", summary["history"])
+    print(f"wrote {to}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N pairs only (smoke test)")
+    p.add_argument("--budget", type=float, default=None, help="stop after this many seconds")
+    p = sub.add_parser("import")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--to", type=Path, required=True)
+    args = parser.parse_args()
+    if args.step == "prepare":
+        prepare(args.data_dir, args.out)
+    elif args.step == "train":
+        train(args.data, args.out, args.seed, args.epochs, args.limit, args.budget)
+    else:
+        command = "python scripts/device_seq2seq.py train --data .device_data --seed " + str(
+            json.loads((args.weights / "history.json").read_text())["seed"]
+        )
+        import_run(args.data, args.weights, args.to, command)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
