@@ -85,6 +85,7 @@ def train(
     epochs: int | None,
     limit: int | None = None,
     budget: float | None = None,
+    overrides: dict | None = None,
 ) -> None:
     """`model.fit` of the preset on the prepared arrays; the best epoch's weights to `out`.
     With `budget` (seconds), training stops after the first epoch that ends past it (the
@@ -102,7 +103,7 @@ def train(
 
     keras.utils.set_random_seed(seed)
     info = json.loads((data / "run.json").read_text())
-    config, arrays = info["config"], np.load(data / "data.npz")
+    config, arrays = {**info["config"], **(overrides or {})}, np.load(data / "data.npz")
     epochs = int(epochs or config["epochs"])
     batch = int(config["batch_size"])
 
@@ -169,6 +170,7 @@ def train(
         "seed": seed,
         "epochs": len(rows),
         "epochs_asked": epochs,
+        "overrides": {**(overrides or {}), "epochs": epochs},
         "train_seconds": seconds,
         "history": rows,
     }
@@ -207,7 +209,7 @@ def import_run(data: Path, weights_dir: Path, to: Path, command: str) -> None:
         {
             "model": "seq2seq",
             "preset": info["preset"],
-            "config": info["config"],
+            "config": {**info["config"], **summary.get("overrides", {})},
             "assets": info["assets"],
             "seed": summary["seed"],
             "command": command,
@@ -233,6 +235,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="first N pairs only (smoke test)")
     p.add_argument("--budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     p = sub.add_parser("import")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True)
@@ -241,10 +244,13 @@ def main() -> None:
     if args.step == "prepare":
         prepare(args.data_dir, args.out)
     elif args.step == "train":
-        train(args.data, args.out, args.seed, args.epochs, args.limit, args.budget)
+        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+        train(args.data, args.out, args.seed, args.epochs, args.limit, args.budget, overrides)
     else:
-        command = "python scripts/device_seq2seq.py train --data .device_data --seed " + str(
-            json.loads((args.weights / "history.json").read_text())["seed"]
+        summary = json.loads((args.weights / "history.json").read_text())
+        command = "python scripts/device_seq2seq.py train --data .device_data " + " ".join(
+            [f"--seed {summary['seed']}"]
+            + [f"--set {k}={json.dumps(v)}" for k, v in summary.get("overrides", {}).items()]
         )
         import_run(args.data, args.weights, args.to, command)
 
