@@ -7,7 +7,7 @@ cannot run there. The model code is backend-neutral (`zoo/`), so the three steps
              Multi30k, padded into arrays (`<dir>/data.npz`, `<dir>/run.json`);
     train    (device, KERAS_BACKEND=jax)  the preset's model, optimizer, loss, schedule
              and epochs on those arrays with `model.fit`; the best epoch by val loss is
-             written as float32 arrays keyed by variable path (`<out>/weights-K.npz`);
+             written as float32 arrays keyed by variable position (`<out>/best-K.npz`);
     import   (here)  a run directory (run.json, checkpoints/best.weights.h5 and the last
              epoch's, history.json) that `zoo evaluate` / `zoo export` / `zoo publish`
              take like any other.
@@ -150,9 +150,11 @@ def train(
         verbose=2,
     )
     seconds = time.perf_counter() - start
-    last = {v.path: np.asarray(v) for v in model.weights}
+    # keyed by position: variable paths carry per-process layer counters (lstm_2, ...),
+    # while the order of `model.weights` is the model code's
+    last = {f"{i:04d}": np.asarray(v) for i, v in enumerate(model.weights)}
     model.load_weights(best)
-    best_weights = {v.path: np.asarray(v) for v in model.weights}
+    best_weights = {f"{i:04d}": np.asarray(v) for i, v in enumerate(model.weights)}
     best.unlink()
     for name, weights in (("best", best_weights), ("last", last)):
         parts: list[dict] = [{} for _ in range(PARTS)]
@@ -183,11 +185,13 @@ def _load(model, weights_dir: Path, name: str) -> None:
     for k in range(PARTS):
         with np.load(weights_dir / f"{name}-{k}.npz") as part:
             arrays.update({key: part[key] for key in part.files})
-    paths = {v.path for v in model.weights}
-    if paths != set(arrays):
-        raise ValueError(f"variables differ: {sorted(paths ^ set(arrays))[:6]}")
-    for variable in model.weights:
-        variable.assign(arrays[variable.path])
+    if len(arrays) != len(model.weights):
+        raise ValueError(f"{len(arrays)} arrays for the model's {len(model.weights)} variables")
+    for i, variable in enumerate(model.weights):
+        value = arrays[f"{i:04d}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"{variable.path}: shape {value.shape} != {variable.shape}")
+        variable.assign(value)
 
 
 def import_run(data: Path, weights_dir: Path, to: Path, command: str) -> None:
