@@ -30,13 +30,16 @@ from zoo.tasks.image_classifier import PROBABILITIES, inference_model  # noqa: E
 
 
 def accuracy(model_dir: str, data_dir: str, side: int, fraction: float, batch: int) -> dict:
-    """Top-1 (%) of the run's last checkpoint on the val split at one test resolution,
-    alone and averaged with the flipped image; seconds taken."""
+    """Top-1 (%) of the run's exported checkpoint (its best, else its last) on the val split
+    at one test resolution, alone and averaged with the flipped image; seconds taken."""
     info = checkpoints.read_json(f"{model_dir}/run.json")
     recipe = get_recipe(info["model"])
     config = dict(info["config"], image_size=side, eval_crop_fraction=fraction)
     model = recipe.build_model(config, info["assets"])
-    model.load_weights(checkpoints.latest_checkpoint(f"{model_dir}/checkpoints")[1])
+    directory = f"{model_dir}/checkpoints"
+    model.load_weights(
+        checkpoints.best_checkpoint(directory) or checkpoints.latest_checkpoint(directory)[1]
+    )
     classify = inference_model(model)
     data = recipe.load_data(config, data_dir, batch, training=False, assets=info["assets"])
     start, right, right_flip, count = time.perf_counter(), 0, 0, 0
