@@ -56,7 +56,7 @@ run googlenet_imagenette_144 googlenet/imagenette "$DATA/imagenette" \
 # the preset's 5e-4 is 10x weaker than that) and bfloat16 on this AVX512-BF16 CPU (1.24x)
 run googlenet_imagenette_wd googlenet/imagenette "$DATA/imagenette" \
   googlenet --preset imagenette --data-dir "$DATA/imagenette" \
-  --set weight_decay=5e-3 --set mixed_precision=mixed_bfloat16 --set epochs=20
+  --set weight_decay=5e-3 --set mixed_precision=mixed_bfloat16 --set epochs=30
 # its trained GoogLeNet backbone is the captioner's frozen encoder (features cached)
 run captioner_flickr8k captioner/default "$DATA/flickr8k" captioner --preset default \
   --data-dir "$DATA/flickr8k" --set encoder_init=runs/googlenet_imagenette
