@@ -173,6 +173,40 @@ def test_mixed_precision_trains_in_half_and_exports_in_float32():
     assert out.dtype == tf.float32 and out.shape == (2, 10)
 
 
+def test_weight_decay_matches_caffe_l2_under_momentum_at_the_documented_factor():
+    """The presets' decoupled `weight_decay` shrinks a kernel as Caffe's / PyTorch's L2
+    `weight_decay` of `weight_decay * (1 - momentum)` does (their term rides the momentum),
+    and leaves biases alone. With no loss gradient, only the decay moves the weights."""
+    import keras
+
+    from training.recipes.googlenet import RECIPE
+    from zoo import registry
+
+    config = registry.get("googlenet").config(
+        "paper", learning_rate=0.5, lr_schedule="step", lr_decay_factor=1.0, ema_momentum=0.0
+    )
+    optimizer = RECIPE.optimizer(config, steps_per_epoch=100)
+    kernel = keras.Variable(np.ones(4, "float32"), name="kernel")
+    bias = keras.Variable(np.ones(4, "float32"), name="bias")
+    steps, zero = 300, np.zeros(4, "float32")
+    for _ in range(steps):
+        optimizer.apply_gradients([(zero, kernel), (zero, bias)])
+    # Caffe's SGD: v = momentum * v + lr * (grad + l2 * w); w -= v
+
+    def caffe(l2: float) -> float:
+        w, v = 1.0, 0.0
+        for _ in range(steps):
+            v = config["momentum"] * v + config["learning_rate"] * l2 * w
+            w -= v
+        return w
+
+    expected = caffe(config["weight_decay"] * (1 - config["momentum"]))
+    assert 1.0 - expected > 0.2  # the decay is large enough to compare
+    np.testing.assert_allclose(kernel.numpy(), expected, rtol=0.02)  # the momentum's lag
+    assert caffe(config["weight_decay"]) < 0.5 * expected  # the same value as L2: far more
+    np.testing.assert_array_equal(bias.numpy(), 1.0)
+
+
 def test_inception_augmentation_and_central_crop():
     """Training: random-resized crops of the decoded image, flips, color jitter; evaluation
     and serving: the central crop of the same decoded image."""

@@ -25,7 +25,10 @@ Training:
     learning_rate: peak learning rate (after warm-up).
     momentum: SGD momentum (paper: 0.9; unused by "adamw").
     weight_decay: the Keras optimizer's `weight_decay` (decoupled: each step subtracts
-        learning_rate * weight_decay * w); 0 for none.
+        learning_rate * weight_decay * w); 0 for none. Caffe's and PyTorch's SGD
+        `weight_decay` is an L2 term added to the gradient, which momentum then carries:
+        in the steady state it subtracts learning_rate * wd / (1 - momentum) * w per step,
+        so their wd is this key's value times (1 - momentum), 1/10 of it at momentum 0.9.
     lr_schedule: "step" (multiply by `lr_decay_factor` every `lr_decay_epochs` epochs;
         the paper cuts 4% every 8 epochs) or "cosine" (cosine decay to 0 over `epochs`
         after `warmup_epochs`).
@@ -69,7 +72,9 @@ _PAPER: dict[str, Any] = {
     "optimizer": "sgd",
     "learning_rate": 0.01,  # not in the paper; Caffe bvlc_googlenet's base_lr
     "momentum": 0.9,
-    "weight_decay": 2e-4,  # not in the paper; Caffe bvlc_googlenet's solver value
+    # not in the paper; Caffe bvlc_googlenet's solver value 2e-4, an L2 term that momentum
+    # 0.9 carries: 2e-4 / (1 - 0.9) decoupled
+    "weight_decay": 2e-3,
     "lr_schedule": "step",
     "lr_decay_factor": 0.96,
     "lr_decay_epochs": 8,
