@@ -102,13 +102,16 @@ _IMAGENETTE: dict[str, Any] = {
     # 0.1 per 256 images (Goyal et al. 2017's linear scaling) at batch 64; 0.05 diverged
     # in evaluation (see batch_norm_momentum)
     "learning_rate": 0.025,
-    "weight_decay": 5e-4,
+    # Caffe's / PyTorch's 5e-4 under momentum 0.9 (see weight_decay above). The first
+    # runs had 5e-4 here, 1/10 of that: 86.2% in 40 epochs at 97.8% training accuracy;
+    # 5e-3 gave 86.9% in 30 epochs at 96.6% (googlenet/imagenette@2)
+    "weight_decay": 5e-3,
     "lr_schedule": "cosine",
     "warmup_epochs": 2,
     "ema_momentum": 0.0,
     "label_smoothing": 0.1,
     "batch_size": 64,
-    "epochs": 40,
+    "epochs": 30,
     "random_resized_crop_area": [0.35, 1.0],
     "color_jitter": 0.0,
 }
