@@ -36,10 +36,7 @@ def accuracy(model_dir: str, data_dir: str, side: int, fraction: float, batch: i
     recipe = get_recipe(info["model"])
     config = dict(info["config"], image_size=side, eval_crop_fraction=fraction)
     model = recipe.build_model(config, info["assets"])
-    directory = f"{model_dir}/checkpoints"
-    model.load_weights(
-        checkpoints.best_checkpoint(directory) or checkpoints.latest_checkpoint(directory)[1]
-    )
+    model.load_weights(checkpoints.exported_checkpoint(f"{model_dir}/checkpoints"))
     classify = inference_model(model)
     data = recipe.load_data(config, data_dir, batch, training=False, assets=info["assets"])
     start, right, right_flip, count = time.perf_counter(), 0, 0, 0

@@ -98,7 +98,7 @@ def train(
                 print(f"time budget of {budget:.0f} s spent after epoch {epoch + 1}", flush=True)
                 self.model.stop_training = True
 
-    from training.schedules import learning_rate_schedule  # keras only: no TensorFlow
+    from training.tasks.sequence_objective import compile_sequence_model  # no TensorFlow
     from zoo import registry
 
     keras.utils.set_random_seed(seed)
@@ -120,16 +120,7 @@ def train(
     val = split("val")
     steps = math.ceil(len(train_y) / batch)
     model = registry.get("seq2seq").builder(info["model_config"])
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate_schedule({**config, "epochs": epochs}, steps),
-            clipnorm=config["clipnorm"],
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    compile_sequence_model(model, {**config, "epochs": epochs}, steps, jit_compile="auto")
     out.mkdir(parents=True, exist_ok=True)
     best = out / "best.weights.h5"
     start = time.perf_counter()

@@ -55,6 +55,16 @@ def best_checkpoint(directory: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def exported_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint that export and evaluation load: the best one when the run keeps
+    one, else the newest; None before the first epoch has ended."""
+    best = best_checkpoint(directory)
+    if best is not None:
+        return best
+    latest = latest_checkpoint(directory)
+    return latest[1] if latest else None
+
+
 def is_best(history: list[dict], monitor: str) -> bool:
     """Whether the last epoch of `history` has the lowest `monitor` value so far."""
     values = [h[monitor] for h in history if monitor in h]

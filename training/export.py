@@ -34,12 +34,9 @@ def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
     recipe = get_recipe(run_info["model"])
     model = recipe.build_model(run_info["config"], run_info["assets"])
     if checkpoint is None:
-        checkpoint = checkpoints.best_checkpoint(model_dir / "checkpoints")
-    if checkpoint is None:
-        latest = checkpoints.latest_checkpoint(model_dir / "checkpoints")
-        if latest is None:
+        checkpoint = checkpoints.exported_checkpoint(model_dir / "checkpoints")
+        if checkpoint is None:
             raise FileNotFoundError(f"{model_dir} has no completed checkpoint yet")
-        checkpoint = latest[1]
     # Strict: a checkpoint that does not fit the rebuilt model is an error, never a partly
     # restored export. The optimizer state in the file is not needed here.
     model.load_weights(checkpoint)

@@ -191,9 +191,9 @@ def test_weight_decay_matches_caffe_l2_under_momentum_at_the_documented_factor()
     steps, zero = 300, np.zeros(4, "float32")
     for _ in range(steps):
         optimizer.apply_gradients([(zero, kernel), (zero, bias)])
-    # Caffe's SGD: v = momentum * v + lr * (grad + l2 * w); w -= v
 
     def caffe(l2: float) -> float:
+        """Caffe's SGD with no gradient: v = momentum * v + lr * l2 * w; w -= v."""
         w, v = 1.0, 0.0
         for _ in range(steps):
             v = config["momentum"] * v + config["learning_rate"] * l2 * w

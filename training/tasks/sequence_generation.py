@@ -24,14 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import keras
 import tensorflow as tf
 
 from training.data.parallel_text import detokenize, tokenize
 from training.data.vocab import Vocabulary, extend_tokens
 from training.export_module import ExportModule
 from training.recipe import Data, Recipe
-from training.schedules import learning_rate_schedule
+from training.tasks.sequence_objective import compile_sequence_model
 from zoo.layers import decoding
 
 __all__ = [
@@ -217,19 +216,8 @@ class SequenceGenerationRecipe(Recipe):
 
     def compile(self, model, config: dict, data: Data | None, *, jit_compile: bool | str) -> None:
         # Batches have varying lengths (bucketing): XLA would recompile for every shape.
-        model.compile(
-            optimizer=keras.optimizers.Adam(
-                learning_rate=learning_rate_schedule(
-                    config, data.batches_per_epoch() if data is not None else None
-                ),
-                clipnorm=config["clipnorm"],
-            ),
-            loss=keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction="mean_with_sample_weight"
-            ),
-            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=False,
-        )
+        steps = data.batches_per_epoch() if data is not None else None
+        compile_sequence_model(model, config, steps, jit_compile=False)
 
     def evaluate(self, model, config: dict, data: Data) -> dict[str, float]:
         """Token loss / accuracy on val (`val_loss`, `val_accuracy`), and sacreBLEU of the
