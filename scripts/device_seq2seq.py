@@ -7,7 +7,8 @@ cannot run there. The model code is backend-neutral (`zoo/`), so the three steps
              Multi30k, padded into arrays (`<dir>/data.npz`, `<dir>/run.json`);
     train    (device, KERAS_BACKEND=jax)  the preset's model, optimizer, loss, schedule
              and epochs on those arrays with `model.fit`; the best epoch by val loss is
-             written as float32 arrays keyed by variable position (`<out>/best-K.npz`);
+             written as float32 arrays keyed by variable position (`<out>/best-K.npz`,
+             `training.device_route`);
     import   (here)  a run directory (run.json, checkpoints/best.weights.h5 and the last
              epoch's, history.json) that `zoo evaluate` / `zoo export` / `zoo publish`
              take like any other.
@@ -33,9 +34,6 @@ from pathlib import Path
 import numpy as np
 
 PRESET = "default"
-#: files per set of weights: the device returns at most 8 files of 16 MiB (64 MiB in all),
-#: and one set of float32 weights is about 31 MB
-PARTS = 3
 
 
 def _padded(rows: list[list[int]]) -> np.ndarray:
@@ -92,12 +90,7 @@ def train(
     device's commands are time-limited), and the summary says how many epochs ran."""
     import keras
 
-    class TimeBudget(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if budget and time.perf_counter() - start > budget:
-                print(f"time budget of {budget:.0f} s spent after epoch {epoch + 1}", flush=True)
-                self.model.stop_training = True
-
+    from training import device_route
     from training.tasks.sequence_objective import compile_sequence_model  # no TensorFlow
     from zoo import registry
 
@@ -136,29 +129,16 @@ def train(
             keras.callbacks.ModelCheckpoint(
                 best, monitor="val_loss", save_best_only=True, save_weights_only=True
             ),
-            TimeBudget(),
+            device_route.TimeBudget(budget, start),
         ],
         verbose=2,
     )
     seconds = time.perf_counter() - start
-    # keyed by position: variable paths carry per-process layer counters (lstm_2, ...),
-    # while the order of `model.weights` is the model code's
-    last = {f"{i:04d}": np.asarray(v) for i, v in enumerate(model.weights)}
+    device_route.save_weights(model, out, "last")
     model.load_weights(best)
-    best_weights = {f"{i:04d}": np.asarray(v) for i, v in enumerate(model.weights)}
+    device_route.save_weights(model, out, "best")
     best.unlink()
-    for name, weights in (("best", best_weights), ("last", last)):
-        parts: list[dict] = [{} for _ in range(PARTS)]
-        for key in sorted(weights, key=lambda key: -weights[key].nbytes):  # largest first
-            min(parts, key=lambda part: sum(a.nbytes for a in part.values()))[key] = weights[key]
-        for k, part in enumerate(parts):
-            np.savez(out / f"{name}-{k}.npz", **part)
-    rows, lowest = [], float("inf")
-    for i in range(len(history.history["loss"])):
-        row = {"epoch": i + 1, **{k: float(v[i]) for k, v in history.history.items()}}
-        row["best"] = row["val_loss"] < lowest
-        lowest = min(lowest, row["val_loss"])
-        rows.append(row)
+    rows = device_route.history_rows(history.history, monitor="val_loss")
     summary = {
         "seed": seed,
         "epochs": len(rows),
@@ -171,50 +151,18 @@ def train(
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
 
 
-def _load(model, weights_dir: Path, name: str) -> None:
-    arrays = {}
-    for k in range(PARTS):
-        with np.load(weights_dir / f"{name}-{k}.npz") as part:
-            arrays.update({key: part[key] for key in part.files})
-    if len(arrays) != len(model.weights):
-        raise ValueError(f"{len(arrays)} arrays for the model's {len(model.weights)} variables")
-    for i, variable in enumerate(model.weights):
-        value = arrays[f"{i:04d}"]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(f"{variable.path}: shape {value.shape} != {variable.shape}")
-        variable.assign(value)
-
-
-def import_run(data: Path, weights_dir: Path, to: Path, command: str) -> None:
+def import_run(data: Path, weights_dir: Path, to: Path) -> None:
     """A run directory from the device's weights, as `zoo train` would have left it."""
-    from training import checkpoints
+    from training import device_route
     from training.recipe import get_recipe
 
     info = json.loads((data / "run.json").read_text())
     summary = json.loads((weights_dir / "history.json").read_text())
-    recipe = get_recipe("seq2seq")
-    model = recipe.build_model(info["config"], info["assets"])
-    (to / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _load(model, weights_dir, "last")
-    model.save_weights(to / "checkpoints" / f"ckpt-{summary['epochs']:04d}.weights.h5")
-    _load(model, weights_dir, "best")
-    model.save_weights(to / "checkpoints" / "best.weights.h5")
-    checkpoints.write_json_atomic(
-        to / "run.json",
-        {
-            "model": "seq2seq",
-            "preset": info["preset"],
-            "config": {**info["config"], **summary.get("overrides", {})},
-            "assets": info["assets"],
-            "seed": summary["seed"],
-            "command": command,
-            "data_dir": "../shared/data",
-            "trained_on": "one NVIDIA H200 under KERAS_BACKEND=jax "
-            f"({summary['train_seconds']:.0f} s of model.fit)",
-        },
+    model = get_recipe("seq2seq").build_model(info["config"], info["assets"])
+    command = device_route.overrides_command("device_seq2seq.py", summary)
+    device_route.write_run(
+        to, model, weights_dir, info, summary, command=command, data_dir="../shared/data", best=True
     )
-    checkpoints.write_json_atomic(to / "history.json", summary["history"])
-    print(f"wrote {to}")
 
 
 def main() -> None:
@@ -239,15 +187,12 @@ def main() -> None:
     if args.step == "prepare":
         prepare(args.data_dir, args.out)
     elif args.step == "train":
-        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+        from tfzoo.cli import parse_overrides
+
+        overrides = parse_overrides(args.set)
         train(args.data, args.out, args.seed, args.epochs, args.limit, args.budget, overrides)
     else:
-        summary = json.loads((args.weights / "history.json").read_text())
-        command = "python scripts/device_seq2seq.py train --data .device_data " + " ".join(
-            [f"--seed {summary['seed']}"]
-            + [f"--set {k}={json.dumps(v)}" for k, v in summary.get("overrides", {}).items()]
-        )
-        import_run(args.data, args.weights, args.to, command)
+        import_run(args.data, args.weights, args.to)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from tfzoo import quiet
 WITHOUT_TENSORFLOW = {"list", "card", "pack", "pull"}
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set key=value` pairs as a dict; values are JSON, or strings when they are not."""
     overrides = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -76,7 +77,7 @@ def _train_kwargs(args: argparse.Namespace, **provenance) -> dict:
         epochs=args.epochs,
         batch_size=args.batch_size,
         strategy=args.strategy,
-        overrides=_parse_overrides(args.set),
+        overrides=parse_overrides(args.set),
         steps_per_epoch=args.steps_per_epoch,
         tpu=args.tpu,
         steps_per_execution=args.steps_per_execution,

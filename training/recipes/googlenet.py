@@ -21,9 +21,7 @@ precision (`mixed_precision: "auto"`).
 
 from __future__ import annotations
 
-import keras
-
-from training.schedules import learning_rate_schedule
+from training.tasks.classification_objective import sgd_or_adamw
 from training.tasks.image_classification import ImageClassificationRecipe
 from zoo.googlenet.model import AUXILIARY_FEATURES
 
@@ -41,10 +39,6 @@ WORDNET_NAMES = {
     "n03888257": "parachute",
 }
 
-#: Variables left out of weight decay (matched in variable names): biases and the
-#: batch-norm offsets and scales.
-NO_WEIGHT_DECAY = ["bias", "beta", "gamma"]
-
 
 class GoogLeNetRecipe(ImageClassificationRecipe):
     """Imagenette (folder or TFDS), auxiliary heads, SGD (paper) or warm-up + cosine."""
@@ -60,25 +54,7 @@ class GoogLeNetRecipe(ImageClassificationRecipe):
         return list(AUXILIARY_FEATURES) if config["aux_heads"] else []
 
     def optimizer(self, config, steps_per_epoch):
-        decay = float(config.get("weight_decay") or 0.0)
-        ema = float(config.get("ema_momentum") or 0.0)
-        common = dict(
-            learning_rate=learning_rate_schedule(config, steps_per_epoch),
-            use_ema=ema > 0,
-            ema_momentum=ema or 0.99,
-        )
-        if config["optimizer"] == "sgd":
-            momentum = float(config["momentum"])
-            optimizer = keras.optimizers.SGD(
-                momentum=momentum, weight_decay=decay or None, **common
-            )
-        elif config["optimizer"] == "adamw":
-            optimizer = keras.optimizers.AdamW(weight_decay=decay, **common)
-        else:
-            raise ValueError(f"Unknown optimizer {config['optimizer']!r}; use 'sgd' or 'adamw'")
-        if decay:
-            optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
-        return optimizer
+        return sgd_or_adamw(config, steps_per_epoch)
 
 
 RECIPE = GoogLeNetRecipe()

@@ -32,12 +32,12 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from training.data import image_folder
 from training.data.images import decode_image
 from training.export_module import ExportModule, signature
 from training.recipe import Data, Recipe
+from training.tasks.classification_objective import compile_classifier
 from zoo.tasks.image_classifier import PROBABILITIES, backbone_of, head_layers, inference_model
 
 #: TFDS split names -> the zoo's (`image_folder_splits` uses train / val / test).
@@ -159,30 +159,6 @@ def make_eval_transform(config: dict):
     return lambda images: center_crop(images, size)
 
 
-# ---------------------------------------------------------------------------- losses
-
-
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Categorical cross-entropy of integer labels against probabilities, with label
-    smoothing (Keras' sparse cross-entropy has none)."""
-
-    def __init__(self, label_smoothing: float, name: str = "sparse_categorical_crossentropy"):
-        super().__init__(name=name)
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        labels = ops.cast(y_true, "int32")
-        if len(labels.shape) == len(y_pred.shape):
-            labels = ops.squeeze(labels, axis=-1)
-        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(
-            one_hot, y_pred, label_smoothing=self.label_smoothing
-        )
-
-    def get_config(self) -> dict:
-        return {"label_smoothing": self.label_smoothing, "name": self.name}
-
-
 def dtype_policy(setting: str | None) -> str | None:
     """The Keras dtype policy for a `mixed_precision` setting; None keeps the global one."""
     if not setting or (setting == "auto" and not _fast_half_precision()):
@@ -298,32 +274,11 @@ class ImageClassificationRecipe(Recipe):
             return []
         return [layer.name for layer in head_layers(model)]
 
-    def loss(self, config: dict):
-        """Cross-entropy of integer labels, smoothed when `label_smoothing` is set."""
-        if config.get("label_smoothing"):
-            return SmoothedSparseCrossentropy(float(config["label_smoothing"]))
-        return "sparse_categorical_crossentropy"
-
     def compile(self, model, config, data, *, jit_compile) -> None:
         steps = data.batches_per_epoch() if data is not None else None
-        k = min(5, int(config["num_classes"]))
-        metrics = [
-            "accuracy",
-            keras.metrics.SparseTopKCategoricalAccuracy(k, name="top5_accuracy"),
-        ]
-        loss, loss_weights = self.loss(config), None
-        outputs = self.output_names(config)
-        if outputs:
-            aux_weight = float(config.get("aux_loss_weight", 0.3))
-            loss = {name: self.loss(config) for name in outputs}
-            loss_weights = {name: 1.0 if name == PROBABILITIES else aux_weight for name in outputs}
-            metrics = {PROBABILITIES: metrics}
-        model.compile(
-            optimizer=self.optimizer(config, steps if steps and steps > 0 else None),
-            loss=loss,
-            loss_weights=loss_weights,
-            metrics=metrics,
-            jit_compile=jit_compile,
+        optimizer = self.optimizer(config, steps if steps and steps > 0 else None)
+        compile_classifier(
+            model, config, optimizer, self.output_names(config), jit_compile=jit_compile
         )
 
     def evaluate(self, model, config, data) -> dict[str, float]:
