@@ -288,7 +288,10 @@ def import_run(data: Path, weights_dir: Path, to: Path) -> None:
     summary = json.loads((weights_dir / "history.json").read_text())
     config = {**info["config"], **summary["overrides"]}
     model = get_recipe(FAMILY).build_model(config, info["assets"])
-    command = device_route.overrides_command("device_googlenet.py", summary)
+    data_dir = "../shared/data/imagenette"
+    command = device_route.device_command(
+        "device_googlenet.py", data_dir, summary, info["prepare_overrides"]
+    )
     device_route.write_run(
         to,
         model,
@@ -296,7 +299,7 @@ def import_run(data: Path, weights_dir: Path, to: Path) -> None:
         info,
         summary,
         command=command,
-        data_dir="../shared/data/imagenette",
+        data_dir=data_dir,
         best=False,
     )
 

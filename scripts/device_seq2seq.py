@@ -159,9 +159,10 @@ def import_run(data: Path, weights_dir: Path, to: Path) -> None:
     info = json.loads((data / "run.json").read_text())
     summary = json.loads((weights_dir / "history.json").read_text())
     model = get_recipe("seq2seq").build_model(info["config"], info["assets"])
-    command = device_route.overrides_command("device_seq2seq.py", summary)
+    data_dir = "../shared/data"
+    command = device_route.device_command("device_seq2seq.py", data_dir, summary)
     device_route.write_run(
-        to, model, weights_dir, info, summary, command=command, data_dir="../shared/data", best=True
+        to, model, weights_dir, info, summary, command=command, data_dir=data_dir, best=True
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -84,11 +85,19 @@ def history_rows(history: dict, monitor: str | None = None) -> list[dict]:
     return rows
 
 
-def overrides_command(script: str, summary: dict) -> str:
-    """The device command that reproduces a training summary (seed and overrides)."""
-    return f"python scripts/{script} train --data .device_data " + " ".join(
-        [f"--seed {summary['seed']}"]
-        + [f"--set {k}={json.dumps(v)}" for k, v in summary.get("overrides", {}).items()]
+def device_command(script: str, data_dir: str, summary: dict, prepared: dict | None = None) -> str:
+    """The two commands that reproduce a device run: `prepare` with the overrides the data
+    was prepared with (`prepared`), then `train` with the seed and the other overrides."""
+    prepared = prepared or {}
+
+    def sets(overrides: dict) -> list[str]:
+        return ["--set " + shlex.quote(f"{k}={json.dumps(v)}") for k, v in overrides.items()]
+
+    trained = {k: v for k, v in summary.get("overrides", {}).items() if k not in prepared}
+    prepare = [f"python scripts/{script} prepare --data-dir {data_dir} --out .device_data"]
+    train = [f"KERAS_BACKEND=jax python scripts/{script} train --data .device_data --out OUT"]
+    return " ".join(
+        prepare + sets(prepared) + ["&&"] + train + [f"--seed {summary['seed']}"] + sets(trained)
     )
 
 

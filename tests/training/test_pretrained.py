@@ -197,6 +197,7 @@ def test_publish_writes_artifact_card_and_manifest(published):
     for fact in (release.sha256, "zoo train cifar_convnet --preset tiny", "float16",
                  "no formal licence", "Intended use", f"{release.parameters:,}"):  # fmt: skip
         assert fact in card
+    assert "| trained on |" not in card  # only runs trained elsewhere (the device route) say
     out = zoo("card", NAME, TFZOO_PRETRAINED=str(pub)).stdout
     assert out == card
     assert not [p for p in pub.iterdir() if p.name.startswith(".")]  # no staging left over

@@ -76,6 +76,7 @@ class CardFacts:
     intended_use: str
     run_metric: dict[str, Any] | None = None
     seed: int | None = None  # recorded by runs since seeds were added; older runs: None
+    trained_on: str | None = None  # where it trained, when not `zoo train` here (device route)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +109,10 @@ def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
             "trained with",
             f"`{facts.command}`" + (f" (random seed {facts.seed})" if facts.seed is not None else ""),
         ),
+    ]
+    if facts.trained_on:
+        rows.append(("trained on", facts.trained_on))
+    rows += [
         (
             "dataset",
             f"{facts.dataset.title}; {facts.dataset.source}"

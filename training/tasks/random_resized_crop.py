@@ -44,7 +44,11 @@ def crop_and_resize(images, boxes, size: int):
 
 def random_crop_boxes(n: int, area, aspect, seed) -> keras.KerasTensor:
     """[n, 4] boxes of a random fraction of the area in `area` and aspect ratio (width /
-    height, log-uniform) in `aspect`, clipped to the image, at a random place."""
+    height, log-uniform) in `aspect`, clipped to the image, at a random place. `seed`: a
+    `keras.random.SeedGenerator` (inside compiled steps), or an int or None for a new one
+    (an int reused in each draw would tie the four draws together)."""
+    if not isinstance(seed, keras.random.SeedGenerator):
+        seed = keras.random.SeedGenerator(seed)
     fraction = keras.random.uniform([n], float(area[0]), float(area[1]), seed=seed)
     log_aspect = [math.log(float(a)) for a in aspect]
     ratio = ops.exp(keras.random.uniform([n], *log_aspect, seed=seed))
