@@ -37,7 +37,6 @@ the random streams are JAX's.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -275,72 +274,29 @@ def train(
         "images_per_second": len(train_batches) * batch / float(np.median(timer.seconds)),
         "history": rows,
     }
-    (out / "history.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
-
-
-def import_run(data: Path, weights_dir: Path, to: Path) -> None:
-    """A run directory from the device's weights, as `zoo train` would have left it."""
-    from training import device_route
-    from training.recipe import get_recipe
-
-    info = json.loads((data / "run.json").read_text())
-    summary = json.loads((weights_dir / "history.json").read_text())
-    config = {**info["config"], **summary["overrides"]}
-    model = get_recipe(FAMILY).build_model(config, info["assets"])
-    data_dir = "../shared/data/imagenette"
-    command = device_route.device_command(
-        "device_googlenet.py", data_dir, summary, info["prepare_overrides"]
-    )
-    device_route.write_run(
-        to,
-        model,
-        weights_dir,
-        info,
-        summary,
-        command=command,
-        data_dir=data_dir,
-        best=False,
-    )
+    device_route.write_summary(out, summary)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="step", required=True)
-    p = sub.add_parser("prepare")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--limit", type=int, default=None, help="first N images only (smoke test)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
-    p = sub.add_parser("train")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--budget", type=float, default=None, help="seconds from start, all in")
-    p.add_argument("--save-every", type=int, default=5)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
-    p = sub.add_parser("import")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--to", type=Path, required=True)
+    from training import device_route
+
+    parser, steps = device_route.argument_parser(__doc__.splitlines()[0])
+    steps["prepare"].add_argument("--limit", type=int, default=None, help="N images (a test)")
+    steps["prepare"].add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    steps["train"].add_argument("--save-every", type=int, default=5)
     args = parser.parse_args()
     from tfzoo.cli import parse_overrides
 
     if args.step == "prepare":
         prepare(args.data_dir, args.out, parse_overrides(args.set), args.limit)
     elif args.step == "train":
-        train(
-            args.data,
-            args.out,
-            args.seed,
-            args.epochs,
-            args.budget,
-            parse_overrides(args.set),
-            args.save_every,
-        )
+        overrides = parse_overrides(args.set)
+        train(args.data, args.out, args.seed, args.epochs, args.budget, overrides, args.save_every)
     else:
-        import_run(args.data, args.weights, args.to)
+        device_route.import_run(
+            FAMILY, "device_googlenet.py", args.data, args.weights, args.to,
+            data_dir="../shared/data/imagenette", best=False,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

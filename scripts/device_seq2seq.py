@@ -24,7 +24,6 @@ the random streams are JAX's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -147,43 +146,14 @@ def train(
         "train_seconds": seconds,
         "history": rows,
     }
-    (out / "history.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
-
-
-def import_run(data: Path, weights_dir: Path, to: Path) -> None:
-    """A run directory from the device's weights, as `zoo train` would have left it."""
-    from training import device_route
-    from training.recipe import get_recipe
-
-    info = json.loads((data / "run.json").read_text())
-    summary = json.loads((weights_dir / "history.json").read_text())
-    model = get_recipe("seq2seq").build_model(info["config"], info["assets"])
-    data_dir = "../shared/data"
-    command = device_route.device_command("device_seq2seq.py", data_dir, summary)
-    device_route.write_run(
-        to, model, weights_dir, info, summary, command=command, data_dir=data_dir, best=True
-    )
+    device_route.write_summary(out, summary)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="step", required=True)
-    p = sub.add_parser("prepare")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("train")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None, help="first N pairs only (smoke test)")
-    p.add_argument("--budget", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
-    p = sub.add_parser("import")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--to", type=Path, required=True)
+    from training import device_route
+
+    parser, steps = device_route.argument_parser(__doc__.splitlines()[0])
+    steps["train"].add_argument("--limit", type=int, default=None, help="N pairs (a test)")
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(args.data_dir, args.out)
@@ -193,7 +163,10 @@ def main() -> None:
         overrides = parse_overrides(args.set)
         train(args.data, args.out, args.seed, args.epochs, args.limit, args.budget, overrides)
     else:
-        import_run(args.data, args.weights, args.to)
+        device_route.import_run(
+            "seq2seq", "device_seq2seq.py", args.data, args.weights, args.to,
+            data_dir="../shared/data", best=True,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ and the run directory.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -139,3 +140,48 @@ def write_run(
     )
     checkpoints.write_json_atomic(to / "history.json", summary["history"])
     print(f"wrote {to}")
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    """The training summary (seed, overrides, seconds, per-epoch history) as
+    `out/history.json`, and printed without the history."""
+    (out / "history.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
+
+
+def import_run(
+    family: str, script: str, data: Path, weights_dir: Path, to: Path, *, data_dir: str, best: bool
+) -> None:
+    """A run directory from the device's weights (`write_run`), the model built by the
+    family's recipe from the prepared config with the training overrides (TensorFlow)."""
+    from training.recipe import get_recipe
+
+    info = json.loads((data / "run.json").read_text())
+    summary = json.loads((weights_dir / "history.json").read_text())
+    config = {**info["config"], **summary.get("overrides", {})}
+    model = get_recipe(family).build_model(config, info["assets"])
+    prepared = info.get("prepare_overrides")
+    command = device_command(script, data_dir, summary, prepared)
+    write_run(to, model, weights_dir, info, summary, command=command, data_dir=data_dir, best=best)
+
+
+def argument_parser(description: str) -> tuple[argparse.ArgumentParser, dict]:
+    """The three steps' common arguments: `prepare --data-dir --out`, `train --data --out
+    --seed --epochs --budget --set`, `import --data --weights --to`; the sub-parsers are
+    returned by step name for a script's own arguments."""
+    parser = argparse.ArgumentParser(description=description)
+    sub = parser.add_subparsers(dest="step", required=True)
+    steps = {name: sub.add_parser(name) for name in ("prepare", "train", "import")}
+    steps["prepare"].add_argument("--data-dir", required=True)
+    steps["prepare"].add_argument("--out", type=Path, required=True)
+    train = steps["train"]
+    train.add_argument("--data", type=Path, required=True)
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--budget", type=float, default=None, help="seconds, see TimeBudget")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    steps["import"].add_argument("--data", type=Path, required=True)
+    steps["import"].add_argument("--weights", type=Path, required=True)
+    steps["import"].add_argument("--to", type=Path, required=True)
+    return parser, steps
