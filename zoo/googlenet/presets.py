@@ -129,6 +129,9 @@ _TINY: dict[str, Any] = {
     "warmup_epochs": 0,
     "batch_size": 16,
     "epochs": 1,
+    # the tests' short runs on 48 images learn within 10 epochs from milder crops (the
+    # loss-falls test missed its bar by 2% with imagenette's [0.25, 1.0])
+    "random_resized_crop_area": [0.35, 1.0],
     "mixed_precision": "float32",
 }
 
