@@ -163,10 +163,11 @@ def train(
     from training.tasks.classification_objective import compile_classifier, sgd_or_adamw
     from training.tasks.random_resized_crop import RandomResizedCropFlip
     from zoo import registry
+    from zoo.googlenet.model import AUXILIARY_FEATURES
     from zoo.tasks.image_classifier import PROBABILITIES
 
     keras.utils.set_random_seed(seed)
-    outputs = [PROBABILITIES, *(["aux_4a", "aux_4d"] if config["aux_heads"] else [])]
+    outputs = [PROBABILITIES, *(AUXILIARY_FEATURES if config["aux_heads"] else [])]
 
     class Batches(keras.utils.PyDataset):
         """Whole batches of a fresh shuffle each epoch, a label per head."""
@@ -186,8 +187,10 @@ def train(
         def on_epoch_end(self):
             self.order = self.rng.permutation(len(train_y))
 
-    # the whole val set in equal batches: one compiled evaluation step
-    val_batch = max(d for d in range(1, 513) if len(val_y) % d == 0)
+    # the whole val set in equal batches (one compiled evaluation step) when a divisor of its
+    # size is at least a training batch; else training batches and a ragged last one
+    divisor = max(d for d in range(1, 513) if len(val_y) % d == 0)
+    val_batch = divisor if divisor >= batch else batch
     val = (val_x, {name: val_y for name in outputs})
 
     policy = config.get("mixed_precision")
@@ -230,7 +233,9 @@ def train(
         return history.history
 
     class EpochTimer(keras.callbacks.Callback):
-        seconds: list[float] = []
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.began = time.perf_counter()

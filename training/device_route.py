@@ -59,17 +59,15 @@ def load_weights(model: keras.Model, weights_dir: Path, name: str, parts: int = 
 
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the first epoch that ends more than `seconds` after `start`
-    (the device's commands are time-limited); `stopped_after` says when it did."""
+    (the device's commands are time-limited)."""
 
     def __init__(self, seconds: float | None, start: float | None = None):
         super().__init__()
         self.seconds, self.start = seconds, start or time.perf_counter()
-        self.stopped_after: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.seconds and time.perf_counter() - self.start > self.seconds:
             print(f"time budget of {self.seconds:.0f} s spent after epoch {epoch + 1}", flush=True)
-            self.stopped_after = epoch + 1
             self.model.stop_training = True
 
 
