@@ -30,6 +30,14 @@ from serving.config_protos import BatchingParameters
 from serving.errors import ServingError, invalid
 from serving.servable import Signature, shape_compatible, shape_of
 
+#: the largest values the zoo accepts (TF Serving accepts any)
+UPPER_BOUNDS = {
+    "num_batch_threads": 64,
+    "max_batch_size": 1 << 16,
+    "max_enqueued_batches": 1 << 16,
+    "batch_timeout_micros": 60_000_000,
+}
+
 
 @dataclass(frozen=True)
 class BatchingOptions:
@@ -77,19 +85,35 @@ class BatchingOptions:
         return opts
 
     def validate(self) -> None:
-        """TF Serving's checks on the parameters."""
+        """TF Serving's checks on the parameters, and upper bounds it lacks (each queue
+        starts `num_batch_threads` threads: 3000 made 9,016 threads for three signatures)."""
         if (
             self.max_batch_size <= 0
             or self.num_batch_threads <= 0
             or self.max_enqueued_batches <= 0
         ):
             raise invalid("max_batch_size, num_batch_threads and max_enqueued_batches must be > 0")
+        for name, bound in UPPER_BOUNDS.items():
+            if getattr(self, name) > bound:
+                raise invalid(f"{name} is {getattr(self, name)}; at most {bound} is allowed")
+        if self.batch_timeout_micros < 0:
+            raise invalid("batch_timeout_micros must be >= 0")
         sizes = self.allowed_batch_sizes
         if sizes:
             if list(sizes) != sorted(set(sizes)):
                 raise invalid("allowed_batch_sizes entries must be monotonically increasing")
             if sizes[-1] != self.max_batch_size:
                 raise invalid("Last entry in allowed_batch_sizes must match max_batch_size")
+
+
+def _wait(done: threading.Lock, limit: deadline.Deadline | None) -> bool:
+    """Wait for a task's result until its deadline passes or it is cancelled."""
+    if limit is None:
+        return done.acquire()
+    while (left := limit.remaining()) > 0:
+        if done.acquire(timeout=min(left, 0.05)):
+            return True
+    return done.acquire(blocking=False)
 
 
 def _held_lock() -> threading.Lock:
@@ -171,7 +195,7 @@ class BatchQueue:
             self._tasks.append(task)
             self._rows += rows
             self._cv.notify()
-        if not task.done.acquire(timeout=-1 if limit is None else max(0.0, limit.remaining())):
+        if not _wait(task.done, limit):
             with self._cv:
                 try:
                     self._tasks.remove(task)  # not taken by a batch yet: drop it

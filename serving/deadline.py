@@ -27,7 +27,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from tensorflow.python.eager import cancellation
@@ -40,18 +40,34 @@ _local = threading.local()
 @dataclass(frozen=True)
 class Deadline:
     """When a request must be answered (time.monotonic()), the budget a session run gets
-    (`timeout_ms`), and where the deadline came from (for the error message)."""
+    (`timeout_ms`), and where the deadline came from (for the error message).
+
+    A deadline can also be cancelled (the gRPC client cancelled or went away): it then counts
+    as passed everywhere, and the TF2 function calls running under it are cancelled.
+    """
 
     at: float
     timeout_ms: int
     source: str = "--rest_api_timeout_in_ms"
+    cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
+    _managers: list = field(default_factory=list, compare=False, repr=False)
 
     def remaining(self) -> float:
-        """Seconds left (negative once passed)."""
+        """Seconds left (negative once passed or cancelled)."""
+        if self.cancelled.is_set():
+            return -1.0
         return self.at - time.monotonic()
 
+    def cancel(self) -> None:
+        """Give up the request: its queued work is dropped and its TF2 calls cancelled."""
+        self.cancelled.set()
+        for manager in list(self._managers):
+            manager.start_cancel()
+
     def error(self) -> ServingError:
-        """TF Serving's DEADLINE_EXCEEDED for this deadline."""
+        """TF Serving's DEADLINE_EXCEEDED for this deadline (CANCELLED once cancelled)."""
+        if self.cancelled.is_set():
+            return ServingError(grpc.StatusCode.CANCELLED, "The client cancelled the request")
         return ServingError(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"Deadline exceeded: the request did not finish within {self.timeout_ms} ms "
@@ -78,16 +94,29 @@ def scope(timeout_ms: int) -> Iterator[Deadline | None]:
         _local.deadline = previous
 
 
+_default_client_ms = 0
+
+
+def set_default_client_timeout(timeout_ms: int) -> None:
+    """The deadline of gRPC requests whose client sets none (--grpc_default_timeout_in_ms;
+    <= 0: none, as in TF Serving)."""
+    global _default_client_ms
+    _default_client_ms = timeout_ms
+
+
 @contextlib.contextmanager
 def client_scope(seconds_left: float | None) -> Iterator[Deadline | None]:
-    """Serve one gRPC request under the client's deadline (None or absurdly far: none)."""
+    """Serve one gRPC request under the client's deadline (None or absurdly far: the
+    server's default, if any)."""
+    source = "the client's deadline"
     if seconds_left is None or seconds_left > 1e8:
-        yield None
-        return
+        if _default_client_ms <= 0:
+            yield None
+            return
+        seconds_left = _default_client_ms / 1000.0
+        source = "--grpc_default_timeout_in_ms"
     previous = current()
-    _local.deadline = Deadline(
-        time.monotonic() + seconds_left, _budget_ms(seconds_left), "the client's deadline"
-    )
+    _local.deadline = Deadline(time.monotonic() + seconds_left, _budget_ms(seconds_left), source)
     try:
         yield _local.deadline
     finally:
@@ -188,10 +217,14 @@ def cancel_at(deadline: Deadline | None) -> Iterator[cancellation.CancellationMa
     install()
     manager = cancellation.CancellationManager()
     key = _watchdog.watch(deadline.at, manager)
+    deadline._managers.append(manager)
     previous = getattr(_local, "cancellation", None)
     _local.cancellation = manager
     try:
+        if deadline.cancelled.is_set():  # cancelled between the check above and now
+            manager.start_cancel()
         yield manager
     finally:
         _local.cancellation = previous
+        deadline._managers.remove(manager)
         _watchdog.forget(key)

@@ -50,7 +50,9 @@ def guard(method: Callable, api: str | None = None, timed: bool = False) -> Call
         code_name = "OK"
         try:
             if timed:
-                with deadline.client_scope(context.time_remaining()):
+                with deadline.client_scope(context.time_remaining()) as limit:
+                    if limit is not None:  # called when the RPC ends, a cancel included
+                        context.add_callback(limit.cancel)
                     return method(request, context)
             return method(request, context)
         except Exception as e:

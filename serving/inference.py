@@ -12,6 +12,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, regression_pb2
 
+from serving import cost
 from serving.errors import ServingError, invalid
 from serving.servable import (
     CLASSIFY_METHOD,
@@ -66,6 +67,7 @@ def predict(
     sig = servable.signature(signature_name)
     inputs = validate_inputs(sig, inputs)
     outputs = output_names(sig, output_filter)
+    cost.check(inputs, servable.costs.get(sig.name))
     return sig, servable.run(sig, inputs, outputs)
 
 

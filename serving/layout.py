@@ -9,6 +9,11 @@ Version directories follow TF Serving's `FileSystemStoragePathSource`: a child o
 path whose name is a decimal int64 (`00000123` is version 123). Every other name is
 ignored, which is how writers stay invisible until they finish: they build a version under
 a hidden non-numeric name (`.tmp-3-...`) and rename it into place in one step.
+
+Listing errors: `numbered_entries` raises whatever listing the base path raises, for the
+server's repository to report per model; the writers' and readers' `version_dirs` and
+`next_version` treat an absent base path or a file as "no versions" and raise the other
+errors (a base path that cannot be listed cannot be written to either).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,28 +48,48 @@ def parse_version(name: str) -> int | None:
     return version if version <= MAX_VERSION else None
 
 
+def numbered_entries(base_path: str | Path) -> list[tuple[int, Path]]:
+    """(version, path) of every entry of `base_path` with a version name, oldest first:
+    directories, files and symbolic links alike (dangling ones included).
+
+    Raises the OSError of listing `base_path`: FileNotFoundError when it is absent,
+    NotADirectoryError when it is a file, PermissionError, ELOOP for a symlink loop,
+    ENAMETOOLONG for an over-long name.
+    """
+    base = Path(base_path)
+    found = []
+    for name in os.listdir(base):
+        version = parse_version(name)
+        if version is not None:
+            found.append((version, base / name))
+    return sorted(found)
+
+
 def _numbered(base_path: str | Path) -> list[tuple[int, Path]]:
-    """(version, path) of every entry of `base_path` with a version name, files included."""
+    """`numbered_entries`, with an absent base path or a file as an empty one."""
     try:
-        children = list(Path(base_path).iterdir())
+        return numbered_entries(base_path)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    found = []
-    for child in children:
-        version = parse_version(child.name)
-        if version is not None:
-            found.append((version, child))
-    return sorted(found)
+
+
+def is_dir(path: Path) -> bool:
+    """Whether `path` is a directory (following symlinks); False when it cannot be stat'ed."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def version_dirs(base_path: str | Path) -> list[tuple[int, Path]]:
     """(version, directory) of the version directories under `base_path`, oldest first.
 
-    Files and non-numeric names (temporary `.tmp-3-...` directories of a write in progress)
-    are ignored; an absent base path has no versions. Completeness is not checked here:
-    the server's repository also waits for `saved_model.pb` and a settled tree.
+    Files, entries that cannot be stat'ed (dangling symlinks) and non-numeric names
+    (temporary `.tmp-3-...` directories of a write in progress) are ignored; an absent base
+    path has no versions; other listing errors are raised. Completeness is not checked
+    here: the server's repository also waits for `saved_model.pb` and a settled tree.
     """
-    return [(version, path) for version, path in _numbered(base_path) if path.is_dir()]
+    return [(version, path) for version, path in _numbered(base_path) if is_dir(path)]
 
 
 def next_version(base_path: str | Path) -> int:

@@ -38,8 +38,7 @@ class RequestLimits:
     def exceeded(self, flag: str, what: str, value: int):
         """The INVALID_ARGUMENT error for `value` over the limit named `flag`."""
         return invalid(
-            f"{what} is {value}, over the server's limit of {getattr(self, flag)} "
-            f"(--{flag})"
+            f"{what} is {value}, over the server's limit of {getattr(self, flag)} (--{flag})"
         )
 
 

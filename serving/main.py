@@ -8,7 +8,8 @@ known flag prints the usage and exits with status 255 (main returns -1). A flag 
 honour (TPU, TFLite, XLA, GPU memory ...) is accepted and logged as ignored. Startup failures
 print "Failed to start server. Error: CODE: message" and exit 255, as Server::BuildAndStart's
 errors do: `--batching_parameters_file` without `--enable_batching`, neither a model base path
-nor a config file, a config file that does not parse, or an initial model that does not load.
+nor a config file, a config file that does not parse (or is not UTF-8), or an initial model
+that does not load.
 `--model_config_file` wins over `--model_name` / `--model_base_path` (they are ignored).
 """
 
@@ -21,9 +22,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from serving import __version__
+from serving import __version__, limits
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -55,7 +57,7 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("port", int, 8500, "TCP port for gRPC (0: none)"),
     ("grpc_socket_path", str, "", "also listen for gRPC on this Unix socket"),
     ("rest_api_port", int, 0, "port for the HTTP/REST API (0: no REST)"),
-    ("rest_api_num_threads", int, 4 * _CPUS, "accepted; REST runs a thread per connection"),
+    ("rest_api_num_threads", int, 4 * _CPUS, "REST requests served at once"),
     ("rest_api_timeout_in_ms", int, 30000, "timeout for REST calls"),
     ("rest_api_enable_cors_support", _bool, False, "CORS headers on REST answers"),
     ("enable_batching", _bool, False, "enable batching"),
@@ -103,6 +105,12 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("enable_serialization_as_tensor_content", _bool, False, "ignored"),
     # the zoo's own
     ("grpc_max_message_size", int, 0, "zoo: gRPC/REST message limit in bytes (0: none)"),
+    ("rest_api_max_body_bytes", int, 64 << 20,
+     "zoo: REST body limit in bytes, after decompression (--grpc_max_message_size wins)"),
+    ("grpc_default_timeout_in_ms", int, 30000,
+     "zoo: deadline of a gRPC request that sets none (<= 0: none, as TF Serving)"),
+    *[(name, int, getattr(limits.RequestLimits, name), text)
+      for name, text in limits.FLAG_HELP.items()],
     ("rest_api_ssl_config_file", str, "", "zoo: text SSLConfig: TLS on REST"),
     ("shutdown_grace_seconds", float, 30.0, "zoo: time in-flight requests get at shutdown"),
 ]  # fmt: skip
@@ -130,26 +138,59 @@ class StartupError(Exception):
         super().__init__(f"{code}: {message}")
 
 
-def _read(path: str) -> str:
+def _read(path: str) -> bytes:
+    """The file's bytes (TF Serving's ReadFileToString: NOT_FOUND "path; reason")."""
     try:
-        return Path(path).read_text()
+        return Path(path).read_bytes()
     except OSError as e:
         raise StartupError("NOT_FOUND", f"{path}; {e.strerror}") from None
 
 
-def parse_text_proto(path: str, message):
-    """TF Serving's ParseProtoTextFile: the parser's complaint on stderr, INVALID_ARGUMENT."""
+def decode_text(data: bytes) -> str:
+    """`data` as UTF-8 text; ValueError "LINE:COLUMN : Invalid UTF-8 byte 0xNN" otherwise,
+    in the protobuf parser's style (Python's text_format takes only UTF-8)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{line}:{column} : Invalid UTF-8 byte 0x{data[e.start]:02x}") from None
+
+
+def parse_text_proto(path: str, message, data: bytes | None = None):
+    """TF Serving's ParseProtoTextFile: the parser's complaint on stderr, INVALID_ARGUMENT.
+
+    `data` is the file's content when the caller has read it already.
+    """
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(_read(path), message)
-    except text_format.ParseError as e:
+        return text_format.Parse(decode_text(_read(path) if data is None else data), message)
+    except (text_format.ParseError, ValueError) as e:
         print(
             f"Error parsing text-format {message.DESCRIPTOR.full_name}: {e}",
             file=sys.stderr,
             flush=True,
         )
         raise StartupError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}'") from None
+
+
+def reload_config_file(data: bytes, reload_config: Callable) -> str | None:
+    """Parse the model config file's content and apply it; None when done, else the line
+    TF Serving's poll logs ("Failed to read ModelServerConfig file: ..." or
+    "PollFilesystemAndReloadConfig failed to ReloadConfig: ...")."""
+    from serving import repository
+    from serving.errors import ServingError
+
+    try:
+        config = repository.parse_model_server_config(decode_text(data))
+    except (ValueError, ServingError) as e:
+        return f"Failed to read ModelServerConfig file: {getattr(e, 'message', e)}"
+    try:
+        reload_config(config)
+    except Exception as e:  # any failure leaves the old config serving
+        return f"PollFilesystemAndReloadConfig failed to ReloadConfig: {getattr(e, 'message', e)}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,14 +234,16 @@ def _options(args) -> dict:
             "INVALID_ARGUMENT",
             "Both server_options.model_base_path and server_options.model_config_file are empty!",
         )
-    opts: dict = {"config_text": None}
+    opts: dict = {"config_bytes": None}
     try:
         if args.model_config_file:  # server.cc: the config file wins
             from tensorflow_serving.config import model_server_config_pb2
 
-            opts["config_text"] = _read(args.model_config_file)
+            opts["config_bytes"] = _read(args.model_config_file)
             config = parse_text_proto(
-                args.model_config_file, model_server_config_pb2.ModelServerConfig()
+                args.model_config_file,
+                model_server_config_pb2.ModelServerConfig(),
+                opts["config_bytes"],
             )
             repository.validate_config(config)
         else:
@@ -271,7 +314,7 @@ def _session_config(args):
 def _serve(args) -> int:
     import tensorflow as tf  # noqa: F401  (slow import, after argument errors)
 
-    from serving import grpc_server, repository, rest_server, v2, warmup
+    from serving import grpc_server, rest_server, v2, warmup
     from serving.errors import ServingError
     from serving.manager import Manager
     from serving.metrics import LOAD_ATTEMPT_COUNT
@@ -280,6 +323,17 @@ def _serve(args) -> int:
     from serving.servable import Servable
 
     opts = _options(args)
+    try:
+        limits.configure(limits.RequestLimits(**{n: getattr(args, n) for n in limits.FLAG_HELP}))
+    except ValueError as e:
+        raise StartupError("INVALID_ARGUMENT", str(e)) from None
+    if args.rest_api_max_body_bytes <= 0 or args.rest_api_num_threads <= 0:
+        raise StartupError(
+            "INVALID_ARGUMENT", "--rest_api_max_body_bytes and --rest_api_num_threads must be > 0"
+        )
+    from serving import deadline
+
+    deadline.set_default_client_timeout(args.grpc_default_timeout_in_ms)
     # TensorFlow's import leaves ~300k long-lived objects; freezing them keeps every later
     # collection (the one after each unload, and the periodic ones) a few ms instead of ~1 s
     # of GIL pause. Models are loaded after this, so their objects stay collectable.
@@ -364,13 +418,18 @@ def _serve(args) -> int:
             "port for HTTP/REST API. Skipped exporting HTTP/REST API."
         )
     elif args.rest_api_port:
-        max_body = args.grpc_max_message_size if args.grpc_max_message_size > 0 else 1 << 30
+        max_body = (
+            args.grpc_max_message_size
+            if args.grpc_max_message_size > 0
+            else args.rest_api_max_body_bytes
+        )
         app = rest_server.RestApp(
             core,
             opts["metrics_path"],
             max_body,
             args.rest_api_timeout_in_ms,
             cors=args.rest_api_enable_cors_support,
+            num_threads=max(1, args.rest_api_num_threads),
         )
         try:
             http_srv = rest_server.build_server(
@@ -387,18 +446,23 @@ def _serve(args) -> int:
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
 
         def poll_config() -> None:
-            last = opts["config_text"]
+            """Server::PollFilesystemAndReloadConfig: a changed file is reloaded, and a
+            failed one again on each poll (TF Serving reloads on every poll); the old config
+            keeps serving, and a failure is logged once while its message stays the same."""
+            last, failure = opts["config_bytes"], None
             while not stop.wait(args.model_config_file_poll_wait_seconds):
                 try:
-                    text = Path(args.model_config_file).read_text()
-                    if text != last:
-                        last = text
-                        reload_config(repository.parse_model_server_config(text))
-                except Exception as e:  # keep serving the old config
-                    log.error(
-                        "PollFilesystemAndReloadConfig failed to ReloadConfig: %s",
-                        getattr(e, "message", e),
-                    )
+                    data = _read(args.model_config_file)
+                except StartupError as e:
+                    outcome = f"Failed to read ModelServerConfig file: {e}"
+                else:
+                    if data == last and failure is None:
+                        continue
+                    last = data
+                    outcome = reload_config_file(data, reload_config)
+                if outcome is not None and outcome != failure:
+                    log.error("%s", outcome)
+                failure = outcome
 
         threading.Thread(target=poll_config, name="config-poll", daemon=True).start()
 

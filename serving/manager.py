@@ -12,6 +12,17 @@ apart, staying LOADING meanwhile (core/loader_harness.cc LoaderHarness::Load, ut
 a config whose new models do not become available is answered with an error
 (model_servers/server_core.cc WaitUntilModelsAvailable); and a model removed by a config
 reload keeps reporting its versions as END (the ServableStateMonitor never forgets them).
+A new model's versions that are still settling (see `serving.repository`) are waited for,
+up to SETTLE_WAIT_SECONDS, so that a reload answers their load errors as TF Serving's
+(which loads at once) does.
+
+Storage problems stay with their model and are logged once, not on every poll: a base path
+that cannot be listed (symlink loop, permission, a file) leaves the model without versions at
+startup (GetModelStatus: NOT_FOUND with the reason) and keeps a loaded model's versions
+serving when it happens later; unreadable version entries are skipped. A config reload is
+checked first: when a base path it adds (a new model, or a model's new base path) cannot be
+listed, it is refused with INVALID_ARGUMENT and nothing changes (TF Serving would accept it,
+then fail every poll, logging the error each time, and wait forever for the model).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import ctypes.util
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -34,6 +46,9 @@ from serving.servable import Servable
 log = logging.getLogger("serving.manager")
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+#: How long a config waits for a new model's versions that are still being written to settle.
+SETTLE_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -55,6 +70,10 @@ class ModelEntry:
     config: repository.ModelConfig
     versions: dict[int, VersionEntry] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    #: why the base path cannot be listed now (logged when it first happened)
+    storage_error: str | None = None
+    #: storage conditions already logged (skipped versions, an absent base path)
+    reported: set[str] = field(default_factory=set)
 
 
 Loader = Callable[[str, int, str], Servable]
@@ -110,19 +129,27 @@ class Manager:
         self._sync_lock = threading.Lock()  # one reconcile (poll or reload) at a time
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._poll_errors: dict[str, str] = {}  # model -> last unexpected poll error logged
 
     # ---- configuration -------------------------------------------------------------------
     def set_config(self, config: repository.ModelServerConfig) -> None:
         """Replace the whole model list (initial load or HandleReloadConfigRequest).
 
-        Raises UNKNOWN "N model(s) did not become available: {...}" when a model new to this
-        config fails to load (after its retries), like TF Serving's ServerCore::ReloadConfig;
-        the rest of the config is applied all the same, and the other models keep serving.
+        A reload adding a base path that cannot be listed is refused first (INVALID_ARGUMENT,
+        nothing changes); the initial config is applied all the same, the models concerned
+        staying without versions. Raises UNKNOWN "N model(s) did not become available: {...}"
+        when a model new to this config fails to load (after its retries), like TF Serving's
+        ServerCore::ReloadConfig; the rest of the config is applied all the same, and the
+        other models keep serving.
         """
         repository.validate_config(config)
         wanted = {m.name: m for m in config.model_config_list.config}
         with self._sync_lock:
             first = not self._started
+            if not first:
+                with self._lock:
+                    known = {n: m.config.base_path for n, m in self._models.items()}
+                _check_storage(config, known)
             self._started = True
             with self._lock:
                 new = [n for n in wanted if n not in self._models]
@@ -137,7 +164,7 @@ class Manager:
                 self._unload_model(name)
             errors = []
             for name in wanted:
-                self._sync_model(name)
+                self._sync_model(name, settle_wait=SETTLE_WAIT_SECONDS if name in new else 0)
                 try:
                     self._apply_labels(name)
                 except ServingError as e:
@@ -177,8 +204,13 @@ class Manager:
             for name in list(self._models):
                 try:
                     self._sync_model(name)
-                except Exception:  # never let one model's storage problem stop polling
-                    log.exception("polling model %s failed", name)
+                except Exception as e:  # never let one model's problem stop polling
+                    message = f"{type(e).__name__}: {e}"
+                    if self._poll_errors.get(name) != message:  # once, not every poll
+                        self._poll_errors[name] = message
+                        log.exception("polling model %s failed", name)
+                else:
+                    self._poll_errors.pop(name, None)
 
     def start_polling(self, interval_seconds: float) -> None:
         """Poll storage every interval (TF Serving's --file_system_poll_wait_seconds)."""
@@ -193,13 +225,17 @@ class Manager:
         self._poller.start()
 
     # ---- reconcile -----------------------------------------------------------------------
-    def _sync_model(self, name: str) -> None:
+    def _sync_model(self, name: str, settle_wait: float = 0) -> None:
+        """Load the model's aspired versions and unload the others; waits up to
+        `settle_wait` seconds for aspired versions still being written."""
         with self._lock:
             model = self._models.get(name)
             if model is None:
                 return
             cfg = model.config
-        found = repository.list_versions(cfg.base_path, self._settle)
+        found = self._scan(name, model, cfg, settle_wait)
+        if found is None:
+            return  # the base path cannot be listed: keep what is loaded
         aspired = repository.aspired_versions(cfg, found)
         for vdir in aspired:
             entry = model.versions.get(vdir.version)
@@ -226,6 +262,40 @@ class Manager:
                 e.state = UNLOADING
         for e in to_unload:
             self._finish_unload(e)
+
+    def _scan(
+        self, name: str, model: ModelEntry, cfg: repository.ModelConfig, settle_wait: float
+    ) -> list[repository.VersionDir] | None:
+        """The settled versions on storage (None when the base path cannot be listed),
+        after waiting up to `settle_wait` s for aspired ones still settling; logs new
+        storage problems once."""
+        deadline = time.monotonic() + settle_wait
+        while True:
+            try:
+                found = repository.scan(cfg.base_path, self._settle)
+            except repository.StorageError as e:
+                if model.storage_error != e.message:
+                    log.error("Model %s: %s; it gets no new versions", name, e.message)
+                model.storage_error = e.message
+                return None
+            wait = _settle_wait(cfg, found)
+            if wait is None or time.monotonic() + wait > deadline or self._stop.wait(wait):
+                break
+        if model.storage_error is not None:
+            log.info("Model %s: base path %s can be listed again", name, cfg.base_path)
+            model.storage_error = None
+        self._report(name, model, found, cfg.base_path)
+        return found.versions
+
+    @staticmethod
+    def _report(name: str, model: ModelEntry, found: repository.Scan, base_path: str) -> None:
+        """Log each storage condition of the model once, while it lasts."""
+        conditions = {f"skipping {reason}" for reason in found.skipped}
+        if found.missing:  # TF Serving's message, which it logs on every poll
+            conditions.add(f"Could not find base path {base_path} for servable {name}")
+        for condition in sorted(conditions - model.reported):
+            log.warning("Model %s: %s", name, condition)
+        model.reported = conditions
 
     def _still_wanted(self, name: str, model: ModelEntry) -> bool:
         """Whether retrying a load still makes sense (TF Serving's should_retry: the version
@@ -365,7 +435,10 @@ class Manager:
             model = self._models.get(name)
             versions = model.versions if model is not None else self._retired.get(name, {})
             if not versions:
-                raise not_found(f"Could not find any versions of model {name}")
+                reason = (
+                    "" if model is None or not model.storage_error else f": {model.storage_error}"
+                )
+                raise not_found(f"Could not find any versions of model {name}{reason}")
             if version is not None:
                 if version not in versions:
                     raise not_found(f"Could not find version {version} of model {name}")
@@ -404,3 +477,35 @@ class Manager:
         with self._sync_lock:
             for name in list(self._models):
                 self._unload_model(name)
+
+
+def _settle_wait(cfg: repository.ModelConfig, found: repository.Scan) -> float | None:
+    """Seconds until the aspired versions still settling have settled (None when none is)."""
+    if not found.pending:
+        return None
+    pending = {vdir.version: wait for vdir, wait in found.pending}
+    candidates = sorted(
+        found.versions + [vdir for vdir, _ in found.pending], key=lambda v: v.version
+    )
+    waits = [
+        pending[v.version]
+        for v in repository.aspired_versions(cfg, candidates)
+        if v.version in pending
+    ]
+    return max(waits) if waits else None
+
+
+def _check_storage(config: repository.ModelServerConfig, known: dict[str, str]) -> None:
+    """INVALID_ARGUMENT naming every base path of `config` that cannot be listed, except
+    those of models configured with that base path already (`known`: name -> base path),
+    whose storage problem stays confined to them as before the reload."""
+    problems = []
+    for model in config.model_config_list.config:
+        if known.get(model.name) == model.base_path:
+            continue
+        try:
+            repository.check_base_path(model.base_path)
+        except repository.StorageError as e:
+            problems.append(f"model {model.name}: {e.message}")
+    if problems:
+        raise invalid("; ".join(problems))

@@ -146,7 +146,7 @@ def record_request(model: str, api: str, entrypoint: str, code_name: str, second
 
 
 def record_examples(model: str, count: int) -> None:
-    """The number of tf.Examples of one MultiInference request."""
+    """The number of tf.Examples of one Classify, Regress or MultiInference request."""
     REQUEST_EXAMPLE_COUNTS.observe(count, model)
     REQUEST_EXAMPLE_COUNT_TOTAL.inc(model, amount=count)
 

@@ -143,6 +143,8 @@ class PredictionCore:
             response = api.response(
                 model_spec=resolved_spec(spec.name, servable.version, sig.name), result=result
             )
+        # TF Serving's RunClassify / RunRegress record it too (request_example_count_total)
+        metrics.record_examples(spec.name, inference.count_examples(request.input))
         log = self.request_logger.sampled(spec.name)
         if log is not None:
             log.log_pair(api.log_field, response.model_spec, request, response)

@@ -20,7 +20,6 @@ request, request_latency for successful ones with the URL's verb as API.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import re
@@ -117,8 +116,11 @@ class RestApp:
         max_body: int,
         timeout_ms: int = 0,
         cors: bool = False,
+        num_threads: int = 4 * (os.cpu_count() or 1),
     ):
         self.core = core
+        self.num_threads = num_threads  # --rest_api_num_threads: requests served at once
+        self.workers = threading.BoundedSemaphore(num_threads)
         self.metrics_path = metrics_path
         self.max_body = max_body
         self.timeout_ms = timeout_ms  # --rest_api_timeout_in_ms; <= 0: none
@@ -279,6 +281,43 @@ def _model_spec(spec: Spec):
     return out
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_MAX_TRAILERS = 100
+_BUSY_BODY = b'{"error": "Too many open connections"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+class BodyTooLarge(Exception):
+    """A request body over the limit once decompressed."""
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body (every member) inflated to at most `limit` bytes; BodyTooLarge beyond it,
+    found while inflating, so a bomb costs no more than the limit."""
+    out, size = [], 0
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while data:
+            piece = inflater.decompress(data, limit + 1 - size)
+            size += len(piece)
+            out.append(piece)
+            if size > limit:
+                raise BodyTooLarge(
+                    f"Request body exceeds the limit of {limit} bytes once decompressed"
+                )
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+        if not inflater.eof:
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        data = inflater.unused_data
+    return b"".join(out)
+
+
 #: how much of a refused (oversize) body is read and dropped before the connection closes
 LINGER_MAX_BYTES = 256 << 20
 LINGER_SECONDS = 5.0
@@ -324,28 +363,36 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _body(self) -> bytes | None:
-        """The request body (Content-Length or chunked, gzip undone); None once refused."""
+        """The request body (Content-Length or chunked, gzip undone), at most the body
+        limit in every form; None once refused."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             body = self._chunked()
             if body is None:
                 return None
         else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self.close_connection = True
+            lengths = self.headers.get_all("Content-Length") or []
+            if len(set(lengths)) > 1 or not all(_DIGITS.fullmatch(v) for v in lengths):
+                self.close_connection = True  # RFC 9112 6.3: a framing error, unrecoverable
                 self._refuse(400, "Invalid Content-Length header")
                 return None
+            length = int(lengths[0]) if lengths else 0
             if length > self.app.max_body:
                 self._too_big(length)
                 self._discard(length)
                 return None
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # the client went away mid-body
+                self.close_connection = True
+                return None
         if (self.headers.get("Content-Encoding") or "").lower() == "gzip":
             try:
-                body = gzip.decompress(body)
+                body = gunzip(body, self.app.max_body)
             except (OSError, EOFError, zlib.error) as e:
                 self._refuse(400, f"Invalid gzip body: {e}")
+                return None
+            except BodyTooLarge as e:
+                self.close_connection = True
+                self._refuse(413, str(e))
                 return None
         return body
 
@@ -354,22 +401,31 @@ class _Handler(BaseHTTPRequestHandler):
         parts, total = [], 0
         while True:
             line = self.rfile.readline(1026)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
+            size_text = line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(size_text):
                 self.close_connection = True
                 self._refuse(400, "Malformed chunked request body")
                 return None
+            size = int(size_text, 16)
             if size == 0:
                 break
             total += size
             if total > self.app.max_body:
                 self._too_big(total)
                 return None
-            parts.append(self.rfile.read(size))
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                self.close_connection = True
+                return None
+            parts.append(chunk)
             self.rfile.readline(3)  # the CRLF after the chunk
-        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-            pass  # trailer fields
+        for _ in range(_MAX_TRAILERS):
+            if self.rfile.readline(65537) in (b"\r\n", b"\n", b""):
+                break
+        else:
+            self.close_connection = True
+            self._refuse(400, "Too many trailer fields in a chunked request body")
+            return None
         return b"".join(parts)
 
     def _discard(self, length: int) -> None:
@@ -389,8 +445,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body() if self.command in ("POST", "PUT", "PATCH") else b""
-        if body is not None:
-            self._send(self.app.handle(self.command, self.path, body, self.headers))
+        if body is None:
+            return
+        workers = self.app.workers
+        wait = self.app.timeout_ms / 1000 if self.app.timeout_ms > 0 else None
+        if not workers.acquire(timeout=wait):
+            self._refuse(503, f"All {self.app.num_threads} REST workers stayed busy for {wait} s")
+            return
+        try:
+            reply = self.app.handle(self.command, self.path, body, self.headers)
+        finally:
+            workers.release()
+        self._send(reply)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle  # noqa: N815
 
@@ -400,6 +466,36 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     ssl_context: ssl.SSLContext | None = None
+    max_connections = 256
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._open = 0
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request, client_address) -> None:
+        """A thread for the connection, unless `max_connections` are open: then it is
+        answered 503 at once and closed (a flood of idle connections costs no threads)."""
+        with self._open_lock:
+            full = self._open >= self.max_connections
+            if not full:
+                self._open += 1
+        if full:
+            try:
+                request.settimeout(0.1)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open -= 1
 
     def finish_request(self, request, client_address) -> None:
         """Run in the connection's own thread, so a slow TLS handshake blocks no one else."""
@@ -432,9 +528,11 @@ def ssl_context(ssl_config) -> ssl.SSLContext:
 def build_server(
     app: RestApp, port: int, host: str = "0.0.0.0", ssl_config=None
 ) -> ThreadingHTTPServer:
-    """An HTTP(S) server bound to host:port, to run with serve_forever()."""
+    """An HTTP(S) server bound to host:port, to run with serve_forever(); it holds at most
+    16 connections per REST worker (at least 64) open at once."""
     handler = type("Handler", (_Handler,), {"app": app})
     server = _Server((host, port), handler)
+    server.max_connections = max(64, 16 * app.num_threads)
     if ssl_config is not None:
         server.ssl_context = ssl_context(ssl_config)
     return server

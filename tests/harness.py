@@ -236,6 +236,47 @@ def rest_answers(payload: dict, outputs: list[str]) -> dict[str, np.ndarray]:
     return {k: np.array([decode(p[k]) for p in predictions], dtype=object) for k in outputs}
 
 
+def png_of_side(side: int) -> bytes:
+    """A real one-colour greyscale PNG of side x side pixels (a few KB), deflated row by row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    deflate = zlib.compressobj(9)
+    row = b"\x00" * (1 + side)
+    idat = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def oversize_inputs(signature_def, declared) -> dict[str, Any]:
+    """REST columnar inputs for a signature that cost more than the server's default limits
+    allow, built from its request-cost declaration (serving.cost): 2,000 rows of 600 bytes of
+    text or 300 tokens, or one 12,000 x 12,000 image; count inputs at 0 (the defaults)."""
+    from tensorflow.core.framework import types_pb2
+
+    inputs: dict[str, Any] = {}
+    for name, info in signature_def.inputs.items():
+        spec = declared.inputs.get(name)
+        rank = len(info.tensor_shape.dim)
+        if spec is not None and spec.kind == "text":
+            row = " ".join(["ab"] * 200)
+            inputs[name] = [row] * 2000 if rank == 1 else [["ab"] * 300] * 2000
+        elif spec is not None and spec.kind == "tokens":
+            token = "ab" if info.dtype == types_pb2.DT_STRING else 1
+            inputs[name] = [[token] * 300] * 2000
+        elif spec is not None and spec.kind == "image":
+            inputs[name] = [{"b64": base64.b64encode(png_of_side(12000)).decode()}]
+        else:
+            inputs[name] = 0 if rank == 0 else [0]
+    return inputs
+
+
 class FamilyEndToEnd:
     """Inherited end-to-end tests for one family.
 
@@ -299,6 +340,31 @@ class FamilyEndToEnd:
         assert out["imported"] == []
         assert_same_outputs(out["eager"], expected, self.atol, "tf.saved_model.load")
         assert_same_outputs(out["session"], expected, self.atol, "TF1 session")
+
+    def test_declares_request_costs_and_oversize_is_refused(self, exported, served):
+        """Every signature declares its request costs; what costs more than the server's
+        default limits is refused (400 naming the limit) before the model runs."""
+        import re
+
+        from tensorflow.core.framework import types_pb2
+        from tensorflow.python.saved_model import loader_impl
+
+        from serving.cost import read_costs
+
+        costs = read_costs(exported)
+        meta = loader_impl.parse_saved_model(str(exported)).meta_graphs[0]
+        signatures = {k: v for k, v in meta.signature_def.items() if not k.startswith("__")}
+        assert sorted(costs) == sorted(signatures)
+        for name, sig in signatures.items():
+            assert set(costs[name].inputs) <= set(sig.inputs), name
+            for input_name, info in sig.inputs.items():
+                if info.dtype == types_pb2.DT_STRING:  # every string input says what it is
+                    assert costs[name].inputs[input_name].kind in ("text", "tokens", "image")
+        inputs = oversize_inputs(signatures[self.signature], costs[self.signature])
+        body = {"signature_name": self.signature, "inputs": inputs}
+        status, payload = served.http("POST", f"/v1/models/{self.family}:predict", body)
+        assert status == 400, payload
+        assert re.search(r"over the server's limit of \d+ \(--max_\w+\)", payload["error"])
 
     def test_served_over_grpc_and_rest(self, served, expected, request_inputs):
         grpc_out = grpc_answers(served, self.family, self.signature, request_inputs)

@@ -170,12 +170,34 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def sha256_arg(value: str) -> str:
+    """argparse type of `--sha256`: exactly 64 hex digits, returned lowercased."""
+    from training.pretrained.cache import check_sha256
+    from training.pretrained.errors import PullError
+
+    try:
+        return check_sha256(value)
+    except PullError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def seconds_arg(value: str) -> float:
+    """argparse type of a duration: a positive, finite number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {value!r}")
+    return seconds
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from training import pretrained
 
     cache = pretrained.Cache(args.cache)
     target, fetched = pretrained.fetch_reference(
-        args.artifact, args.sha256, cache, mirrors=args.mirror, log=_say
+        args.artifact, args.sha256, cache, mirrors=args.mirror, log=_say, deadline=args.timeout
     )
     if pretrained.archive_kind(fetched.path) == pretrained.RUN:
         quiet.import_tensorflow()  # a run artifact is exported into a SavedModel
@@ -324,8 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pull", help="download, verify and install a pretrained artifact")
     p.add_argument("artifact", help="NAME[@VERSION] (see zoo list), URL or local .tar.gz")
     p.add_argument("--to", required=True, help="model base path; installs <to>/<next version>/")
-    p.add_argument("--sha256", default=None, help="expected sha256 (required for URLs)")
+    p.add_argument(
+        "--sha256",
+        default=None,
+        type=sha256_arg,
+        help="expected sha256, 64 hex digits (required for URLs)",
+    )
     p.add_argument("--version", type=int, default=None)
+    p.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        default=None,
+        metavar="SECONDS",
+        help="overall deadline of each download (default $TFZOO_PULL_TIMEOUT, else "
+        "2 min + 4 s per MiB of the artifact, or 1 h when its size is unknown)",
+    )
     source_flags(p)
     p.set_defaults(func=cmd_pull)
 

@@ -3,7 +3,9 @@
 Every artifact in the manifest (`pretrained/manifest.json`) is pulled from the repository's
 `pretrained/` folder (or the cache, or a mirror), verified and installed as a SavedModel
 version under `models/<serving name>`, unless that base path already holds a version: no
-training, and a second `make serve` starts at once. Then `models.config` (TF Serving's
+training, and a second `make serve` starts at once. A base path whose newest version
+predates the request-cost declaration (`serving.cost`) gets the artifact again as a new
+version. Then `models.config` (TF Serving's
 ModelServerConfig text format) lists every model base path under the models folder.
 
 The serving name is the family (`gpt`, `tagger`, ...) when the catalogue has one variant of
@@ -17,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from serving.cost import COSTS_PATH
 from serving.layout import version_dirs, write_text_atomic
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,8 +61,11 @@ def install_catalogue(models: Path, cache: str | None = None, log=print) -> dict
     installed = {}
     for name, served_as in serving_names(pretrained.Manifest().names()).items():
         base = models / served_as
-        if version_dirs(base):
+        versions = version_dirs(base)
+        if versions and (versions[-1][1] / COSTS_PATH).is_file():
             continue
+        if versions:  # exported before the server bounded request costs: a new version
+            log(f"[bootstrap] {base} declares no request costs: exporting {name} again")
         log(f"[bootstrap] installing {name} as {base}")
         installed[served_as] = pretrained.pull(name, base, cache=cache, progress=False)
     return installed

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from serving.cost import write_costs
 from serving.layout import WARMUP_PATH, next_version, staged_directory
 from training import checkpoints
 from training.export_module import ExportModule
@@ -93,6 +94,9 @@ def write_saved_model(
     with staged_directory(final) as tmp:
         warmup = module.warmup()
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        costs = module.request_costs()
+        if costs:
+            write_costs(tmp, costs)
         for name, text in module.extra_assets().items():
             (tmp / "assets").mkdir(exist_ok=True)
             (tmp / "assets" / name).write_text(text)

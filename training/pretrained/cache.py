@@ -19,11 +19,25 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from training.pretrained.archive import RUN, archive_kind, directory_kind, sha256_of, unpack
 from training.pretrained.errors import PullError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_sha256(value: str) -> str:
+    """`value` lowercased when it is a sha256 (exactly 64 hex digits), else PullError.
+
+    Every cache path is built from a checked hash, so none can name another place.
+    """
+    digest = value.lower() if isinstance(value, str) else ""
+    if not _SHA256.fullmatch(digest):
+        raise PullError(f"a sha256 is exactly 64 hex digits, not {value!r}")
+    return digest
 
 
 def default_cache() -> Path:
@@ -59,19 +73,19 @@ class Cache:
 
     def archive(self, sha256: str) -> Path:
         """Where the verified archive of `sha256` lives."""
-        return self.root / "artifacts" / f"{sha256}.tar.gz"
+        return self.root / "artifacts" / f"{check_sha256(sha256)}.tar.gz"
 
     def part(self, sha256: str) -> Path:
         """The partial download of `sha256`."""
-        return self.root / "artifacts" / f"{sha256}.part"
+        return self.root / "artifacts" / f"{check_sha256(sha256)}.part"
 
     def run_dir(self, sha256: str) -> Path:
         """The unpacked run directory of the run artifact `sha256`."""
-        return self.root / "runs" / sha256
+        return self.root / "runs" / check_sha256(sha256)
 
     def lock(self, sha256: str, on_wait: Callable[[], None] | None = None):
         """Exclusive lock on one artifact (download, verification, unpacking)."""
-        return file_lock(self.root / "artifacts" / f"{sha256}.lock", on_wait)
+        return file_lock(self.root / "artifacts" / f"{check_sha256(sha256)}.lock", on_wait)
 
     def install_lock(self, base_path: str | Path, on_wait: Callable[[], None] | None = None):
         """Exclusive lock on one model base path, so concurrent installs number versions
@@ -81,6 +95,7 @@ class Cache:
 
     def verified(self, sha256: str) -> Path | None:
         """The cached archive of `sha256` when present and intact (a damaged one is removed)."""
+        sha256 = check_sha256(sha256)
         path = self.archive(sha256)
         if not path.is_file():
             return None

@@ -7,6 +7,9 @@ them (a range request) instead of starting over. A resumed file that fails verif
 discarded and that source is tried once more from the start. The hash is checked before
 the archive enters the cache, so nothing unverified is ever unpacked.
 
+Each transfer is capped at the manifest's size when it is known, and has an overall
+deadline (`deadline=` seconds, else `download`'s default); see `download`.
+
 `TFZOO_OFFLINE=1` (or `offline=True`) skips every network source: only the cache and local
 files are used. Concurrent fetches of one artifact take the cache's lock: the first
 downloads, the others wait and reuse its file.
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from serving.layout import replace_file
 from training.pretrained.archive import sha256_of
-from training.pretrained.cache import Cache
+from training.pretrained.cache import Cache, check_sha256
 from training.pretrained.download import copy_local, download, is_network
 from training.pretrained.errors import PullError
 
@@ -60,11 +63,13 @@ class Fetched:
     served_by: str
 
 
-def _transfer(source: Source, part: Path, size: int | None, progress: bool | None) -> None:
+def _transfer(
+    source: Source, part: Path, size: int | None, progress: bool | None, deadline: float | None
+) -> None:
     if source.network:
-        download(source.location, part, size=size, progress=progress)
+        download(source.location, part, size=size, progress=progress, deadline=deadline)
     else:
-        copy_local(source.location, part)
+        copy_local(source.location, part, size)
 
 
 def _from_sources(
@@ -75,6 +80,7 @@ def _from_sources(
     log: Log,
     progress: bool | None,
     note: str = "",
+    deadline: float | None = None,
 ) -> Fetched:
     part, failures = cache.part(sha256), []
     for index, source in enumerate(sources):
@@ -82,7 +88,7 @@ def _from_sources(
         for _attempt in range(2):
             resumed = part.exists() and part.stat().st_size > 0
             try:
-                _transfer(source, part, size, progress)
+                _transfer(source, part, size, progress, deadline)
             except PullError as err:
                 failures.append(f"{source.label}: {err}")
                 log(f"{failures[-1]}{then}")
@@ -112,10 +118,13 @@ def fetch(
     offline: bool | None = None,
     log: Log = log_to_stderr,
     progress: bool | None = None,
+    deadline: float | None = None,
 ) -> Fetched:
-    """The verified archive with `sha256` in the cache, fetched from `sources` if needed."""
+    """The verified archive with `sha256` in the cache, fetched from `sources` if needed.
+
+    `deadline` bounds each transfer (seconds; default: `download`'s, from the size)."""
     cache = cache or Cache()
-    sha256 = sha256.lower()
+    sha256 = check_sha256(sha256)
     hit = cache.verified(sha256)
     if hit is not None:
         return Fetched(hit, "cache")
@@ -137,4 +146,4 @@ def fetch(
                 f"artifact {sha256[:12]} is not in the cache {cache.root} "
                 f"and no source is available{note}"
             )
-        return _from_sources(usable, sha256, cache, size, log, progress, note)
+        return _from_sources(usable, sha256, cache, size, log, progress, note, deadline)

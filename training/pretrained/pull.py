@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.pretrained.cache import Cache
+from training.pretrained.cache import Cache, check_sha256
 from training.pretrained.errors import PullError
 from training.pretrained.fetch import Fetched, Log, Source, fetch, log_to_stderr
 from training.pretrained.install import install
@@ -59,10 +59,10 @@ def resolve(
                 "--sha256 is required for a URL or file: artifacts are verified "
                 "before they are used"
             )
-        return Target(reference, sha256.lower(), [Source(reference, reference)])
+        return Target(reference, check_sha256(sha256), [Source(reference, reference)])
     manifest = manifest or Manifest()
     release = manifest.resolve(reference)
-    if sha256 and sha256.lower() != release.sha256:
+    if sha256 and check_sha256(sha256) != release.sha256:
         raise PullError(
             f"--sha256 {sha256[:12]} differs from the manifest's {release.sha256[:12]} "
             f"for {release.reference}"
@@ -80,13 +80,21 @@ def fetch_reference(
     mirrors: list[str] | None = None,
     log: Log = log_to_stderr,
     progress: bool | None = None,
+    deadline: float | None = None,
 ) -> tuple[Target, Fetched]:
     """Resolve `reference` and get its verified archive into the cache; reports which source
-    served it, and the licence when the data's licence restricts use."""
+    served it, and the licence when the data's licence restricts use. `deadline` bounds
+    each transfer (seconds; default from the size, see `download`)."""
     cache = cache if isinstance(cache, Cache) else Cache(cache)
     target = resolve(reference, sha256, mirrors)
     fetched = fetch(
-        target.sources, target.sha256, cache, size=target.size, log=log, progress=progress
+        target.sources,
+        target.sha256,
+        cache,
+        size=target.size,
+        log=log,
+        progress=progress,
+        deadline=deadline,
     )
     origin = "the cache" if fetched.served_by == "cache" else fetched.served_by
     log(f"{target.label}: sha256 {target.sha256[:12]} verified, served by {origin}")
@@ -109,12 +117,13 @@ def pull(
     mirrors: list[str] | None = None,
     log: Log = log_to_stderr,
     progress: bool | None = None,
+    deadline: float | None = None,
 ) -> Path:
     """Fetch (or reuse from the cache), verify and install an artifact as the next version
     under `to` (a model base path); returns the version directory."""
     cache_ = Cache(cache)
     target, fetched = fetch_reference(
-        reference, sha256, cache_, mirrors=mirrors, log=log, progress=progress
+        reference, sha256, cache_, mirrors=mirrors, log=log, progress=progress, deadline=deadline
     )
     return install(fetched.path, target.sha256, to, version, cache_)
 

@@ -48,7 +48,7 @@ import tensorflow as tf
 from training.data import captions
 from training.data.images import decode_image
 from training.data.vocab import Vocabulary
-from training.export_module import signature
+from training.export_module import image_cost, signature
 from training.tasks.sequence_generation import (
     BEAM_SIZE,
     BOS,
@@ -182,6 +182,16 @@ class Captioner(SequenceGeneratorExport):
         return {"features": self.encode(self.pixels(image_bytes))}
 
     # -- Python API, warmup ----------------------------------------------------------------
+
+    def request_costs(self):
+        image = {"image_bytes": image_cost(self.image_size)}
+        return {
+            "serving_default": self.decoding_cost(image, knobs=False),
+            "caption": self.decoding_cost(image),
+            "caption_with_attention": self.decoding_cost(image),
+            "caption_features": self.decoding_cost({"features": {"kind": "pixels"}}),
+            "features": {"inputs": image},
+        }
 
     def texts(self, sources: list, beam_size: int) -> list[str]:
         """Captions of images (file paths or encoded bytes) with the traced `caption`."""

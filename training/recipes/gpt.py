@@ -195,6 +195,15 @@ class GenerationModule(ExportModule):
         with tf.control_dependencies(checks):
             return {"logits": self.model(token_ids, training=False)}
 
+    def request_costs(self):
+        prompt = {"prompt": {"kind": "text"}}
+        return {
+            "serving_default": {"inputs": prompt, "new_tokens": self.defaults["max_new_tokens"]},
+            "generate": {"inputs": {**prompt, "max_new_tokens": {"kind": "new_tokens"}}},
+            "score": {"inputs": {"text": {"kind": "text"}}},
+            "logits": {"inputs": {"token_ids": {"kind": "tokens"}}},
+        }
+
     def warmup(self):
         prompt = np.array([b"ROMEO:", b""])
         return [

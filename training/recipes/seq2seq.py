@@ -138,6 +138,16 @@ class Translator(SequenceGeneratorExport):
 
     # -- Python API, warmup, assets ---------------------------------------------------------
 
+    def request_costs(self):
+        # measured: 32 sources of 250 words at beam 16 took 842 MB, at beam 1 88 MB
+        source = {"source": {"kind": "text", "weight": 16}}
+        return {
+            "serving_default": self.decoding_cost(source, knobs=False),
+            "translate": self.decoding_cost(source),
+            "translate_with_attention": self.decoding_cost(source),
+            "translate_ids": self.decoding_cost({"source_ids": {"kind": "tokens", "weight": 32}}),
+        }
+
     def texts(self, sources: list[str], beam_size: int) -> list[str]:
         """Translations of sentences with the compiled `translate` signature."""
         batch = tf.constant(sources, tf.string, [len(sources)])

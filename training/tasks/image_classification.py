@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from training.data import image_folder
 from training.data.images import decode_image
-from training.export_module import ExportModule, signature
+from training.export_module import ExportModule, image_cost, signature
 from training.recipe import Data, Recipe
 from training.tasks.classification_objective import compile_classifier
 from zoo.tasks.image_classifier import PROBABILITIES, backbone_of, head_layers, inference_model
@@ -379,6 +379,14 @@ class ImageClassifierExport(ExportModule):
             ("predict_pixels", {"pixels": pixels}),
             ("features", {"image_bytes": jpeg}),
         ]
+
+    def request_costs(self):
+        image = {"image_bytes": image_cost(self.decode_size)}
+        return {
+            "serving_default": {"inputs": image},
+            "features": {"inputs": image},
+            "predict_pixels": {"inputs": {"pixels": image_cost(self.image_size, "pixels")}},
+        }
 
     def extra_assets(self):
         return {"labels.txt": self.labels}

@@ -140,6 +140,18 @@ class SequenceGeneratorExport(ExportModule):
         self.length_penalty = float(config["length_penalty"])
         self.max_decode_length = int(config["max_decode_length"])
 
+    def decoding_cost(self, inputs: dict[str, dict], knobs: bool = True) -> dict:
+        """The request-cost declaration of a decoding signature on `inputs` (declared by
+        the subclass), with its `beam_size` / `max_length` inputs when `knobs`: up to the
+        default beam, or the asked one up to `MAX_BEAM`, times `max_decode_length` tokens."""
+        if knobs:
+            inputs = {
+                **inputs,
+                "beam_size": {"kind": "beams", "cap": MAX_BEAM},
+                "max_length": {"kind": "new_tokens", "cap": self.max_decode_length},
+            }
+        return {"inputs": inputs, "new_tokens": self.max_decode_length, "beams": self.default_beam}
+
     def auto_length(self, inputs) -> tf.Tensor:
         """The length limit of a request that gives none (max_length <= 0)."""
         return tf.constant(self.max_decode_length)
