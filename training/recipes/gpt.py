@@ -199,7 +199,13 @@ class GenerationModule(ExportModule):
         prompt = {"prompt": {"kind": "text"}}
         return {
             "serving_default": {"inputs": prompt, "new_tokens": self.defaults["max_new_tokens"]},
-            "generate": {"inputs": {**prompt, "max_new_tokens": {"kind": "new_tokens"}}},
+            "generate": {
+                "inputs": {
+                    **prompt,
+                    "max_new_tokens": {"kind": "new_tokens"},
+                    "stop": {"kind": "text"},
+                }
+            },
             "score": {"inputs": {"text": {"kind": "text"}}},
             "logits": {"inputs": {"token_ids": {"kind": "tokens"}}},
         }
