@@ -73,6 +73,11 @@ class SignatureCost:
     new_tokens: int = 0
     beams: int = 1
 
+    @property
+    def generates(self) -> bool:
+        """Whether the signature generates tokens (runs a loop as long as it is asked)."""
+        return self.new_tokens > 0 or any(i.kind == "new_tokens" for i in self.inputs.values())
+
 
 def _positive_int(value, where: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

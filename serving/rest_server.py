@@ -20,9 +20,11 @@ request, request_latency for successful ones with the URL's verb as API.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import tempfile
@@ -128,13 +130,18 @@ class RestApp:
         self.v2 = v2.OpenInferenceApi(core)
         self.in_flight = InFlight()
 
-    def handle(self, method: str, path: str, body: bytes, headers=None) -> Reply:
-        """The answer to one request (headers: a case-insensitive mapping, or None)."""
+    def handle(self, method: str, path: str, body: bytes, headers=None, connection=None) -> Reply:
+        """The answer to one request (headers: a case-insensitive mapping, or None); with
+        `connection` (the client's socket), the request is cancelled if the client leaves."""
         path = path.split("?", 1)[0]
         if self.metrics_path and path == self.metrics_path and method == "GET":
             return Reply(200, metrics.render(), "text/plain; version=0.0.4")
         v1 = path[:4].lower() == "/v1/"
-        with self.in_flight, deadline.scope(self.timeout_ms):
+        with (
+            self.in_flight,
+            deadline.scope(self.timeout_ms) as limit,
+            _departures.watching(connection, limit),
+        ):
             start = time.perf_counter()
             model, api, code = "", "", "OK"
             try:
@@ -323,6 +330,63 @@ LINGER_MAX_BYTES = 256 << 20
 LINGER_SECONDS = 5.0
 
 
+class _Departures:
+    """One thread that notices clients who close their connection while their request runs,
+    and cancels it (`Deadline.cancel`), so the work stops with them (as a gRPC cancel does).
+
+    A readable socket whose peek reads nothing has been closed by the client; one that has
+    data (a pipelined next request) has not. TLS sockets cannot be peeked and are not watched.
+    """
+
+    POLL_SECONDS = 0.1
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._watched: dict[socket.socket, deadline.Deadline] = {}
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, connection, limit: deadline.Deadline | None):
+        """Watch `connection` for the duration of the block."""
+        if connection is None or limit is None or isinstance(connection, ssl.SSLSocket):
+            yield
+            return
+        with self._lock:
+            self._watched[connection] = limit
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="departures", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watched.pop(connection, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.POLL_SECONDS)
+            with self._lock:
+                watched = dict(self._watched)
+            if not watched:
+                continue
+            try:
+                readable, _, _ = select.select(list(watched), [], [], 0)
+            except (OSError, ValueError):  # a socket closed meanwhile: check each alone
+                readable = list(watched)
+            for sock in readable:
+                try:
+                    gone = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    watched[sock].cancel()
+
+
+_departures = _Departures()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: RestApp  # set on the subclass built by build_server
@@ -453,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(503, f"All {self.app.num_threads} REST workers stayed busy for {wait} s")
             return
         try:
-            reply = self.app.handle(self.command, self.path, body, self.headers)
+            reply = self.app.handle(self.command, self.path, body, self.headers, self.connection)
         finally:
             workers.release()
         self._send(reply)

@@ -6,6 +6,8 @@ One server for the module, with small limits so that the probes stay small here:
 - `img`: a TF2 image model that declares nothing (the generic checks: image headers);
 - `text`: the same SavedModel declaring its string input as text and the `slow` loop count as
   new tokens (serving.cost's declaration), so the padded-text and generation bounds apply;
+- `gen`: the same SavedModel declaring `slow` a generator (capped, falsely, at 10 steps, so
+  that a long loop passes the cost check): it runs as a cancellable TF2 function;
 - `tf1slow`: a TF1 session model whose loop runs as long as asked.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import socket
 import threading
@@ -91,13 +94,17 @@ def server(tmp_path_factory):
             }
         )
     )
+    shutil.copytree(root / "img", root / "gen")
+    (root / "gen" / "1" / COSTS_PATH).write_text(  # a generator: runs as a TF2 function
+        json.dumps({"slow": {"inputs": {"n": {"kind": "new_tokens", "cap": 10}}}})
+    )
     export_tf1_slow(root / "tf1slow" / "1")
     config = root / "models.config"
     config.write_text(
         "model_config_list {\n"
         + "".join(
             f'  config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }}\n'
-            for m in ("img", "text", "tf1slow")
+            for m in ("img", "text", "gen", "tf1slow")
         )
         + "}\n"
     )
@@ -319,6 +326,49 @@ def test_grpc_request_without_deadline_gets_the_servers_default(server):
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "--grpc_default_timeout_in_ms" in err.value.details()
     assert time.monotonic() - start < 15
+    answers_good_requests(server)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_over(pid: int, seconds: float) -> float:
+    """CPU seconds the process uses in the next `seconds`."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return cpu_seconds(pid) - before
+
+
+def test_grpc_cancel_stops_a_generator(server):
+    """A client that cancels an endless generation frees the cores at once (before: the
+    loop ran to the end, 8 such requests kept both cores busy for 58 s)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "gen"
+    request.model_spec.signature_name = "slow"
+    request.inputs["n"].CopyFrom(tf.make_tensor_proto(np.array([ENDLESS], np.int32)))
+    with server.channel() as channel:
+        call = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(
+            request, 120
+        )
+        assert cpu_over(server.proc.pid, 1.0) > 0.2  # the loop runs
+        call.cancel()
+        time.sleep(0.5)
+        assert cpu_over(server.proc.pid, 2.0) < 0.5
+    answers_good_requests(server)
+
+
+def test_rest_client_that_leaves_stops_a_generator(server):
+    body = json.dumps({"signature_name": "slow", "instances": [ENDLESS]}).encode()
+    head = b"POST /v1/models/gen:predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+    sock = socket.create_connection(("127.0.0.1", server.rest_port))
+    sock.sendall(head + body)
+    assert cpu_over(server.proc.pid, 1.0) > 0.2
+    sock.close()
+    time.sleep(0.5)
+    assert cpu_over(server.proc.pid, 2.0) < 0.5
     answers_good_requests(server)
 
 
