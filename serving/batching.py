@@ -30,11 +30,12 @@ from serving.config_protos import BatchingParameters
 from serving.errors import ServingError, invalid
 from serving.servable import Signature, shape_compatible, shape_of
 
-#: the largest values the zoo accepts (TF Serving accepts any)
+#: the largest values the zoo accepts (TF Serving accepts any): threads are started per
+#: queue, and a batch is padded up to an allowed size; queue capacity costs nothing until
+#: requests fill it (TF Serving's examples use max_enqueued_batches 1000000), so it is free
 UPPER_BOUNDS = {
     "num_batch_threads": 64,
     "max_batch_size": 1 << 16,
-    "max_enqueued_batches": 1 << 16,
     "batch_timeout_micros": 60_000_000,
 }
 
