@@ -11,10 +11,16 @@ Readiness is the manager's: the server is ready when every configured model has 
 version, a model when it (or the asked version) is AVAILABLE, so `/v2/health/ready` is the fixed
 URL a Kubernetes readiness probe wants (TF Serving #1754, #671) and `/v2/health/live` the
 liveness one.
+
+Request decoding (REST JSON, the binary extension, gRPC raw and typed contents) answers any
+malformed request with INVALID_ARGUMENT and builds nothing larger than what was sent: a
+declared shape is checked against --max_request_elements and against the data that came
+with it before anything is allocated, and values against the datatype's range.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -23,10 +29,11 @@ import numpy as np
 import orjson
 from tensorflow.core.framework import types_pb2
 
-from serving import __version__, v2_protos
+from serving import __version__, json_body, v2_protos
 from serving.errors import ServingError, invalid
 from serving.predict import PredictionCore, Spec
 from serving.servable import DEFAULT_SIGNATURE, shape_of
+from serving.tensors import MAX_RANK, checked_shape, element_count
 
 SERVER_NAME = "tfzoo"
 SERVER_VERSION = __version__
@@ -58,6 +65,15 @@ _CONTENTS = {
     "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }  # fmt: skip
+# numpy dtype of each InferTensorContents field
+_CONTENTS_DTYPE = {
+    "bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64,
+    "uint_contents": np.uint32, "uint64_contents": np.uint64, "fp32_contents": np.float32,
+    "fp64_contents": np.float64, "bytes_contents": np.object_,
+}  # fmt: skip
+# JSON values each datatype takes ("f" numbers, "i" integers, "b" booleans)
+_FAMILY = {"BOOL": "b", "FP16": "f", "FP32": "f", "FP64": "f"}
+_MAX_VERSION_DIGITS = 19  # int64
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -73,8 +89,12 @@ def datatype_of(array: np.ndarray) -> str:
 def _parse_version(version: str | None) -> int | None:
     if not version:
         return None
-    if not version.isdigit():
-        raise invalid(f"Invalid model version: {version!r} is not an integer")
+    if (
+        not (version.isascii() and version.isdigit())
+        or len(version) > _MAX_VERSION_DIGITS
+        or int(version) >= 1 << 63
+    ):
+        raise invalid(f"Invalid model version: {version[:40]!r} is not an int64 version")
     return int(version)
 
 
@@ -89,14 +109,27 @@ def encode_bytes(array: np.ndarray) -> bytes:
 
 
 def decode_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
+    """`count` length-prefixed elements; refused before allocating when `raw` cannot hold
+    them (each needs its 4-byte length at least)."""
+    if count > len(raw) // 4:
+        raise invalid(
+            f"Input '{name}': {len(raw)} bytes of raw BYTES data cannot hold {count} elements "
+            "(each needs a 4-byte length)"
+        )
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
         if pos + 4 > len(raw):
             raise invalid(f"Input '{name}': raw BYTES data holds fewer than {count} elements")
         (n,) = struct.unpack_from("<I", raw, pos)
-        out[i] = bytes(raw[pos + 4 : pos + 4 + n])
-        pos += 4 + n
+        end = pos + 4 + n
+        if end > len(raw):
+            raise invalid(
+                f"Input '{name}': BYTES element {i} is {n} bytes long, but only "
+                f"{len(raw) - pos - 4} bytes follow its length"
+            )
+        out[i] = bytes(raw[pos + 4 : end])
+        pos = end
     if pos != len(raw):
         raise invalid(f"Input '{name}': raw BYTES data is longer than {count} elements")
     return out
@@ -104,13 +137,20 @@ def decode_bytes(raw: bytes, count: int, name: str) -> np.ndarray:
 
 def from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarray:
     """An input sent as raw bytes (gRPC raw_input_contents, REST binary data)."""
-    count = int(np.prod(shape)) if shape else 1
+    shape = checked_shape(shape, f"Input '{name}'")
+    np_type = _numpy_type(datatype, name)
+    count = element_count(shape, f"input '{name}'")
     if datatype == "BYTES":
         return decode_bytes(raw, count, name).reshape(shape)
-    np_type = _numpy_type(datatype, name)
     if len(raw) != np.dtype(np_type).itemsize * count:
-        raise invalid(f"Input '{name}': {len(raw)} bytes of data do not fit shape {shape}")
-    return np.frombuffer(raw, np_type).reshape(shape).copy()
+        raise invalid(
+            f"Input '{name}': {len(raw)} bytes of data do not fit shape {shape} of {datatype} "
+            f"({np.dtype(np_type).itemsize * count} bytes)"
+        )
+    array = np.frombuffer(raw, np_type).reshape(shape)
+    if datatype == "BOOL":  # any nonzero byte is true (numpy would keep the byte as it is)
+        return np.not_equal(array.view(np.uint8), 0)  # not `!=`: see json_body
+    return array.copy()
 
 
 def to_raw(array: np.ndarray) -> bytes:
@@ -120,9 +160,9 @@ def to_raw(array: np.ndarray) -> bytes:
 
 
 def _numpy_type(datatype: str, name: str):
-    entry = _DATATYPES.get(datatype)
+    entry = _DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if entry is None:
-        raise invalid(f"Input '{name}': unsupported datatype {datatype!r}")
+        raise invalid(f"Input '{name}': unsupported datatype {str(datatype)[:40]!r}")
     return entry[1]
 
 
@@ -191,21 +231,117 @@ def _signature_name(parameters: dict) -> str:
 
 
 # ---- REST ------------------------------------------------------------------------------------
-def _json_array(value, datatype: str, shape: list[int], name: str) -> np.ndarray:
+def _bytes_array(values: list, count: int, name: str) -> np.ndarray:
+    """BYTES data: strings (sent as UTF-8) or bytes, `count` of them."""
+    items = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+    if len(items) != count or not all(isinstance(v, bytes) for v in items):
+        raise invalid(f"Input '{name}': BYTES data must be {count} strings")
+    out = np.empty(count, dtype=object)
+    out[:] = items
+    return out
+
+
+def _json_array(
+    value, datatype: str, shape: list[int], name: str, scan: json_body.BodyScan | None = None
+) -> np.ndarray:
+    """JSON `data` (flat or nested, row-major) as an array of `datatype` and `shape`.
+
+    The values sent must number exactly the shape's elements: that is checked from the
+    lists' lengths before numpy sees them. scan: the body's pre-parse scan (without one the
+    values' JSON types are checked first, which is slower).
+    """
     np_type = _numpy_type(datatype, name)
-    try:
-        if datatype == "BYTES":
-            flat = np.asarray(value, dtype=object).ravel()
-            array = np.array([v.encode() if isinstance(v, str) else v for v in flat], dtype=object)
-            if any(not isinstance(v, bytes) for v in array):
-                raise ValueError("BYTES data must be strings")
-        else:
-            array = np.asarray(value, dtype=np_type)
-        return array.reshape(shape)
-    except (ValueError, TypeError) as e:
+    count = element_count(shape, f"input '{name}'")
+    nested = json_body.nested_shape(value, MAX_RANK)
+    if len(nested) > MAX_RANK:
+        raise invalid(f"Input '{name}': data is nested deeper than {MAX_RANK} lists")
+    if math.prod(nested) != count:
         raise invalid(
-            f"Input '{name}': data does not match datatype {datatype} and shape {shape}: {e}"
-        ) from None
+            f"Input '{name}': data holds {math.prod(nested)} values (nested {nested}), "
+            f"but shape {shape} has {count} elements"
+        )
+    if datatype == "BYTES":
+        try:
+            flat = np.asarray(value, dtype=object).ravel().tolist()
+        except ValueError:
+            flat = []
+        return _bytes_array(flat, count, name).reshape(shape)
+    family = _FAMILY.get(datatype, "i")
+    try:
+        array = json_body.numeric_array(
+            value,
+            np.dtype(np_type),
+            family,
+            scan is not None and scan.numpy_may_judge(count, family),
+        )
+    except json_body.Mismatch as e:
+        if e.kind == "type":
+            raise invalid(f"Input '{name}': datatype {datatype} does not take {e}") from None
+        raise invalid(f"Input '{name}' ({datatype}, shape {shape}) has {e}") from None
+    return array.reshape(shape)
+
+
+def _parameters(holder: dict, where: str) -> dict:
+    """The `parameters` object of a request, input or output ({} when absent or null)."""
+    params = holder.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise invalid(f"'parameters' of {where} must be a JSON object")
+    return params
+
+
+def _flag(params: dict, key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise invalid(f"parameter '{key}' of {where} must be true or false")
+    return value
+
+
+def _header_length(value: str | None, body_size: int) -> int | None:
+    """The inference-header-content-length header: 0..body size, or None when absent."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > body_size:
+        raise invalid(
+            f"Invalid {HEADER_LENGTH} header: {value[:40]!r} (an integer from 0 to the body's "
+            f"{body_size} bytes)"
+        )
+    return int(text)
+
+
+def _rest_input(item, index: int) -> tuple[str, list[int], str, dict]:
+    """(name, shape, datatype, parameters) of one `inputs` entry, each of the right type."""
+    where = f"inputs[{index}]"
+    if not isinstance(item, dict) or not {"name", "shape", "datatype"} <= set(item):
+        raise invalid(f"{where}: each input needs a name, a shape and a datatype")
+    name, shape, datatype = item["name"], item["shape"], item["datatype"]
+    if not isinstance(name, str):
+        raise invalid(f"{where}: 'name' must be a string")
+    if not isinstance(datatype, str):
+        raise invalid(f"Input '{name}': 'datatype' must be a string")
+    if not isinstance(shape, list):
+        raise invalid(f"Input '{name}': 'shape' must be a list of integers")
+    return name, checked_shape(shape, f"Input '{name}'"), datatype, _parameters(item, where)
+
+
+def _rest_outputs(doc: dict, all_binary: bool) -> tuple[list[str], set[str]]:
+    """(the requested output names, those wanted as binary data)."""
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return [], set()
+    if not isinstance(outputs, list):
+        raise invalid("'outputs' must be a list of objects with a 'name'")
+    wanted, binary = [], set()
+    for j, out in enumerate(outputs):
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise invalid(f"outputs[{j}]: each requested output needs a string 'name'")
+        wanted.append(out["name"])
+        where = f"output '{out['name']}'"
+        if _flag(_parameters(out, where), "binary_data", all_binary, where):
+            binary.add(out["name"])
+    return wanted, binary
 
 
 def rest_infer_request(
@@ -213,51 +349,55 @@ def rest_infer_request(
 ) -> tuple[InferRequest, bool, set[str]]:
     """Parse a REST infer body; returns (request, all outputs binary, outputs wanted binary)."""
     blob = b""
-    if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise invalid(f"Invalid {HEADER_LENGTH} header: {header_length!r}") from None
+    n = _header_length(header_length, len(body))
+    if n is not None:
         body, blob = body[:n], body[n:]
+    scan = json_body.check_depth(body)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise invalid(f"JSON Parse error: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise invalid("The request body must be a JSON object with an 'inputs' list")
-    parameters = doc.get("parameters") or {}
+    parameters = _parameters(doc, "the request")
     inputs: dict[str, np.ndarray] = {}
     pos = 0
-    for item in doc["inputs"]:
-        if not isinstance(item, dict) or not {"name", "shape", "datatype"} <= set(item):
-            raise invalid("Each input needs a name, a shape and a datatype")
-        name, shape, datatype = item["name"], item["shape"], item["datatype"]
-        size = (item.get("parameters") or {}).get("binary_data_size")
+    for index, item in enumerate(doc["inputs"]):
+        name, shape, datatype, params = _rest_input(item, index)
+        if name in inputs:
+            raise invalid(f"Input '{name}' appears more than once")
+        size = params.get("binary_data_size")
         if size is not None:
+            if type(size) is not int or size < 0:
+                raise invalid(f"Input '{name}': binary_data_size must be an integer >= 0")
             if pos + size > len(blob):
                 raise invalid(f"Input '{name}': binary data is shorter than binary_data_size")
             inputs[name] = from_raw(blob[pos : pos + size], datatype, shape, name)
             pos += size
         elif "data" in item:
-            inputs[name] = _json_array(item["data"], datatype, shape, name)
+            inputs[name] = _json_array(item["data"], datatype, shape, name, scan)
         else:
             raise invalid(f"Input '{name}' has neither data nor binary_data_size")
-    all_binary = bool(parameters.get("binary_data_output", False))
-    wanted, binary = [], set()
-    for out in doc.get("outputs") or []:
-        wanted.append(out["name"])
-        if (out.get("parameters") or {}).get("binary_data", all_binary):
-            binary.add(out["name"])
+    if pos != len(blob):
+        raise invalid(f"{len(blob) - pos} bytes of binary data follow the inputs' binary_data_size")
+    all_binary = _flag(parameters, "binary_data_output", False, "the request")
+    wanted, binary = _rest_outputs(doc, all_binary)
+    request_id = doc.get("id", "")
+    if not isinstance(request_id, str):
+        raise invalid("'id' must be a string")
     request = InferRequest(
-        model, _parse_version(version), inputs, wanted, _signature_name(parameters),
-        str(doc.get("id", "")),
-    )  # fmt: skip
+        model, _parse_version(version), inputs, wanted, _signature_name(parameters), request_id
+    )
     return request, all_binary, binary
 
 
-def _json_data(array: np.ndarray) -> list:
+def _json_data(array: np.ndarray, splicer: json_body.Splicer) -> list | str:
+    """An output's values as a flat JSON list; NaN and +-Infinity as TF Serving writes them."""
     if datatype_of(array) != "BYTES":
-        return array.ravel().tolist()
+        values = array.ravel().tolist()
+        if json_body.has_nonfinite(array):
+            return splicer.add(json_body.nonfinite_json(values, array.ravel()))
+        return values
     out = []
     for v in array.ravel():
         b = v if isinstance(v, bytes) else str(v).encode()
@@ -277,6 +417,7 @@ def rest_infer_response(
 ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
     """(body, extra headers) of a REST infer answer, with binary outputs appended."""
     items, blobs = [], []
+    splicer = json_body.Splicer()
     for name, array in outputs.items():
         item = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
         if name in binary or (all_binary and not request.outputs):
@@ -284,12 +425,12 @@ def rest_infer_response(
             item["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            item["data"] = _json_data(array)
+            item["data"] = _json_data(array, splicer)
         items.append(item)
     doc = {"model_name": request.model, "model_version": version, "outputs": items}
     if request.id:
         doc["id"] = request.id
-    header = orjson.dumps(doc)
+    header = splicer.dumps(doc)
     if not blobs:
         return header, {}
     return header + b"".join(blobs), {"Inference-Header-Content-Length": str(len(header))}
@@ -301,22 +442,55 @@ def _grpc_param(value):
     return getattr(value, kind) if kind else None
 
 
+def _contents_array(tensor, shape: list[int]) -> np.ndarray:
+    """An input sent in typed contents (InferTensorContents): exactly one value an element,
+    in the field of its datatype, each within the datatype's range."""
+    name, datatype = tensor.name, tensor.datatype
+    field = _CONTENTS.get(datatype)
+    if field is None:
+        raise invalid(f"Input '{name}': unsupported datatype {datatype[:40]!r} in contents")
+    np_type = np.dtype(_numpy_type(datatype, name))
+    count = element_count(shape, f"input '{name}'")
+    for descriptor, _ in tensor.contents.ListFields():
+        if descriptor.name != field:
+            raise invalid(
+                f"Input '{name}' is {datatype}, whose values travel in {field}, but it "
+                f"carries {descriptor.name}"
+            )
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise invalid(
+            f"Input '{name}' has {len(values)} values in {field}, but shape {shape} has "
+            f"{count} elements"
+        )
+    if datatype == "BYTES":
+        return _bytes_array(list(values), count, name).reshape(shape)
+    array = np.fromiter(values, _CONTENTS_DTYPE[field], count)
+    if array.dtype != np_type:  # INT8/16 in int_contents, UINT8/16 in uint_contents
+        info = np.iinfo(np_type)
+        if count and (int(array.min()) < info.min or int(array.max()) > info.max):
+            raise invalid(
+                f"Input '{name}' ({datatype}) has values out of its range {info.min}..{info.max}"
+            )
+        array = array.astype(np_type)
+    return array.reshape(shape)
+
+
 def grpc_infer_request(request) -> InferRequest:
     """A ModelInferRequest -> InferRequest (raw_input_contents or typed contents)."""
-    raw = list(request.raw_input_contents)
+    raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise invalid("raw_input_contents must hold one entry per input")
     inputs = {}
     for i, tensor in enumerate(request.inputs):
-        shape = list(tensor.shape)
+        name = tensor.name
+        if name in inputs:
+            raise invalid(f"Input '{name}' appears more than once")
+        shape = checked_shape(list(tensor.shape), f"Input '{name}'")
         if raw:
-            inputs[tensor.name] = from_raw(raw[i], tensor.datatype, shape, tensor.name)
-            continue
-        field = _CONTENTS.get(tensor.datatype)
-        if field is None:
-            raise invalid(f"Input '{tensor.name}': unsupported datatype {tensor.datatype!r}")
-        values = list(getattr(tensor.contents, field))
-        inputs[tensor.name] = _json_array(values, tensor.datatype, shape, tensor.name)
+            inputs[name] = from_raw(raw[i], tensor.datatype, shape, name)
+        else:
+            inputs[name] = _contents_array(tensor, shape)
     parameters = {k: _grpc_param(v) for k, v in request.parameters.items()}
     return InferRequest(
         request.model_name,
