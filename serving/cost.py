@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +48,6 @@ COSTS_PATH = Path("assets.extra") / COSTS_FILE
 _MAX_COSTS_BYTES = 1 << 20
 
 KINDS = ("text", "tokens", "image", "pixels", "new_tokens", "beams")
-_IMAGE_FORMATS = ["JPEG", "PNG", "GIF", "BMP", "WEBP"]
-# BMP's "BM" also starts ordinary text ("BMW"), so only the unambiguous magics make an
-# undeclared input's element count as an image that must parse
-_STRONG_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 
 
 @dataclass(frozen=True)
@@ -140,30 +135,46 @@ def write_costs(version_dir: str | Path, costs: dict[str, dict]) -> None:
 
 
 # ---- image headers -------------------------------------------------------------------------
+def _image_class(data: bytes):
+    """The Pillow image class for `data`'s magic (None when it has none)."""
+    from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin
+
+    if data.startswith(b"\xff\xd8\xff"):
+        return JpegImagePlugin.JpegImageFile
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PngImagePlugin.PngImageFile
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return GifImagePlugin.GifImageFile
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        from PIL import WebPImagePlugin
+
+        return WebPImagePlugin.WebPImageFile
+    if data.startswith(b"BM"):
+        return BmpImagePlugin.BmpImageFile
+    return None
+
+
 def image_pixels(data: bytes, strict: bool) -> int | None:
     """Pixels `tf.io.decode_image` would allocate for one encoded image (frames x width x
     height), read from its header; None when `data` is not an image.
 
-    With `strict`, bytes that start like an image but whose header does not parse are
-    refused (INVALID_ARGUMENT) rather than passed on to a decoder that might read them.
+    Pillow's image classes parse the header only (pixels are read on `load()`), and built
+    directly they skip `Image.open`'s own bomb check, so the real size is known. With
+    `strict` (an input declared as images), bytes that start like an image but whose header
+    does not parse are refused (INVALID_ARGUMENT) rather than passed on to a decoder that
+    might read them; elsewhere they count as no image ("BMW" starts like a BMP).
     """
     if data[:1] not in (b"\xff", b"\x89", b"G", b"B", b"R"):
         return None  # the common case for text: no parse at all
-    magic = data.startswith(_STRONG_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-    if not magic and not data.startswith(b"BM"):
+    image_class = _image_class(data)
+    if image_class is None:
         return None
-    from PIL import Image  # a dependency of the project; imported on first image
-
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: we judge size here
-            with Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as image:
-                width, height = image.size
-                frames = getattr(image, "n_frames", 1) if image.format == "GIF" else 1
-    except Image.DecompressionBombError:  # over twice Pillow's own limit: a lower bound
-        return 2 * Image.MAX_IMAGE_PIXELS + 1
+        with image_class(io.BytesIO(data)) as image:
+            width, height = image.size
+            frames = getattr(image, "n_frames", 1) if image.format == "GIF" else 1
     except Exception:  # Pillow raises many types on corrupt headers
-        if magic and strict:
+        if strict:
             raise invalid("an image's header cannot be read (corrupt or truncated)") from None
         return None
     return int(frames) * int(width) * int(height)
@@ -200,8 +211,8 @@ def check(inputs: dict[str, np.ndarray], declared: SignatureCost | None) -> None
     """Refuse (INVALID_ARGUMENT naming the flag) a request whose cost is over a limit."""
     lim = limits.current()
     specs = declared.inputs if declared is not None else {}
-    text = pixels = 0
-    text_what = ""
+    text: dict[str, int] = {}  # input -> padded units
+    pixels = 0
     default_new = declared.new_tokens if declared else 0
     new_tokens: np.ndarray | int = default_new
     beams: np.ndarray | int = declared.beams if declared else 1
@@ -212,11 +223,9 @@ def check(inputs: dict[str, np.ndarray], declared: SignatureCost | None) -> None
         spec = specs.get(name)
         kind = spec.kind if spec else None
         if kind == "text":
-            text += array.size * _longest(array) * spec.weight
-            text_what = f"Input '{name}' padded to its longest string (rows x bytes"
+            text[name] = array.size * _longest(array) * spec.weight
         elif kind == "tokens":
-            text += array.size * spec.weight
-            text_what = f"Input '{name}' (tokens"
+            text[name] = array.size * spec.weight
         elif kind == "pixels":
             h, w = (array.shape[1], array.shape[2]) if array.ndim >= 3 else (1, 1)
             pixels += (array.shape[0] if array.ndim else 1) * max(h * w, spec.weight)
@@ -227,13 +236,27 @@ def check(inputs: dict[str, np.ndarray], declared: SignatureCost | None) -> None
         elif array.dtype == object:
             pixels += _images(name, array, spec)
     if text:
-        weight_note = "" if all(s.weight == 1 for s in specs.values()) else " x weight"
-        _limit(text, "max_padded_text_bytes", f"{text_what}{weight_note})")
+        _limit(sum(text.values()), "max_padded_text_bytes", _text_what(text, specs))
     if pixels:
         _limit(pixels, "max_request_pixels", "The request's images (pixel-equivalents)")
     generation = _generated_tokens(inputs, specs, new_tokens, beams)
     if generation:
         _limit(generation, "max_generated_tokens", "The tokens asked for (rows x beams x new)")
+
+
+def _text_what(text: dict[str, int], specs: dict[str, InputCost]) -> str:
+    """What the padded-text limit is about, for its error message."""
+
+    def unit(name: str) -> str:
+        spec = specs[name]
+        padded = "elements" if spec.kind == "tokens" else "rows x longest string in bytes"
+        return padded + (f" x weight {spec.weight}" if spec.weight != 1 else "")
+
+    if len(text) == 1:
+        (name,) = text
+        return f"Input '{name}' padded ({unit(name)})"
+    parts = ", ".join(f"'{n}' {v} ({unit(n)})" for n, v in text.items())
+    return f"The text inputs padded ({parts}) in all"
 
 
 def _per_row(values: np.ndarray, default: int, cap: int) -> np.ndarray:

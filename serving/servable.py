@@ -12,7 +12,9 @@ TF2 SavedModels (they carry an object graph) run the same way when the import re
 variable their graph reads. Keras 3 models saved without their variables tracked do not
 ("Could not find variable ..." at the first call, keras #20095): those, and any TF2 model the
 session import refuses, load with `tf.saved_model.load` and run their signature functions
-eagerly.
+eagerly. So does a TF2 model that declares a generating signature (`serving.cost`): its
+loop runs as long as asked, and only a function call can be cancelled when the client
+cancels or leaves.
 Closing a version drops the session / loaded object, so reloads keep memory flat.
 """
 
@@ -152,23 +154,22 @@ class Servable:
                 f"{self.path} has no MetaGraph tagged {sorted(self.tags)} (it has {found})"
             )
         self.is_tf2 = len(meta_graph.object_graph_def.nodes) > 0
-        self._graph = self._session = self._loaded = self._functions = None
-        try:
-            meta_graph = self._load_session(session_config)
-        except Exception as e:
-            if not self.is_tf2:
-                raise
-            log.info("%s runs its TF2 signature functions eagerly: %s", self.path, e)
+        self._graph = self._session = self._loaded = None
+        if self.is_tf2 and any(c.generates for c in self.costs.values()):
+            # A generator runs for as long as it is asked to, and a session run cannot be
+            # cancelled from outside; a TF2 function call can: such a model runs its
+            # signature functions, so that a client who cancels or leaves stops the loop.
             self._loaded = tf.saved_model.load(str(self.path), tags=list(self.tags))
+        else:
+            try:
+                meta_graph = self._load_session(session_config)
+            except Exception as e:
+                if not self.is_tf2:
+                    raise
+                log.info("%s runs its TF2 signature functions eagerly: %s", self.path, e)
+                self._loaded = tf.saved_model.load(str(self.path), tags=list(self.tags))
         self.meta_graph = meta_graph
         self.signatures = {k: Signature(k, v) for k, v in meta_graph.signature_def.items()}
-        # Generators run for as long as they are asked to; a session run cannot be cancelled
-        # from outside, a TF2 function call can: those signatures run as functions, so that a
-        # client who cancels or goes away stops them at once (the deadline does too).
-        self._cancellable = {n for n, c in self.costs.items() if c.generates} & set(self.signatures)
-        self._functions = self._loaded
-        if self._cancellable and self._functions is None and self.is_tf2:
-            self._functions = tf.saved_model.load(str(self.path), tags=list(self.tags))
         self._callables: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -177,8 +178,7 @@ class Servable:
 
     @property
     def runtime(self) -> str:
-        """'session' (graph + C callables, generators as functions) or 'eager' (TF2
-        signature functions only)."""
+        """'session' (graph + C callables) or 'eager' (TF2 signature functions)."""
         return "eager" if self._loaded is not None else "session"
 
     def _load_session(self, session_config) -> meta_graph_pb2.MetaGraphDef:
@@ -243,9 +243,7 @@ class Servable:
         limit = deadline.current()
         if limit is not None and limit.remaining() <= 0:
             raise limit.error()
-        if self._loaded is not None or (
-            sig.name in self._cancellable and self._functions is not None
-        ):
+        if self._loaded is not None:
             return self._run_eager(sig, inputs, output_names, limit)
         feed_names = tuple(sorted(inputs))
         fn = self._callable(sig, feed_names, output_names, limit.timeout_ms if limit else 0)
@@ -266,7 +264,7 @@ class Servable:
         output_names: tuple[str, ...],
         limit: deadline.Deadline | None,
     ) -> dict[str, np.ndarray]:
-        fn = self._functions.signatures.get(sig.name)
+        fn = self._loaded.signatures.get(sig.name)
         if fn is None:
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -337,7 +335,7 @@ class Servable:
         self._callables.clear()
         if self._session is not None:
             self._session.close()
-        self._graph = self._session = self._loaded = self._functions = None
+        self._graph = self._session = self._loaded = None
 
 
 def check_dtype(sig: Signature, name: str, array: np.ndarray) -> np.ndarray:

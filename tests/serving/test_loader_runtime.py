@@ -1,5 +1,6 @@
 """Which runtime a SavedModel gets: a session (as TF Serving) when its import restores every
-variable, else TF2 eager signature functions; both give the same answers."""
+variable and it declares no generator, else TF2 eager signature functions; both give the same
+answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from serving import inference
+from serving.cost import write_costs
 from serving.servable import Servable
 from training.export import track_keras_variables
 
@@ -41,6 +43,20 @@ def test_keras_export_with_tracked_variables_runs_in_a_session(tmp_path):
 
 def test_keras_export_the_session_cannot_restore_falls_back_to_eager(tmp_path):
     x, expected = _save(tmp_path / "1", track=False)
+    servable = Servable("m", 1, tmp_path / "1")
+    try:
+        assert servable.runtime == "eager"
+        _, out = inference.predict(servable, "", {"x": x})
+        np.testing.assert_allclose(out["y"], expected, atol=1e-6)
+    finally:
+        servable.close()
+
+
+def test_a_model_that_declares_a_generator_runs_its_functions(tmp_path):
+    """A generating signature must be cancellable, which a session run is not: a model that
+    declares one (serving.cost) runs its TF2 signature functions, with the same answers."""
+    x, expected = _save(tmp_path / "1", track=True)
+    write_costs(tmp_path / "1", {"serving_default": {"inputs": {}, "new_tokens": 8}})
     servable = Servable("m", 1, tmp_path / "1")
     try:
         assert servable.runtime == "eager"
