@@ -22,7 +22,7 @@ class RequestLimits:
     """Upper bounds on one request, each a `zoo serve` flag."""
 
     #: elements of one input tensor, as declared by its shape (every protocol)
-    max_request_elements: int = 1 << 24
+    max_request_elements: int = 1 << 22
     #: nesting depth of a JSON request body
     max_json_depth: int = 64
     #: rows x longest element, in bytes, of a text (DT_STRING, not image) input: the padded

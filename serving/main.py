@@ -105,7 +105,7 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("enable_serialization_as_tensor_content", _bool, False, "ignored"),
     # the zoo's own
     ("grpc_max_message_size", int, 0, "zoo: gRPC/REST message limit in bytes (0: none)"),
-    ("rest_api_max_body_bytes", int, 64 << 20,
+    ("rest_api_max_body_bytes", int, 16 << 20,
      "zoo: REST body limit in bytes, after decompression (--grpc_max_message_size wins)"),
     ("grpc_default_timeout_in_ms", int, 30000,
      "zoo: deadline of a gRPC request that sets none (<= 0: none, as TF Serving)"),
