@@ -20,11 +20,9 @@ request, request_latency for successful ones with the URL's verb as API.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import select
 import socket
 import ssl
 import tempfile
@@ -39,7 +37,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import deadline, json_tensor, metrics, v2
+from serving import deadline, departures, json_tensor, metrics, v2
 from serving.errors import ServingError, invalid
 from serving.predict import PredictionCore, Spec, error_status
 
@@ -140,7 +138,7 @@ class RestApp:
         with (
             self.in_flight,
             deadline.scope(self.timeout_ms) as limit,
-            _departures.watching(connection, limit),
+            departures.watching(connection, limit),
         ):
             start = time.perf_counter()
             model, api, code = "", "", "OK"
@@ -328,63 +326,6 @@ def gunzip(data: bytes, limit: int) -> bytes:
 #: how much of a refused (oversize) body is read and dropped before the connection closes
 LINGER_MAX_BYTES = 256 << 20
 LINGER_SECONDS = 5.0
-
-
-class _Departures:
-    """One thread that notices clients who close their connection while their request runs,
-    and cancels it (`Deadline.cancel`), so the work stops with them (as a gRPC cancel does).
-
-    A readable socket whose peek reads nothing has been closed by the client; one that has
-    data (a pipelined next request) has not. TLS sockets cannot be peeked and are not watched.
-    """
-
-    POLL_SECONDS = 0.1
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._watched: dict[socket.socket, deadline.Deadline] = {}
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def watching(self, connection, limit: deadline.Deadline | None):
-        """Watch `connection` for the duration of the block."""
-        if connection is None or limit is None or isinstance(connection, ssl.SSLSocket):
-            yield
-            return
-        with self._lock:
-            self._watched[connection] = limit
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="departures", daemon=True)
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._watched.pop(connection, None)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.POLL_SECONDS)
-            with self._lock:
-                watched = dict(self._watched)
-            if not watched:
-                continue
-            try:
-                readable, _, _ = select.select(list(watched), [], [], 0)
-            except (OSError, ValueError):  # a socket closed meanwhile: check each alone
-                readable = list(watched)
-            for sock in readable:
-                try:
-                    gone = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-                except BlockingIOError:
-                    gone = False
-                except OSError:
-                    gone = True
-                if gone:
-                    watched[sock].cancel()
-
-
-_departures = _Departures()
 
 
 class _Handler(BaseHTTPRequestHandler):
