@@ -379,6 +379,27 @@ def test_prometheus_metric_labels(server, stub):
     assert ":tensorflow:cc:saved_model:load_attempt_count" in text
 
 
+def test_classify_and_regress_count_their_examples(server, stub):
+    """classifier.cc / regressor.cc RunClassify / RunRegress record the request's example
+    count too, over gRPC and REST alike (util.cc RecordRequestExampleCount)."""
+    total = ':tensorflow:serving:request_example_count_total{model="half_plus_two"}'
+    _, before = server.http("GET", "/monitoring/prometheus/metrics")
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "classify_x_to_y"
+    request.input.example_list.examples.extend(_examples(1.0, 2.0))
+    stub.Classify(request, timeout=30)
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "regress_x_to_y"
+    request.input.example_list.examples.extend(_examples(1.0, 2.0, 3.0))
+    stub.Regress(request, timeout=30)
+    body = {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}] * 4}
+    assert server.http("POST", "/v1/models/half_plus_two:regress", body)[0] == 200
+    _, after = server.http("GET", "/monitoring/prometheus/metrics")
+    assert _metric(after, total) == _metric(before, total) + 2 + 3 + 4
+
+
 def _raw_http(server, request: bytes) -> tuple[int, dict, bytes]:
     """Send raw bytes; (status, headers, body) of the answer."""
     import http.client
