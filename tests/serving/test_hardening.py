@@ -27,6 +27,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.cost import COSTS_PATH
@@ -199,6 +200,105 @@ def test_image_pixels_are_read_from_the_header(server):
     code, out = server.http("POST", "/v1/models/img:predict", body)
     assert code == 400, out
     answers_good_requests(server)
+
+
+def test_grpc_string_tensor_declaring_2_28_elements_costs_nothing(server):
+    """One string_val declared as [2**28], to a model that does not exist: 4 GB before."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "nope"
+    tensor = request.inputs["x"]
+    tensor.dtype = types_pb2.DT_STRING
+    tensor.tensor_shape.dim.add(size=2**28)
+    tensor.string_val.append(b"a")
+    with PeakRss(server.proc.pid) as rss, server.channel() as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "--max_request_elements" in err.value.details()
+    assert rss.growth < 30, rss.growth
+    answers_good_requests(server)
+
+
+def test_oip_bytes_tensor_declaring_2_29_elements_costs_nothing(server):
+    """A 150-byte OIP request: BYTES [2**29] with an empty binary blob (4 GB before)."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image_bytes",
+                    "shape": [2**29],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 0},
+                }
+            ]
+        }
+    ).encode()
+    with PeakRss(server.proc.pid) as rss:
+        code, out = server.http(
+            "POST",
+            "/v2/models/img/infer",
+            header,
+            {"Inference-Header-Content-Length": str(len(header))},
+        )
+    assert code == 400, out
+    assert "--max_request_elements" in out["error"]
+    assert rss.growth < 30, rss.growth
+
+
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        ("/v1/models/img:predict", b"[" * 10_000 + b"]" * 10_000, "--max_json_depth"),
+        ("/v1/models/img:predict", b'{"instances":' + b"[" * 5000 + b"]" * 5000 + b"}", "depth"),
+        (
+            "/v2/models/img/infer",
+            b'{"inputs":[{"name":"image_bytes","shape":[1],"datatype":"BYTES",'
+            b'"parameters":{"binary_data_size":"17"}}]}',
+            "binary_data_size",
+        ),
+        (
+            "/v2/models/img/infer",
+            b'{"inputs":[{"name":"image_bytes","shape":"abc","datatype":"BYTES","data":["a"]}]}',
+            "shape",
+        ),
+        (
+            "/v2/models/img/infer",
+            b'{"inputs":[{"name":"image_bytes","shape":[1],"datatype":"BYTES","data":["a"]}],'
+            b'"parameters":[1]}',
+            "parameters",
+        ),
+        (
+            "/v1/models/img:predict",
+            b'{"signature_name":"slow","instances":[4294967301]}',
+            "out of range for int32",
+        ),
+        (
+            "/v1/models/img:predict",
+            b'{"signature_name":"slow","instances":[18446744073709551615]}',
+            "out of range for int32",
+        ),
+    ],
+)
+def test_malformed_bodies_are_400_without_exception_text(server, path, body, words):
+    """Deep nesting (a RecursionError before), OIP fields of the wrong type (500s with
+    Python's TypeError / AttributeError text before), integers that wrapped silently."""
+    code, out = server.http("POST", path, body)
+    assert code == 400, out
+    assert words in out["error"]
+    for leak in ("Error:", "Traceback", "object has no attribute", "unsupported operand"):
+        assert leak not in out["error"], out
+
+
+def test_nan_and_infinity_are_written_as_tf_serving_writes_them(server):
+    """TF Serving's JSON writer prints NaN / Infinity (RapidJSON kWriteNanAndInfFlag); a
+    NaN pixel gives NaN probabilities."""
+    pixels = np.full((1, 32, 32, 3), np.nan).tolist()
+    body = json.dumps({"signature_name": "predict_pixels", "instances": pixels}).encode()
+    head = b"POST /v1/models/img:predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n"
+    status, raw = raw_http(server, head % len(body) + body)
+    assert status == 200, raw
+    assert raw.startswith(b'{"predictions":[[NaN,NaN,'), raw[:80]
+    assert b"null" not in raw
 
 
 # ---- the body limit ------------------------------------------------------------------------
