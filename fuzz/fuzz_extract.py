@@ -20,7 +20,6 @@ import atexit
 import gzip
 import io
 import os
-import random
 import shutil
 import stat
 import sys
@@ -28,8 +27,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from training.pretrained.archive import extract_into, unpack
-from training.pretrained.errors import PullError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # noqa: E402
+
+archive_module = None
+PullError: type[Exception] = Exception  # training.pretrained.errors.PullError, once loaded
 
 #: Small caps, so a bomb is found quickly and a run stays fast.
 MAX_BYTES = 1 << 20
@@ -50,9 +52,19 @@ def _scratch() -> Path:
     return _scratch_dir
 
 
-def check_tree(destination: Path) -> int:
+def load() -> None:
+    """Import the extraction code (under atheris' instrumentation when fuzzing)."""
+    global archive_module, PullError
+    from training.pretrained import archive
+    from training.pretrained.errors import PullError as error
+
+    archive_module, PullError = archive, error
+
+
+def check_tree(destination: Path, cap: int = MAX_BYTES) -> int:
     """The bytes of the files under `destination`; AssertionError on a link, a special
-    file, an entry resolving outside it, or more than MAX_BYTES in all."""
+    file, an entry resolving outside it, or more than `cap` bytes in all (shared with
+    tests/training/test_pull_hardening.py)."""
     root = os.path.realpath(destination)
     total = 0
     for directory, dirs, files in os.walk(destination):
@@ -64,8 +76,8 @@ def check_tree(destination: Path) -> int:
             if os.path.commonpath([root, os.path.realpath(path)]) != root:
                 raise AssertionError(f"{path} resolves outside {root}")
             total += os.lstat(path).st_size if stat.S_ISREG(mode) else 0
-    if total > MAX_BYTES:
-        raise AssertionError(f"{total} bytes written, more than the cap {MAX_BYTES}")
+    if total > cap:
+        raise AssertionError(f"{total} bytes written, more than the cap {cap}")
     return total
 
 
@@ -84,7 +96,9 @@ def _try_archive(archive: Path, scratch: Path) -> None:
     into = scratch / "into"
     into.mkdir()
     try:
-        written = extract_into(archive, into, max_bytes=MAX_BYTES, max_members=MAX_MEMBERS)
+        written = archive_module.extract_into(
+            archive, into, max_bytes=MAX_BYTES, max_members=MAX_MEMBERS
+        )
     except PullError:
         written = None
     total = check_tree(into)
@@ -92,7 +106,7 @@ def _try_archive(archive: Path, scratch: Path) -> None:
         raise AssertionError(f"extract_into reported {written} bytes, {total} on disk")
     final = scratch / "final"
     try:
-        unpack(archive, final, max_bytes=MAX_BYTES, max_members=MAX_MEMBERS)
+        archive_module.unpack(archive, final, max_bytes=MAX_BYTES, max_members=MAX_MEMBERS)
     except PullError:
         _check_scratch(scratch, {"outside", "archive.tar.gz", "into"})
     else:
@@ -104,6 +118,8 @@ def _try_archive(archive: Path, scratch: Path) -> None:
 
 def test_one_input(data: bytes) -> None:
     """The fuzz target: `data`, raw and gzipped, as an artifact archive."""
+    if archive_module is None:
+        load()
     scratch = _scratch()
     archive = scratch / "archive.tar.gz"
     for payload in (data, gzip.compress(data, mtime=0)):
@@ -144,53 +160,16 @@ def seed_inputs() -> list[bytes]:
     ]
 
 
-def mutate(data: bytes, rng: random.Random) -> bytes:
-    """One random mutation: flip, overwrite with a tar-ish byte, truncate, or splice."""
-    data = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        action = rng.randrange(4)
-        at = rng.randrange(len(data) + 1)
-        if action == 0 and data:
-            data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
-        elif action == 1 and data:
-            data[min(at, len(data) - 1)] = rng.choice(b"0127/.\x00\xff5LKxgS ")
-        elif action == 2:
-            del data[at:]
-        else:
-            data[at:at] = rng.randbytes(rng.randint(1, 600))
-    return bytes(data)
-
-
-def run_plain(iterations: int, seed: int = 0) -> int:
-    """Run the target on `iterations` random mutations of the seeds (no atheris needed);
-    returns the number run. An exception is a finding, as under the fuzzer."""
-    rng = random.Random(seed)
-    seeds = seed_inputs()
-    for data in seeds:
-        test_one_input(data)
-    for _ in range(iterations):
-        test_one_input(mutate(rng.choice(seeds), rng))
-    return iterations + len(seeds)
+#: what the plain loop inserts: bytes that tar headers are made of
+TOKENS = [b"0", b"1", b"2", b"7", b"/", b"..", b"\x00", b"\xff", b"5", b"L", b"K", b"x", b"g", b"S"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Fuzz with atheris (libFuzzer flags in argv); `--plain N` runs the plain loop."""
-    argv = list(sys.argv if argv is None else argv)
-    if "--plain" in argv:
-        count = int(argv[argv.index("--plain") + 1])
-        print(f"fuzz_extract: {run_plain(count)} inputs, no finding")
-        return
-    import atheris  # the optional `fuzz` extra
-
-    atheris.instrument_all()
-    if not any(os.path.isdir(arg) for arg in argv[1:]):
-        corpus = Path(tempfile.mkdtemp(prefix="fuzz-extract-corpus-"))
-        atexit.register(shutil.rmtree, corpus, True)
-        for i, data in enumerate(seed_inputs()):
-            (corpus / f"seed-{i}").write_bytes(data)
-        argv.append(str(corpus))
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
+    harness.main(
+        "fuzz_extract", load, test_one_input, seed_inputs, argv,
+        instrument=("training.pretrained",), tokens=TOKENS,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

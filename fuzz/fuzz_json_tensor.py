@@ -3,7 +3,7 @@
 The first byte picks one of four signatures (DT_STRING [-1], DT_FLOAT [-1,3], DT_INT32
 [-1,-1], or DT_FLOAT a + DT_INT32 b) and whether the body also goes through the
 classify/regress `examples` decoder; the rest is the request body. `loads` + `predict_inputs`
-must return or raise ServingError, within the memory bound of `_decoder_harness`.
+must return or raise ServingError, within the memory bound of `_harness`.
 
     python fuzz/fuzz_json_tensor.py -max_total_time=60     # atheris (pip install .[fuzz])
     python fuzz/fuzz_json_tensor.py --plain 2000           # no atheris: random mutations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _decoder_harness as harness  # noqa: E402
+import _harness as harness  # noqa: E402
 
 json_tensor = None
 SIGNATURES: list = []

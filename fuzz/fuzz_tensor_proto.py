@@ -2,7 +2,7 @@
 bytes, parsed as a TensorProto.
 
 Bytes that are not a TensorProto are skipped; every proto that parses must decode or raise
-ServingError, allocating at most the bound of `_decoder_harness` (which allows a broadcast
+ServingError, allocating at most the bound of `_harness` (which allows a broadcast
 of one value up to its small --max_request_elements).
 
     python fuzz/fuzz_tensor_proto.py -max_total_time=60     # atheris (pip install .[fuzz])
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _decoder_harness as harness  # noqa: E402
+import _harness as harness  # noqa: E402
 
 tensors = None
 tensor_pb2 = None

@@ -3,7 +3,7 @@
 
 Bytes that are not a ModelInferRequest are skipped (protobuf refuses them before the server
 would see them); every request that parses must decode or raise ServingError, within the
-memory bound of `_decoder_harness`.
+memory bound of `_harness`.
 
     python fuzz/fuzz_v2_grpc.py -max_total_time=60     # atheris (pip install .[fuzz])
     python fuzz/fuzz_v2_grpc.py --plain 2000           # no atheris: random mutations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _decoder_harness as harness  # noqa: E402
+import _harness as harness  # noqa: E402
 
 v2 = None
 v2_protos = None

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _decoder_harness as harness  # noqa: E402
+import _harness as harness  # noqa: E402
 
 v2 = None
 SEPARATOR = b"\x00|"

@@ -5,8 +5,8 @@
     python fuzz/run.py --engine random      # no atheris: random mutations, in this process
 
 A target is a module with `test_one_input(data: bytes)` (raising on a finding) and a `main()`
-that runs it under atheris; `seed_inputs()` (a list of bytes) and `mutate(data, rng)` are
-used when present. With atheris (`pip install .[fuzz]`) each target runs in its own process
+that runs it under atheris; `seed_inputs()` (a list of bytes) and `TOKENS` (what
+`_harness.mutate` inserts) are used when present. With atheris (`pip install .[fuzz]`) each target runs in its own process
 (`python fuzz/fuzz_x.py -max_total_time=N -rss_limit_mb=2048 -print_final_stats=1 ...`),
 restarted after a crash until its time is spent, and libFuzzer's final statistics are read
 back. With `--engine random` the targets are imported here and fed mutations of their seeds.
@@ -31,6 +31,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # noqa: E402
 
 FUZZ_DIR = Path(__file__).resolve().parent
 REPO_ROOT = FUZZ_DIR.parent
@@ -133,26 +136,6 @@ def _load(path: Path):
     return module
 
 
-def generic_mutate(data: bytes, rng: random.Random) -> bytes:
-    """Bit flips, random bytes inserted or overwritten, cuts, repeats."""
-    data = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        at = rng.randrange(len(data) + 1)
-        action = rng.randrange(5)
-        if action == 0 and data:
-            data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
-        elif action == 1:
-            data[at:at] = rng.randbytes(rng.randint(1, 32))
-        elif action == 2:
-            del data[at : at + rng.randint(1, 32)]
-        elif action == 3 and data:
-            data[min(at, len(data) - 1)] = rng.choice(b'\x00\xff\x7f\x80\x01[]{}",:0-9')
-        elif data:
-            end = min(len(data), at + rng.randint(1, 16))
-            data[at:end] = data[at:end] * rng.randint(2, 8)
-    return bytes(data)
-
-
 def run_random(path: Path, seconds: int, artifacts: Path, seed: int) -> Result:
     """Feed `path`'s test_one_input its seeds, then mutations of them, for `seconds`."""
     result = Result(path.stem)
@@ -165,7 +148,7 @@ def run_random(path: Path, seconds: int, artifacts: Path, seed: int) -> Result:
         result.findings.append(f"import failed: {type(e).__name__}: {e}")
         result.seconds = time.monotonic() - started
         return result
-    mutate = getattr(module, "mutate", generic_mutate)
+    tokens = getattr(module, "TOKENS", harness.TOKENS)
     rng = random.Random(seed)
     pool, seen = list(seeds), set()
     deadline = started + seconds
@@ -173,7 +156,11 @@ def run_random(path: Path, seconds: int, artifacts: Path, seed: int) -> Result:
     while time.monotonic() < deadline:
         data = next(queue, None)
         if data is None:
-            data = mutate(rng.choice(pool), rng) if rng.random() < 0.9 else rng.randbytes(64)
+            data = (
+                harness.mutate(rng.choice(pool), rng, tokens)
+                if rng.random() < 0.9
+                else rng.randbytes(64)
+            )
         result.executions += 1
         try:
             module.test_one_input(data)

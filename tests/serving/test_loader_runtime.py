@@ -30,26 +30,25 @@ def _save(path, track: bool) -> np.ndarray:
     return x, model(x).numpy()
 
 
-def test_keras_export_with_tracked_variables_runs_in_a_session(tmp_path):
-    x, expected = _save(tmp_path / "1", track=True)
-    servable = Servable("m", 1, tmp_path / "1")
+def assert_runs_in(path, runtime: str, x: np.ndarray, expected: np.ndarray) -> None:
+    """The SavedModel at `path` loads into `runtime` and answers `expected` for `x`."""
+    servable = Servable("m", 1, path)
     try:
-        assert servable.runtime == "session"
+        assert servable.runtime == runtime
         _, out = inference.predict(servable, "", {"x": x})
         np.testing.assert_allclose(out["y"], expected, atol=1e-6)
     finally:
         servable.close()
+
+
+def test_keras_export_with_tracked_variables_runs_in_a_session(tmp_path):
+    x, expected = _save(tmp_path / "1", track=True)
+    assert_runs_in(tmp_path / "1", "session", x, expected)
 
 
 def test_keras_export_the_session_cannot_restore_falls_back_to_eager(tmp_path):
     x, expected = _save(tmp_path / "1", track=False)
-    servable = Servable("m", 1, tmp_path / "1")
-    try:
-        assert servable.runtime == "eager"
-        _, out = inference.predict(servable, "", {"x": x})
-        np.testing.assert_allclose(out["y"], expected, atol=1e-6)
-    finally:
-        servable.close()
+    assert_runs_in(tmp_path / "1", "eager", x, expected)
 
 
 def test_a_model_that_declares_a_generator_runs_its_functions(tmp_path):
@@ -57,10 +56,4 @@ def test_a_model_that_declares_a_generator_runs_its_functions(tmp_path):
     declares one (serving.cost) runs its TF2 signature functions, with the same answers."""
     x, expected = _save(tmp_path / "1", track=True)
     write_costs(tmp_path / "1", {"serving_default": {"inputs": {}, "new_tokens": 8}})
-    servable = Servable("m", 1, tmp_path / "1")
-    try:
-        assert servable.runtime == "eager"
-        _, out = inference.predict(servable, "", {"x": x})
-        np.testing.assert_allclose(out["y"], expected, atol=1e-6)
-    finally:
-        servable.close()
+    assert_runs_in(tmp_path / "1", "eager", x, expected)

@@ -15,7 +15,6 @@ import http.server
 import io
 import os
 import socket
-import stat
 import tarfile
 import tempfile
 import threading
@@ -26,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.fuzz_extract import check_tree  # one check of an extracted tree, shared
 from tests.helpers import zoo
 from tests.training.test_pretrained import _fake_saved_model
 from tfzoo.cli import build_parser
@@ -79,22 +79,6 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
                 path.read_bytes() if path.is_file() and not path.is_symlink() else None
             )
     return found
-
-
-def check_tree(destination: Path, cap: int) -> int:
-    """Assert everything under `destination` is a real file or directory inside it, the
-    files holding at most `cap` bytes together; returns that total."""
-    root = os.path.realpath(destination)
-    total = 0
-    for directory, dirs, files in os.walk(destination):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            mode = os.lstat(path).st_mode
-            assert stat.S_ISREG(mode) or stat.S_ISDIR(mode), path
-            assert os.path.commonpath([root, os.path.realpath(path)]) == root, path
-            total += os.lstat(path).st_size if stat.S_ISREG(mode) else 0
-    assert total <= cap
-    return total
 
 
 @pytest.fixture

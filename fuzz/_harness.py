@@ -1,6 +1,7 @@
-"""What the request-decoder fuzz targets share (fuzz_json_tensor, fuzz_v2_rest, fuzz_v2_grpc,
-fuzz_tensor_proto): small request limits, the memory bound every input must keep, a plain
-random-mutation loop, and the atheris entry point.
+"""What the fuzz targets share: the random mutations of the plain loop (and of
+`fuzz/run.py --engine random`), the atheris entry point, and for the request-decoder
+targets (fuzz_json_tensor, fuzz_v2_rest, fuzz_v2_grpc, fuzz_tensor_proto) small request
+limits and the memory bound every input must keep.
 
 A finding is any exception other than ServingError, or an input that makes the decoder
 allocate more than CONSTANT + PER_BYTE x its size (+ BROADCAST x MAX_ELEMENTS where a
@@ -25,7 +26,8 @@ MB = 1 << 20
 MAX_ELEMENTS = 1 << 12
 CONSTANT, PER_BYTE, BROADCAST = 2 * MB, 64, 16
 
-_TOKENS = [
+#: what `mutate` inserts by default: JSON-ish tokens and numbers the decoders look for
+TOKENS = [
     b"[",
     b"]",
     b"{",
@@ -79,8 +81,8 @@ def bounded(bound: int, fn: Callable, *args) -> None:
         raise AssertionError(f"{fn.__name__} allocated {peak} bytes for this input, bound {bound}")
 
 
-def mutate(data: bytes, rng: random.Random) -> bytes:
-    """A few random edits: a bit flipped, a JSON-ish token inserted, a cut, random bytes."""
+def mutate(data: bytes, rng: random.Random, tokens: list[bytes] = TOKENS) -> bytes:
+    """A few random edits: a bit flipped, a token inserted, a cut, random bytes, a repeat."""
     data = bytearray(data)
     for _ in range(rng.randint(1, 6)):
         at = rng.randrange(len(data) + 1)
@@ -88,7 +90,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         if action == 0 and data:
             data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
         elif action == 1:
-            data[at:at] = rng.choice(_TOKENS) * rng.choice([1, 1, 1, 2, 70])
+            data[at:at] = rng.choice(tokens) * rng.choice([1, 1, 1, 2, 70])
         elif action == 2:
             del data[at : at + rng.randint(1, 16)]
         elif action == 3:
@@ -100,7 +102,11 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def run_plain(
-    test_one_input: Callable[[bytes], None], seeds: list[bytes], iterations: int, seed: int = 0
+    test_one_input: Callable[[bytes], None],
+    seeds: list[bytes],
+    iterations: int,
+    seed: int = 0,
+    tokens: list[bytes] = TOKENS,
 ) -> int:
     """Run the target on the seeds, then `iterations` random mutations of them (no atheris);
     returns the number of inputs run. An exception is a finding, as under the fuzzer."""
@@ -109,7 +115,7 @@ def run_plain(
         test_one_input(data)
     pool = list(seeds)
     for _ in range(iterations):
-        data = mutate(rng.choice(pool), rng)
+        data = mutate(rng.choice(pool), rng, tokens)
         test_one_input(data)
         if len(pool) < 256 and rng.random() < 0.05:
             pool.append(data)
@@ -118,7 +124,7 @@ def run_plain(
 
 #: libFuzzer dictionary entries for the JSON targets (keys and values the decoders look for)
 JSON_WORDS = [
-    *_TOKENS,
+    *TOKENS,
     *(
         f'"{key}"'.encode()
         for key in (
@@ -150,19 +156,22 @@ def main(
     seed_inputs: Callable[[], list[bytes]],
     argv: list[str] | None = None,
     dictionary: list[bytes] | None = None,
+    instrument: tuple[str, ...] = ("serving",),
+    tokens: list[bytes] = TOKENS,
 ) -> None:
-    """Fuzz with atheris (libFuzzer flags in argv), instrumenting the `serving` package only;
-    `--plain N` runs N random mutations without atheris instead. `dictionary`: words for
-    libFuzzer's mutations, unless argv gives a -dict."""
+    """Fuzz with atheris (libFuzzer flags in argv), instrumenting the `instrument` packages
+    only; `--plain N` runs N random mutations (inserting `tokens`) without atheris instead.
+    `dictionary`: words for libFuzzer's mutations, unless argv gives a -dict."""
     argv = list(sys.argv if argv is None else argv)
     if "--plain" in argv:
         load()
         count = int(argv[argv.index("--plain") + 1])
-        print(f"{name}: {run_plain(test_one_input, seed_inputs(), count)} inputs, no finding")
+        done = run_plain(test_one_input, seed_inputs(), count, tokens=tokens)
+        print(f"{name}: {done} inputs, no finding")
         return
     import atheris  # the optional `fuzz` extra
 
-    with atheris.instrument_imports(include=["serving"]):
+    with atheris.instrument_imports(include=list(instrument)):
         load()
     if dictionary and not any(arg.startswith("-dict=") for arg in argv):
         argv.insert(1, f"-dict={_dictionary_file(dictionary)}")
