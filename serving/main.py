@@ -429,7 +429,7 @@ def _serve(args) -> int:
             max_body,
             args.rest_api_timeout_in_ms,
             cors=args.rest_api_enable_cors_support,
-            num_threads=max(1, args.rest_api_num_threads),
+            num_threads=args.rest_api_num_threads,
         )
         try:
             http_srv = rest_server.build_server(
