@@ -130,8 +130,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(make_call, clients: int, seconds: float, pid: int) -> tuple[float, float]:
-    """(requests/second, server CPU ms per request) with `clients` threads each calling its own
+def throughput(make_call, clients: int, seconds: float, pid: int) -> tuple[float, float, int]:
+    """(requests/second, server CPU ms per request, all requests made) with `clients` threads each calling its own
     make_call() in a loop against the server process `pid`. CPU per request is what the server
     spends on a request whatever share of the shared machine it gets, so it is the steadier
     measure of efficiency when other jobs load the machine."""
@@ -164,7 +164,8 @@ def throughput(make_call, clients: int, seconds: float, pid: int) -> tuple[float
         t.join(timeout=60)
     if errors:
         print(f"  {len(errors)} failed requests, e.g. {errors[0][:200]}", file=sys.stderr)
-    return done / elapsed, 1000.0 * cpu / max(done, 1)
+    # every request made, warm-up calls included: the window the caller counts batches over
+    return done / elapsed, 1000.0 * cpu / max(done, 1), sum(counts) + clients
 
 
 def start(cmd: list[str], ready: str, timeout: float = 300) -> subprocess.Popen:
@@ -250,12 +251,52 @@ FLASK_APP = textwrap.dedent(
 )
 
 
+BATCHING = (
+    "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n"
+    "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
+)
+MONITORING = 'prometheus_config { enable: true, path: "/metrics" }\n'
+
+
+def baseline_tree(rev: str, tmp: Path) -> Path:
+    """A checkout of `rev` (a git worktree, removed at exit by the caller) to run the old
+    server from, with this repository's virtual environment."""
+    tree = tmp / f"baseline-{rev[:12]}"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), rev],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    return tree
+
+
+def batches_run(port: int) -> float:
+    """How many batches the server has run (processed_batch_size's count, every signature)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(":tensorflow:serving:batching_session:processed_batch_size_count")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base-path", help="a zoo export (base path with int versions)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput measurement")
     parser.add_argument("--requests", type=int, default=300, help="per latency measurement")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--baseline", metavar="REV",
+        help="also run the server of this git revision, side by side (before / after)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batching-file", help="BatchingParameters for the batched servers (default: "
+        "max 32, timeout 0, 2 threads)",
+    )  # fmt: skip
+    parser.add_argument("--no-flask", action="store_true", help="leave out the Flask baseline")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -268,51 +309,65 @@ def main(argv: list[str] | None = None) -> int:
     pixels = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
     body = orjson.dumps({"signature_name": SIGNATURE, "instances": pixels.tolist()})
     flask_body = orjson.dumps({"instances": pixels.tolist()})
-    rows: list[tuple[str, str, str]] = []
 
     fn = tf.saved_model.load(str(version)).signatures[SIGNATURE]
     tensor = tf.constant(pixels)
     session_call = session_callable(version)
 
     batching = tmp / "batching.txt"
-    batching.write_text(
-        "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n"
-        "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
-    )
+    batching.write_text(Path(args.batching_file).read_text() if args.batching_file else BATCHING)
+    monitoring = tmp / "monitoring.txt"
+    monitoring.write_text(MONITORING)
     app = tmp / "flask_app.py"
     app.write_text(FLASK_APP)
-    ports = {k: free_port() for k in ("grpc_u", "rest_u", "grpc_b", "rest_b", "flask")}
+    trees = {"new": REPO}
+    if args.baseline:
+        trees["old"] = baseline_tree(args.baseline, tmp)
     procs = []
     pids: dict[str, int] = {}
+    ports: dict[str, int] = {}
     results: dict[str, object] = {}
     try:
-        # all three servers run side by side (idle unless measured), and measurements are
+        # every server runs side by side (idle unless measured), and measurements are
         # interleaved, so a change in the shared machine's load hits every row alike
-        for tag in ("u", "b"):
-            cmd = [sys.executable, "-m", "serving", f"--port={ports['grpc_' + tag]}",
-                   f"--rest_api_port={ports['rest_' + tag]}", "--model_name=cifar",
-                   f"--model_base_path={base}"]  # fmt: skip
-            if tag == "b":
-                cmd += ["--enable_batching", f"--batching_parameters_file={batching}"]
-            procs.append(start(cmd, "Exporting HTTP/REST API"))
-            pids["grpc_" + tag] = pids["rest_" + tag] = procs[-1].pid
-        procs.append(
-            start([sys.executable, str(app), str(version), str(ports["flask"])], "FLASK READY")
-        )
-        pids["flask"] = procs[-1].pid
-        time.sleep(2.0)  # werkzeug binds just after the ready line
+        for tree_name, tree in trees.items():
+            for tag in ("u", "b"):
+                grpc_port, rest_port = free_port(), free_port()
+                cmd = [sys.executable, "-m", "serving", f"--port={grpc_port}",
+                       f"--rest_api_port={rest_port}", "--model_name=cifar",
+                       f"--model_base_path={base}", f"--monitoring_config_file={monitoring}"]  # fmt: skip
+                if tag == "b":
+                    cmd += ["--enable_batching", f"--batching_parameters_file={batching}"]
+                proc = subprocess.Popen(
+                    cmd, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                )
+                procs.append(wait_ready(proc, "Exporting HTTP/REST API"))
+                for proto, port in (("grpc", grpc_port), ("rest", rest_port)):
+                    key = f"{tree_name}_{proto}_{tag}"
+                    ports[key], pids[key] = port, proc.pid
+                ports[f"{tree_name}_metrics_{tag}"] = rest_port
+        if not args.no_flask:
+            ports["flask"] = free_port()
+            procs.append(
+                start([sys.executable, str(app), str(version), str(ports["flask"])], "FLASK READY")
+            )
+            pids["flask"] = procs[-1].pid
+            time.sleep(2.0)  # werkzeug binds just after the ready line
 
-        callers = {
-            "grpc_u": grpc_caller(ports["grpc_u"], pixels),
-            "grpc_b": grpc_caller(ports["grpc_b"], pixels),
-            "rest_u": http_caller(ports["rest_u"], "/v1/models/cifar:predict", body),
-            "rest_b": http_caller(ports["rest_b"], "/v1/models/cifar:predict", body),
-            "flask": http_caller(ports["flask"], "/predict", flask_body),
-        }
+        callers = {}
+        for key, port in ports.items():
+            if "_grpc_" in key:
+                callers[key] = grpc_caller(port, pixels)
+            elif "_rest_" in key:
+                callers[key] = http_caller(port, "/v1/models/cifar:predict", body)
+        if not args.no_flask:
+            callers["flask"] = http_caller(ports["flask"], "/predict", flask_body)
         one = {"inproc": lambda: fn(pixels=tensor)}
         if session_call is not None:
             one["session"] = lambda: session_call(pixels)
-        one.update({k: callers[k]() for k in ("grpc_u", "rest_u")})
+        for tree_name in trees:
+            for proto in ("grpc", "rest"):
+                one[f"{tree_name}_{proto}_u"] = callers[f"{tree_name}_{proto}_u"]()
         samples: dict[str, list[float]] = {k: [] for k in one}
         for i in range(args.requests + 20):
             for k, call in one.items():
@@ -330,100 +385,122 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(calls):
                 fn(pixels=x)
             results[f"inproc{size}_cpu"] = 1000 * (cpu_seconds(os.getpid()) - cpu0) / 640
-        results["flask_lat"] = timed(callers["flask"](), max(20, args.requests // 10), warm=3)
+        if not args.no_flask:
+            results["flask_lat"] = timed(callers["flask"](), max(20, args.requests // 10), warm=3)
 
-        rates: dict[str, list[tuple[float, float]]] = {k: [] for k in callers}
+        rates: dict[str, list[tuple[float, float, float]]] = {k: [] for k in callers}
         for _ in range(2):
             for k, make in callers.items():
-                rates[k].append(throughput(make, args.clients, args.seconds / 2, pids[k]))
+                metrics_port = ports.get(k.rsplit("_", 2)[0] + "_metrics_b")
+                batched = k.endswith("_b")
+                before = batches_run(metrics_port) if batched else 0.0
+                rate, cpu, done = throughput(make, args.clients, args.seconds / 2, pids[k])
+                mean = done / max(batches_run(metrics_port) - before, 1) if batched else 1.0
+                rates[k].append((rate, cpu, mean))
         for k, v in rates.items():
-            results[k] = float(np.mean([r for r, _ in v]))
-            results[k + "_cpu"] = float(np.mean([c for _, c in v]))
+            results[k] = float(np.mean([r for r, _, _ in v]))
+            results[k + "_cpu"] = float(np.mean([c for _, c, _ in v]))
+            results[k + "_mean_batch"] = float(np.mean([m for _, _, m in v]))
     finally:
         for proc in procs:
             stop(proc)
+        if "old" in trees:
+            subprocess.run(["git", "worktree", "remove", "--force", str(trees["old"])],
+                           cwd=REPO, capture_output=True)  # fmt: skip
 
+    report(results, trees, args)
+    return 0
+
+
+def wait_ready(proc: subprocess.Popen, ready: str, timeout: float = 300) -> subprocess.Popen:
+    """Wait for `ready` in the process's output (then keep draining it)."""
+    deadline = time.monotonic() + timeout
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if ready in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError("process did not start:\n" + "".join(lines[-30:]))
+
+
+def report(results: dict, trees: dict, args) -> None:
+    """Print the table."""
+    rows: list[tuple[str, str, str]] = []
     inproc = results["inproc_lat"]
     rows.append(("batch-1 in-process signature call", f"{inproc[0]:.2f} / {inproc[1]:.2f}", "-"))
+    floor = inproc
     if "session_lat" in results:
-        sess = results["session_lat"]
+        floor = sess = results["session_lat"]
         rows.append((
             "batch-1 in-process session callable",
             f"{sess[0]:.2f} / {sess[1]:.2f}",
-            "how the server runs it (TF Serving's way); gRPC p50 "
-            f"+{results['grpc_u_lat'][0] - sess[0]:.2f} ms, REST "
-            f"+{results['rest_u_lat'][0] - sess[0]:.2f} ms over this",
+            "how the server runs it (TF Serving's way)",
         ))  # fmt: skip
     b32 = results["inproc32"][0] / 32
+    limit = 1000.0 / b32
     rows.append((
         "in-process batch-32, per image",
         f"{b32:.2f}",
-        f"batch-1 p50 / this = {inproc[0] / b32:.1f}x (upper bound of any batching gain)",
+        f"{limit:.0f} images/s: the model's own limit; batch-1 p50 / this = "
+        f"{inproc[0] / b32:.1f}x",
     ))  # fmt: skip
-    results["grpc_lat"], results["rest_lat"] = results["grpc_u_lat"], results["rest_u_lat"]
-    results["grpc_unbatched"], results["grpc_batched"] = results["grpc_u"], results["grpc_b"]
-    results["rest_unbatched"], results["rest_batched"] = results["rest_u"], results["rest_b"]
-
-    g, r, f = results["grpc_lat"], results["rest_lat"], results["flask_lat"]
-    rows.append(
-        (
-            "batch-1 Predict over gRPC",
-            f"{g[0]:.2f} / {g[1]:.2f}",
-            f"p50 +{g[0] - inproc[0]:.2f} ms vs in-process (target <= +1)",
-        )
-    )
-    rows.append(
-        (
-            "batch-1 Predict over REST",
-            f"{r[0]:.2f} / {r[1]:.2f}",
-            f"p50 +{r[0] - inproc[0]:.2f} ms vs in-process (target <= +2)",
-        )
-    )
-    rows.append(
-        (
-            "batch-1 Flask + model.predict",
-            f"{f[0]:.2f} / {f[1]:.2f}",
-            f"p50 {f[0] / r[0]:.1f}x our REST",
-        )
-    )
-    c = args.clients
-    gu, gb, ru, rb, fl = (
-        results[k]
-        for k in ("grpc_unbatched", "grpc_batched", "rest_unbatched", "rest_batched", "flask")
-    )
     c1, c32 = results["inproc1_cpu"], results["inproc32_cpu"]
     rows.append((
         "in-process CPU ms per image, batch 1 / 32",
         f"{c1:.2f} / {c32:.2f}",
         f"{c1 / c32:.1f}x (the model's own batching gain in CPU)",
     ))  # fmt: skip
-
-    def cpu(k: str) -> str:
-        return f"server {results[k + '_cpu']:.2f} CPU ms/req"
-
-    rows.append((f"{c} clients gRPC, no batching", f"{gu:.0f} req/s", cpu("grpc_u")))
-    rows.append((
-        f"{c} clients gRPC, batching",
-        f"{gb:.0f} req/s",
-        f"{gb / gu:.1f}x unbatched (target >= 3); {cpu('grpc_b')}, "
-        f"{results['grpc_u_cpu'] / results['grpc_b_cpu']:.1f}x less than unbatched",
-    ))  # fmt: skip
-    rows.append((f"{c} clients REST, no batching", f"{ru:.0f} req/s", cpu("rest_u")))
-    rows.append((
-        f"{c} clients REST, batching",
-        f"{rb:.0f} req/s",
-        f"{rb / ru:.1f}x unbatched; {cpu('rest_b')}",
-    ))  # fmt: skip
-    rows.append((f"{c} clients Flask + model.predict", f"{fl:.0f} req/s", f"REST batched {rb / fl:.1f}x, gRPC batched {gb / fl:.1f}x Flask (target >= 10)"))  # fmt: skip
+    c = args.clients
+    for tree in trees:
+        label = f"[{tree}] " if len(trees) > 1 else ""
+        for proto, name in (("grpc", "gRPC"), ("rest", "REST")):
+            lat = results[f"{tree}_{proto}_u_lat"]
+            rows.append((
+                f"{label}batch-1 Predict over {name}",
+                f"{lat[0]:.2f} / {lat[1]:.2f}",
+                f"p50 +{lat[0] - floor[0]:.2f} ms over the session callable",
+            ))  # fmt: skip
+        for proto, name in (("grpc", "gRPC"), ("rest", "REST")):
+            u, b = results[f"{tree}_{proto}_u"], results[f"{tree}_{proto}_b"]
+            ucpu, bcpu = results[f"{tree}_{proto}_u_cpu"], results[f"{tree}_{proto}_b_cpu"]
+            rows.append((f"{label}{c} clients {name}, no batching", f"{u:.0f} req/s",
+                         f"server {ucpu:.2f} CPU ms/req"))  # fmt: skip
+            rows.append((
+                f"{label}{c} clients {name}, batching",
+                f"{b:.0f} req/s",
+                f"{b / limit:.0%} of the model's limit, {b / u:.1f}x unbatched; server "
+                f"{bcpu:.2f} CPU ms/req; mean batch "
+                f"{results[f'{tree}_{proto}_b_mean_batch']:.1f}",
+            ))  # fmt: skip
+    if "old" in trees:
+        for proto, name in (("grpc", "gRPC"), ("rest", "REST")):
+            old, new = results[f"old_{proto}_b_cpu"], results[f"new_{proto}_b_cpu"]
+            rows.append((
+                f"new / old, {name} batched",
+                f"{results[f'new_{proto}_b'] / results[f'old_{proto}_b']:.2f}x req/s",
+                f"CPU per request {new:.2f} vs {old:.2f} ms ({old / new:.2f}x less)",
+            ))  # fmt: skip
+    if "flask_lat" in results:
+        f = results["flask_lat"]
+        r = results["new_rest_u_lat"]
+        rows.append(("batch-1 Flask + model.predict", f"{f[0]:.2f} / {f[1]:.2f}",
+                     f"p50 {f[0] / r[0]:.1f}x our REST"))  # fmt: skip
+        fl = results["flask"]
+        rows.append((f"{c} clients Flask + model.predict", f"{fl:.0f} req/s",
+                     f"REST batched {results['new_rest_b'] / fl:.1f}x Flask"))  # fmt: skip
 
     load = os.getloadavg()
-    print(f"\nServing benchmark: {version} signature {SIGNATURE}, {os.cpu_count()} CPUs")
+    print(f"\nServing benchmark: signature {SIGNATURE}, {os.cpu_count()} CPUs; "
+          + ", ".join(f"{k} = {v}" for k, v in trees.items()))  # fmt: skip
     print(f"load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
     width = max(len(x[0]) for x in rows)
     print(f"{'measurement':<{width}}  {'p50 / p99 ms or rate':<22}  ratio")
     for name, value, ratio in rows:
         print(f"{name:<{width}}  {value:<22}  {ratio}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,17 +15,18 @@ differ from the signature) run on their own, so batching never changes which req
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from google.protobuf import text_format
 
-from serving import deadline, metrics
+from serving import aio, deadline, metrics
 from serving.config_protos import BatchingParameters
 from serving.errors import ServingError, invalid
 from serving.servable import Signature, shape_compatible, shape_of
@@ -123,18 +124,42 @@ def _held_lock() -> threading.Lock:
     return lock
 
 
-@dataclass
+@dataclass(eq=False)
 class _Task:
     key: tuple
     inputs: dict[str, np.ndarray]
     rows: int
     enqueued: float
-    # held until the result is in: a bare lock is much cheaper to signal than an Event
-    # (Condition + notify_all) when a batch thread completes dozens of tasks under the GIL
     limit: deadline.Deadline | None = None  # the request's deadline
-    done: threading.Lock = field(default_factory=_held_lock)
+    # a synchronous caller waits on `done`, held until the result is in (a bare lock is much
+    # cheaper to signal than an Event when a batch thread completes dozens of tasks); an
+    # asynchronous one awaits `future`, resolved on its loop
+    done: threading.Lock | None = None
+    future: asyncio.Future | None = None
     result: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
+
+
+def _resolve(tasks: list[_Task]) -> None:
+    """On the waiters' event loop: wake every task of a finished batch."""
+    for t in tasks:
+        if not t.future.done():
+            t.future.set_result(None)
+
+
+def _finish(batch: list[_Task]) -> None:
+    """Wake every waiter of a finished batch: one loop wake-up per event loop, not per task."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Task]] = {}
+    for t in batch:
+        if t.future is not None:
+            by_loop.setdefault(t.future.get_loop(), []).append(t)
+        else:
+            t.done.release()
+    for loop, tasks in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, tasks)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
 class BatchQueue:
@@ -149,6 +174,7 @@ class BatchQueue:
         self._rows = 0
         self._closed = False
         self._max_rows = options.max_batch_size * options.max_enqueued_batches
+        self._labels = (servable.name, sig.name)
         self._threads = [
             threading.Thread(target=self._worker, name=f"batch-{sig.name}-{i}", daemon=True)
             for i in range(options.num_batch_threads)
@@ -175,6 +201,34 @@ class BatchQueue:
             return None
         return (output_names, tuple(parts))
 
+    def _enqueue(self, task: _Task) -> None:
+        with self._cv:
+            if self._closed:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "Servable is being unloaded")
+            if self._rows + task.rows > self._max_rows:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "The batch scheduling queue to which this task was submitted is full",
+                )
+            self._tasks.append(task)
+            self._rows += task.rows
+            self._cv.notify()
+        metrics.INPUT_BATCH_SIZE.observe(task.rows, *self._labels)
+
+    def _drop(self, task: _Task) -> None:
+        """Forget a task whose caller gave up; one already in a batch simply runs."""
+        with self._cv:
+            try:
+                self._tasks.remove(task)
+                self._rows -= task.rows
+            except ValueError:
+                pass
+
+    def _outcome(self, task: _Task) -> dict[str, np.ndarray]:
+        if task.error is not None:
+            raise task.error
+        return task.result
+
     def submit(
         self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
@@ -182,31 +236,41 @@ class BatchQueue:
         key = self._batch_key(inputs, output_names)
         if key is None:
             return self._servable.run_direct(sig, inputs, output_names)
-        rows = next(iter(inputs.values())).shape[0]
         limit = deadline.current()
-        task = _Task(key, inputs, rows, time.monotonic(), limit)
-        with self._cv:
-            if self._closed:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, "Servable is being unloaded")
-            if self._rows + rows > self._max_rows:
-                raise ServingError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "The batch scheduling queue to which this task was submitted is full",
-                )
-            self._tasks.append(task)
-            self._rows += rows
-            self._cv.notify()
+        rows = next(iter(inputs.values())).shape[0]
+        task = _Task(key, inputs, rows, time.monotonic(), limit, done=_held_lock())
+        self._enqueue(task)
         if not _wait(task.done, limit):
-            with self._cv:
-                try:
-                    self._tasks.remove(task)  # not taken by a batch yet: drop it
-                    self._rows -= rows
-                except ValueError:
-                    pass  # already running in a batch; its result is simply not used
+            self._drop(task)
             raise limit.error()
-        if task.error is not None:
-            raise task.error
-        return task.result
+        return self._outcome(task)
+
+    async def submit_async(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """`submit` for a caller on an event loop: the wait holds no thread."""
+        key = self._batch_key(inputs, output_names)
+        if key is None:
+            return await aio.blocking(self._servable.run_direct, sig, inputs, output_names)
+        limit = deadline.current()
+        rows = next(iter(inputs.values())).shape[0]
+        future = asyncio.get_running_loop().create_future()
+        task = _Task(key, inputs, rows, time.monotonic(), limit, future=future)
+        self._enqueue(task)
+        try:
+            if limit is None:
+                await asyncio.shield(future)
+            else:
+                await asyncio.wait_for(asyncio.shield(future), max(limit.remaining(), 0))
+        except TimeoutError:
+            self._drop(task)
+            raise limit.error() from None
+        except asyncio.CancelledError:
+            self._drop(task)
+            if limit is not None:
+                limit.cancel()
+            raise
+        return self._outcome(task)
 
     def _take_batch(self) -> list[_Task] | None:
         timeout = self._opts.batch_timeout_micros / 1e6
@@ -235,7 +299,10 @@ class BatchQueue:
                     rest.append(t)
             self._tasks = rest
             self._rows -= rows
-            return batch
+        now = time.monotonic()
+        for t in batch:
+            metrics.QUEUING_LATENCY.observe((now - t.enqueued) * 1e6, *self._labels)
+        return batch
 
     def _worker(self) -> None:
         while True:
@@ -261,34 +328,43 @@ class BatchQueue:
             )
             for t in batch:
                 t.error = error
-                t.done.release()
+            _finish(batch)
             return
         with deadline.bound(limit):
             self._run_merged(batch)
+
+    def _merge(self, batch: list[_Task], target: int) -> dict[str, np.ndarray]:
+        """Each input of the batch, built once: every request's rows copied into one buffer
+        of `target` rows, the rows past theirs filled with the first request's first row."""
+        merged = {}
+        for name in batch[0].inputs:
+            parts = [t.inputs[name] for t in batch]
+            if self._opts.pad_variable_length_inputs:
+                parts = pad_to_common_shape(parts)
+            first = parts[0]
+            buffer = np.empty((target, *first.shape[1:]), dtype=first.dtype)
+            start = 0
+            for part in parts:
+                buffer[start : start + len(part)] = part
+                start += len(part)
+            if start < target:
+                buffer[start:] = first[:1]
+            merged[name] = buffer
+        return merged
 
     def _run_merged(self, batch: list[_Task]) -> None:
         output_names = batch[0].key[0]
         try:
             rows = sum(t.rows for t in batch)
-            metrics.PROCESSED_BATCH_SIZE.observe(
-                self._padded_size(rows), self._servable.name, self._sig.name
-            )
-            if len(batch) == 1:
+            target = self._padded_size(rows)
+            metrics.record_batch(self._labels, target, target - rows)
+            if len(batch) == 1 and target == rows:
                 batch[0].result = self._servable.run_direct(
                     self._sig, batch[0].inputs, output_names
                 )
                 return
-            target = self._padded_size(rows)
-            merged = {}
-            for name in batch[0].inputs:
-                parts = [t.inputs[name] for t in batch]
-                if self._opts.pad_variable_length_inputs:
-                    parts = pad_to_common_shape(parts)
-                if target > rows:  # pad by repeating the first row
-                    parts.append(np.repeat(parts[0][:1], target - rows, axis=0))
-                merged[name] = np.concatenate(parts, axis=0)
             try:
-                out = self._servable.run_direct(self._sig, merged, output_names)
+                out = self._servable.run_direct(self._sig, self._merge(batch, target), output_names)
             except ServingError:
                 out = None
             if out is None or any(np.ndim(v) == 0 or len(v) != target for v in out.values()):
@@ -300,7 +376,7 @@ class BatchQueue:
                         t.error = e
                 return
             start = 0
-            for t in batch:
+            for t in batch:  # views of the batch output, no copy
                 t.result = {k: v[start : start + t.rows] for k, v in out.items()}
                 start += t.rows
         except BaseException as e:
@@ -308,8 +384,7 @@ class BatchQueue:
                 if t.result is None and t.error is None:
                     t.error = e
         finally:
-            for t in batch:
-                t.done.release()
+            _finish(batch)
 
     def close(self) -> None:
         """Finish queued work, then stop the threads."""

@@ -5,7 +5,8 @@ Two sources, as in TF Serving: REST requests get --rest_api_timeout_in_ms
 deadline (prediction_service_impl.cc: `run_options.set_timeout_in_ms(
 DeadlineToTimeoutMillis(context->raw_deadline()))` for Predict, Classify, Regress and
 MultiInference). A front end opens `scope(timeout_ms)` around a request; the code that runs the model reads
-`current()` from the same thread, so no signature in between has to carry the deadline:
+`current()` from the same context (a thread, or an asyncio task of the async front ends: the
+deadline is a ContextVar), so no signature in between has to carry the deadline:
 - TF2 signature functions run under a `CancellationManager` that one watchdog thread cancels
   when the deadline passes, so the runtime stops the graph (a long loop really stops, the
   thread and the CPU are freed).
@@ -22,6 +23,7 @@ TensorFlow keeps the active CancellationManager in one process-wide global
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import heapq
 import itertools
 import threading
@@ -34,7 +36,10 @@ from tensorflow.python.eager import cancellation
 
 from serving.errors import ServingError
 
-_local = threading.local()
+_local = threading.local()  # the TF cancellation manager of the call running in a thread
+_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "deadline", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class Deadline:
 
 def current() -> Deadline | None:
     """The deadline of the request this thread is serving, if any."""
-    return getattr(_local, "deadline", None)
+    return _deadline.get()
 
 
 @contextlib.contextmanager
@@ -86,12 +91,12 @@ def scope(timeout_ms: int) -> Iterator[Deadline | None]:
     if timeout_ms <= 0:
         yield None
         return
-    previous = current()
-    _local.deadline = Deadline(time.monotonic() + timeout_ms / 1000.0, timeout_ms)
+    limit = Deadline(time.monotonic() + timeout_ms / 1000.0, timeout_ms)
+    token = _deadline.set(limit)
     try:
-        yield _local.deadline
+        yield limit
     finally:
-        _local.deadline = previous
+        _deadline.reset(token)
 
 
 _default_client_ms = 0
@@ -115,12 +120,12 @@ def client_scope(seconds_left: float | None) -> Iterator[Deadline | None]:
             return
         seconds_left = _default_client_ms / 1000.0
         source = "--grpc_default_timeout_in_ms"
-    previous = current()
-    _local.deadline = Deadline(time.monotonic() + seconds_left, _budget_ms(seconds_left), source)
+    limit = Deadline(time.monotonic() + seconds_left, _budget_ms(seconds_left), source)
+    token = _deadline.set(limit)
     try:
-        yield _local.deadline
+        yield limit
     finally:
-        _local.deadline = previous
+        _deadline.reset(token)
 
 
 def _budget_ms(seconds_left: float) -> int:
@@ -141,12 +146,11 @@ def for_batch(limits: list[Deadline | None]) -> Deadline | None:
 @contextlib.contextmanager
 def bound(limit: Deadline | None) -> Iterator[Deadline | None]:
     """Run this block (in this thread) under an existing deadline."""
-    previous = current()
-    _local.deadline = limit
+    token = _deadline.set(limit)
     try:
         yield limit
     finally:
-        _local.deadline = previous
+        _deadline.reset(token)
 
 
 # ---- cancellation of TF2 function calls ---------------------------------------------------

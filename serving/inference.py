@@ -60,14 +60,23 @@ def output_names(sig: Signature, output_filter) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def predict(
+def prepare(
     servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], output_filter=()
-) -> tuple[Signature, dict[str, np.ndarray]]:
-    """Run any signature on named input arrays."""
+) -> tuple[Signature, dict[str, np.ndarray], tuple[str, ...]]:
+    """Everything Predict checks before it runs: the signature, its inputs (names, dtypes,
+    cost) and the outputs asked for."""
     sig = servable.signature(signature_name)
     inputs = validate_inputs(sig, inputs)
     outputs = output_names(sig, output_filter)
     cost.check(inputs, servable.costs.get(sig.name))
+    return sig, inputs, outputs
+
+
+def predict(
+    servable: Servable, signature_name: str, inputs: dict[str, np.ndarray], output_filter=()
+) -> tuple[Signature, dict[str, np.ndarray]]:
+    """Run any signature on named input arrays."""
+    sig, inputs, outputs = prepare(servable, signature_name, inputs, output_filter)
     return sig, servable.run(sig, inputs, outputs)
 
 

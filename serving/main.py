@@ -16,6 +16,7 @@ that does not load.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
@@ -57,7 +58,8 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("port", int, 8500, "TCP port for gRPC (0: none)"),
     ("grpc_socket_path", str, "", "also listen for gRPC on this Unix socket"),
     ("rest_api_port", int, 0, "port for the HTTP/REST API (0: no REST)"),
-    ("rest_api_num_threads", int, 4 * _CPUS, "REST requests served at once"),
+    ("rest_api_num_threads", int, 4 * _CPUS,
+     "REST worker threads: requests running blocking work at once (a batched wait holds none)"),
     ("rest_api_timeout_in_ms", int, 30000, "timeout for REST calls"),
     ("rest_api_enable_cors_support", _bool, False, "CORS headers on REST answers"),
     ("enable_batching", _bool, False, "enable batching"),
@@ -69,8 +71,11 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("model_config_file_poll_wait_seconds", int, 0, "re-read the config file (0: never)"),
     ("model_name", str, "default", "model name (ignored with --model_config_file)"),
     ("model_base_path", str, "", "model base path (ignored with --model_config_file)"),
-    ("num_load_threads", int, 0, "ignored: loads run one at a time"),
-    ("num_unload_threads", int, 0, "ignored: unloads run one at a time"),
+    ("num_load_threads", int, 0,
+     "threads loading models after the initial ones (0: one at a time)"),
+    ("num_unload_threads", int, 0, "threads unloading models (0: one at a time)"),
+    ("num_initial_load_threads", int, 4 * _CPUS,
+     "zoo: threads loading the initial models (TF Serving's ServerCore option; 0: one at a time)"),
     ("max_num_load_retries", int, 5, "retries of a failed load"),
     ("load_retry_interval_micros", int, 60 * 1000 * 1000, "wait between load retries"),
     ("file_system_poll_wait_seconds", int, 1, "poll for new versions (0: once)"),
@@ -85,7 +90,8 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("per_process_gpu_memory_fraction", float, 0.0, "ignored"),
     ("saved_model_tags", str, "serve", "comma-separated tags of the MetaGraph to load"),
     ("grpc_channel_arguments", str, "", "k=v,k=v gRPC server arguments"),
-    ("grpc_max_threads", int, 4 * _CPUS, "gRPC handler threads"),
+    ("grpc_max_threads", int, 4 * _CPUS,
+     "gRPC worker threads for blocking work (a Predict waiting for its batch holds none)"),
     ("enable_model_warmup", _bool, True, "replay assets.extra/tf_serving_warmup_requests"),
     ("num_request_iterations_for_warmup", int, 0, "times each warmup record runs (0: once)"),
     ("version", _bool, False, "print the version and exit"),
@@ -314,7 +320,7 @@ def _session_config(args):
 def _serve(args) -> int:
     import tensorflow as tf  # noqa: F401  (slow import, after argument errors)
 
-    from serving import grpc_server, rest_server, v2, warmup
+    from serving import aio, grpc_server, rest_server, v2, warmup
     from serving.errors import ServingError
     from serving.manager import Manager
     from serving.metrics import LOAD_ATTEMPT_COUNT
@@ -368,6 +374,9 @@ def _serve(args) -> int:
         max_num_load_retries=args.max_num_load_retries,
         load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        num_load_threads=args.num_load_threads,
+        num_unload_threads=args.num_unload_threads,
+        num_initial_load_threads=args.num_initial_load_threads,
     )
     request_logger = RequestLogger(tags)
     config_lock = threading.Lock()
@@ -386,32 +395,37 @@ def _serve(args) -> int:
 
     core = PredictionCore(manager, request_logger)
     v2_api = v2.OpenInferenceApi(core)
-    v2_service = v2.GrpcInferenceService(v2_api, grpc_server.guard)
+    serving_loop = aio.ServingLoop()
     try:
-        grpc_srv, health = grpc_server.build_server(
-            core,
-            reload_config,
-            args.port,
-            args.grpc_max_message_size,
-            max_workers=max(1, args.grpc_max_threads),
-            socket_path=args.grpc_socket_path,
-            channel_arguments=args.grpc_channel_arguments,
-            ssl_config=opts["grpc_ssl"],
-            health_check=args.enable_grpc_healthcheck_service,
-            extra_handlers=(v2_service.handler(),),
+        grpc_srv, health = serving_loop.run(
+            grpc_server.build_server(
+                core,
+                reload_config,
+                args.port,
+                args.grpc_max_message_size,
+                max_workers=max(1, args.grpc_max_threads),
+                socket_path=args.grpc_socket_path,
+                channel_arguments=args.grpc_channel_arguments,
+                ssl_config=opts["grpc_ssl"],
+                health_check=args.enable_grpc_healthcheck_service,
+                extra_services=(
+                    lambda front: v2.GrpcInferenceService(
+                        v2_api, front.guard, front.blocking
+                    ).handler(),
+                ),
+            )
         )
+        serving_loop.run(grpc_srv.start())
     except (OSError, RuntimeError) as e:
         manager.stop()
         raise StartupError(
             "INVALID_ARGUMENT", f"Failed to BuildAndStart gRPC server: {e}"
         ) from None
-    grpc_srv.start()
     if args.port:
         print(f"Running gRPC ModelServer at 0.0.0.0:{args.port} ...", flush=True)
     if args.grpc_socket_path:
         print(f"Running gRPC ModelServer at UNIX socket {args.grpc_socket_path} ...", flush=True)
     http_srv = None
-    app = None
     if args.rest_api_port and args.rest_api_port == args.port:
         log.error(
             "server_options.http_port cannot be same as grpc_port. Please use a different "
@@ -432,13 +446,12 @@ def _serve(args) -> int:
             num_threads=args.rest_api_num_threads,
         )
         try:
-            http_srv = rest_server.build_server(
-                app, args.rest_api_port, ssl_config=opts["rest_ssl"]
+            http_srv = serving_loop.run(
+                rest_server.start_server(app, args.rest_api_port, ssl_config=opts["rest_ssl"])
             )
         except OSError as e:
             log.error("Failed to start HTTP Server at localhost:%d: %s", args.rest_api_port, e)
         else:
-            threading.Thread(target=http_srv.serve_forever, name="rest", daemon=True).start()
             print(f"Exporting HTTP/REST API at:localhost:{args.rest_api_port} ...", flush=True)
 
     manager.start_polling(args.file_system_poll_wait_seconds)
@@ -472,14 +485,18 @@ def _serve(args) -> int:
         pass
 
     log.info("Shutting down: finishing in-flight requests")
-    if health is not None:
-        health.enter_graceful_shutdown()
-    if http_srv is not None:
-        http_srv.shutdown()  # stop accepting; in-flight handlers keep running
-        app.in_flight.wait_idle(args.shutdown_grace_seconds)
-    grpc_srv.stop(grace=args.shutdown_grace_seconds).wait()
+    serving_loop.run(_shutdown(grpc_srv, health, http_srv, args.shutdown_grace_seconds))
     manager.stop()
     request_logger.close()
-    if http_srv is not None:
-        http_srv.server_close()
+    serving_loop.close()
     return 0
+
+
+async def _shutdown(grpc_srv, health, http_srv, grace: float) -> None:
+    """Stop accepting on both front ends at once; in-flight requests get `grace` seconds."""
+    if health is not None:
+        await health.enter_graceful_shutdown()
+    jobs = [grpc_srv.stop(grace)]
+    if http_srv is not None:
+        jobs.append(http_srv.shutdown(grace))
+    await asyncio.gather(*jobs)

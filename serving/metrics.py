@@ -9,7 +9,8 @@ Predict/Classify/Regress over gRPC (prediction_service_impl.cc) and every REST r
 that succeed, with API `Predict`/`Classify`/`Regress` over gRPC and the URL's verb (`predict`,
 `classify`, `regress`, `` for a GET) over REST; `runtime_latency{...,runtime="TF1"}` around the
 graph run; `request_example_counts{model}` and `request_example_count_total{model}` for
-MultiInference (multi_inference.cc).
+MultiInference (multi_inference.cc); the batching session's batch sizes (input, processed,
+padding), queuing latency and wrapped runs.
 """
 
 from __future__ import annotations
@@ -120,11 +121,37 @@ LOAD_ATTEMPT_COUNT = Counter(
     ("model_path", "status"),
 )
 
+# The batching session's metrics (batching_session.cc, batching_util.cc), labelled by model
+# and signature where TF Serving labels them by batch thread pool.
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(16))
 PROCESSED_BATCH_SIZE = Histogram(
     ":tensorflow:serving:batching_session:processed_batch_size",
     "Tracks the batch size distribution on processing (after padding).",
     ("model_name", "signature"),
-    tuple(float(2**i) for i in range(16)),
+    BATCH_SIZE_BUCKETS,
+)
+INPUT_BATCH_SIZE = Histogram(
+    ":tensorflow:serving:batching_session:input_batch_size",
+    "Tracks the batch size distribution on the inputs (the rows of each request).",
+    ("model_name", "signature"),
+    BATCH_SIZE_BUCKETS,
+)
+PADDING_SIZE = Histogram(
+    ":tensorflow:serving:batching_session:padding_size",
+    "Tracks the padding size distribution on batches (rows added to reach an allowed size).",
+    ("model_name", "signature"),
+    (0.0, *BATCH_SIZE_BUCKETS),
+)
+QUEUING_LATENCY = Histogram(
+    ":tensorflow:serving:batching_session:queuing_latency",
+    "Distribution of wall time spent (in microseconds) in queuing",
+    ("model_name", "signature"),
+    tuple(100 * 1.2**i for i in range(52)),  # Buckets::Exponential(100, 1.2, 52)
+)
+WRAPPED_RUN_COUNT = Counter(
+    ":tensorflow:serving:batching_session:wrapped_run_count",
+    "Total count of run calls on the wrapped session",
+    ("model_name", "signature"),
 )
 
 ALL = (
@@ -135,6 +162,10 @@ ALL = (
     REQUEST_EXAMPLE_COUNT_TOTAL,
     LOAD_ATTEMPT_COUNT,
     PROCESSED_BATCH_SIZE,
+    INPUT_BATCH_SIZE,
+    PADDING_SIZE,
+    QUEUING_LATENCY,
+    WRAPPED_RUN_COUNT,
 )
 
 
@@ -149,6 +180,13 @@ def record_examples(model: str, count: int) -> None:
     """The number of tf.Examples of one Classify, Regress or MultiInference request."""
     REQUEST_EXAMPLE_COUNTS.observe(count, model)
     REQUEST_EXAMPLE_COUNT_TOTAL.inc(model, amount=count)
+
+
+def record_batch(labels: tuple[str, str], size: int, padding: int) -> None:
+    """One batch about to run: its size after padding, the padding, one wrapped run."""
+    PROCESSED_BATCH_SIZE.observe(size, *labels)
+    PADDING_SIZE.observe(padding, *labels)
+    WRAPPED_RUN_COUNT.inc(*labels)
 
 
 def render() -> bytes:

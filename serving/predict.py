@@ -90,31 +90,35 @@ def _runtime(model: str, api: str) -> Iterator[None]:
 class PredictionCore:
     """Predict/Classify/Regress/MultiInference/metadata/status over the manager's servables.
 
-    Request metrics are recorded by the front ends (they differ by protocol in TF Serving);
-    sampled requests are written to the model's request log (`request_log.RequestLogger`).
+        `predict` is a coroutine (both front ends run on one event loop, `serving.aio`); the rest
+    blocks, and the front ends run it in their worker threads. Request metrics are recorded by
+    the front ends (they differ by protocol in TF Serving);
+        sampled requests are written to the model's request log (`request_log.RequestLogger`).
     """
 
     def __init__(self, manager: Manager, request_logger: RequestLogger | None = None):
         self.manager = manager
         self.request_logger = request_logger or RequestLogger()
 
-    def predict(
+    async def predict(
         self,
         spec: Spec,
         inputs: dict[str, np.ndarray],
         output_filter=(),
         request: predict_pb2.PredictRequest | None = None,
     ) -> tuple[model_pb2.ModelSpec, Signature, dict[str, np.ndarray]]:
-        """Run a signature; returns (resolved spec, signature, outputs).
+        """Run a signature; returns (resolved spec, signature, outputs). A coroutine of the
+        front ends' event loop: a request waiting for its batch holds no thread.
 
         `request` is the gRPC request when there is one (else it is rebuilt from the arrays
         if this request is sampled for the request log).
         """
         with self.manager.acquire(spec.name, spec.version, spec.label) as servable:
             with _runtime(spec.name, "Predict"):
-                sig, outputs = inference.predict(
+                sig, checked, names = inference.prepare(
                     servable, spec.signature_name, inputs, output_filter
                 )
+                outputs = await servable.run_async(sig, checked, names)
             model_spec = resolved_spec(spec.name, servable.version, sig.name)
         log = self.request_logger.sampled(spec.name)
         if log is not None:

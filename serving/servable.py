@@ -32,7 +32,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
-from serving import cost, deadline
+from serving import aio, cost, deadline
 from serving.errors import ServingError, error_summary, invalid
 
 log = logging.getLogger("serving.servable")
@@ -283,23 +283,41 @@ class Servable:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise self._explain(sig, inputs, None, first) from None
 
-    def run(
-        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
-    ) -> dict[str, np.ndarray]:
-        """Run a signature, through its batch queue when batching is on."""
+    def _batcher(self, sig: Signature):
+        """The signature's batch queue (made on first use); None when batching is off or
+        the version is closing."""
         if self.batching is None:
-            return self.run_direct(sig, inputs, output_names)
+            return None
         batcher = self.batchers.get(sig.name)
         if batcher is None:
             from serving.batching import BatchQueue
 
             with self._lock:
                 if self._closed:
-                    return self.run_direct(sig, inputs, output_names)
+                    return None
                 batcher = self.batchers.get(sig.name)
                 if batcher is None:
                     batcher = self.batchers[sig.name] = BatchQueue(self, sig, self.batching)
+        return batcher
+
+    def run(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """Run a signature, through its batch queue when batching is on."""
+        batcher = self._batcher(sig)
+        if batcher is None:
+            return self.run_direct(sig, inputs, output_names)
         return batcher.submit(sig, inputs, output_names)
+
+    async def run_async(
+        self, sig: Signature, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """`run` for a caller on an event loop: a request waiting for its batch holds no
+        thread; a run outside batching takes one of the front end's workers."""
+        batcher = self._batcher(sig)
+        if batcher is None:
+            return await aio.blocking(self.run_direct, sig, inputs, output_names)
+        return await batcher.submit_async(sig, inputs, output_names)
 
     def _explain(
         self, sig: Signature, inputs: dict[str, np.ndarray], error, first_line: str = ""

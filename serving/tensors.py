@@ -164,7 +164,9 @@ def _from_content(proto, np_type: np.dtype, shape: list[int], count: int, what: 
     array = np.frombuffer(content, np_type).reshape(shape)
     if np_type == np.bool_:  # any nonzero byte is true (numpy keeps the byte as it is)
         return np.not_equal(array.view(np.uint8), 0)  # not `!=`: see json_body
-    return array.copy()
+    # a read-only view of the request's bytes: the one copy is into the batch (or the
+    # session's input tensor), not here
+    return array
 
 
 def _check_fields(proto, field: str, what: str) -> None:

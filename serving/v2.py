@@ -150,7 +150,7 @@ def from_raw(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarr
     array = np.frombuffer(raw, np_type).reshape(shape)
     if datatype == "BOOL":  # any nonzero byte is true (numpy would keep the byte as it is)
         return np.not_equal(array.view(np.uint8), 0)  # not `!=`: see json_body
-    return array.copy()
+    return array  # a read-only view: the one copy is into the batch or the session's tensor
 
 
 def to_raw(array: np.ndarray) -> bytes:
@@ -216,10 +216,10 @@ class OpenInferenceApi:
         ]
         return {"name": name, "versions": versions, "platform": PLATFORM, **tensors}
 
-    def infer(self, request: InferRequest) -> tuple[str, dict[str, np.ndarray]]:
+    async def infer(self, request: InferRequest) -> tuple[str, dict[str, np.ndarray]]:
         """(resolved version, outputs in the requested order, or all outputs sorted)."""
         spec = Spec(request.model, request.version, None, request.signature_name)
-        model_spec, _sig, outputs = self.core.predict(spec, request.inputs, request.outputs)
+        model_spec, _sig, outputs = await self.core.predict(spec, request.inputs, request.outputs)
         return str(model_spec.version.value), outputs
 
 
@@ -515,9 +515,10 @@ def grpc_infer_response(request: InferRequest, version: str, outputs: dict[str, 
 class GrpcInferenceService:
     """inference.GRPCInferenceService, registered as a generic handler."""
 
-    def __init__(self, api: OpenInferenceApi, guard):
+    def __init__(self, api: OpenInferenceApi, guard, blocking):
         self.api = api
         self._guard = guard  # maps exceptions to status codes, records metrics
+        self._blocking = blocking  # a blocking method -> a coroutine run in the workers
 
     def ServerLive(self, request, context):  # noqa: N802 (gRPC method names)
         return v2_protos.ServerLiveResponse(live=True)
@@ -543,16 +544,21 @@ class GrpcInferenceService:
                 getattr(response, kind).add(**t)
         return response
 
-    def ModelInfer(self, request, context):  # noqa: N802
+    async def ModelInfer(self, request, context):  # noqa: N802
         infer = grpc_infer_request(request)
-        version, outputs = self.api.infer(infer)
+        version, outputs = await self.api.infer(infer)
         return grpc_infer_response(infer, version, outputs)
 
     def handler(self) -> grpc.GenericRpcHandler:
+        """The service's methods for a grpc.aio server: ModelInfer on the event loop, the
+        others (quick, blocking) in the front end's workers."""
         handlers = {}
         for method, (req_cls, resp_cls) in v2_protos.METHODS.items():
             infer = method == "ModelInfer"  # the one call with metrics and a deadline
-            fn = self._guard(getattr(self, method), method if infer else None, timed=infer)
+            fn = getattr(self, method)
+            if not infer:
+                fn = self._blocking(fn)
+            fn = self._guard(fn, method if infer else None, timed=infer)
             handlers[method] = grpc.unary_unary_rpc_method_handler(
                 fn,
                 request_deserializer=req_cls.FromString,
