@@ -212,7 +212,12 @@ class BatchQueue:
                 )
             self._tasks.append(task)
             self._rows += task.rows
-            self._cv.notify()
+            # wake a batch thread only when it has something new to decide: the first task
+            # (threads wait for one), or enough rows for a full batch; one waiting out its
+            # batch timeout is not woken per request (that cost a wake-up, and a scan of the
+            # queue under the lock, for every request)
+            if len(self._tasks) == 1 or self._rows >= self._opts.max_batch_size:
+                self._cv.notify()
         metrics.INPUT_BATCH_SIZE.observe(task.rows, *self._labels)
 
     def _drop(self, task: _Task) -> None:
@@ -299,6 +304,8 @@ class BatchQueue:
                     rest.append(t)
             self._tasks = rest
             self._rows -= rows
+            if rest:  # another thread may start on what this batch left
+                self._cv.notify()
         now = time.monotonic()
         for t in batch:
             metrics.QUEUING_LATENCY.observe((now - t.enqueued) * 1e6, *self._labels)
