@@ -178,11 +178,33 @@ def test_beam_one_is_greedy_and_features_in_matches_images_in(keras_side, reques
     from zoo.layers.decoding import beam_search
 
     features = module.features(images)["features"]
-    ids, _, _ = beam_search(module.model, {"features": features}, 1, module.max_decode_length)
+    hygiene = {"unk_id": module.unk_id, "no_repeat_ngram_size": module.no_repeat_ngram_size}
+    ids, _, _ = beam_search(
+        module.model, {"features": features}, 1, module.max_decode_length, **hygiene
+    )
     assert module.target_tokens(ids).numpy().tolist() == greedy["tokens"].numpy().tolist()
     via_features = module.caption_features(features, tf.constant(1), tf.constant(0))
     assert via_features["caption"].numpy().tolist() == greedy["caption"].numpy().tolist()
     np.testing.assert_allclose(via_features["attention"], greedy["attention"], atol=1e-5)
+
+
+def test_hygiene_defaults_and_options(keras_side, request_inputs):
+    """No "[UNK]" and no repeated bigram (the preset's no_repeat_ngram_size) in any caption;
+    `caption_with_options` with -1 is `caption`."""
+    module, _ = keras_side
+    images = tf.constant(list(request_inputs["image_bytes"]))
+    assert module.no_repeat_ngram_size == 2 and module.unk_id == 1
+    for beam in (1, 3):
+        plain = module.caption(images, tf.constant(beam), tf.constant(0))["caption"].numpy()
+        options = module.caption_with_options(
+            images, tf.constant(beam), tf.constant(0), tf.constant(-1), tf.constant(-1.0)
+        )["caption"].numpy()
+        assert options.tolist() == plain.tolist()
+        for caption in plain.tolist():
+            words = caption.decode().split()
+            assert "[UNK]" not in words, caption
+            bigrams = list(zip(words, words[1:], strict=False))
+            assert len(set(bigrams)) == len(bigrams), caption
 
 
 def test_evaluate_reports_coco_caption_metrics(tiny_run, flickr8k):

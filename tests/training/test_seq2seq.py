@@ -135,13 +135,36 @@ def test_export_decodes_as_keras_and_beam_one_equals_greedy(keras_side, exported
     eager_ids = translator.decode(ids, one, auto)[0].numpy()
     traced_ids = tf.function(translator.decode)(ids, one, auto)[0].numpy()
     _assert_equal_up_to_ties(translator.model, ids.numpy(), eager_ids, traced_ids)
-    # beam size 1 takes the beam-search code path too: same answer as greedy decoding
+    # beam size 1 takes the beam-search code path too: same answer as greedy decoding (with
+    # the export's hygiene: "[UNK]" banned, its no_repeat_ngram_size)
     from zoo.layers.decoding import beam_search
 
     ids, _, _ = translator.encode_source(tf.constant(SENTENCES[:2]))
     g_ids = translator.decode(ids, tf.constant(1), tf.constant(0))[0].numpy()
-    b_ids = beam_search(translator.model, ids, 1, g_ids.shape[1] + 5)[0].numpy()
+    hygiene = {"unk_id": translator.unk_id, "no_repeat_ngram_size": translator.no_repeat_ngram_size}
+    b_ids = beam_search(translator.model, ids, 1, g_ids.shape[1] + 5, **hygiene)[0].numpy()
     np.testing.assert_array_equal(g_ids, b_ids[:, : g_ids.shape[1]])
+
+    # the knobs per request: -1 is the export's default (the `translate` answer); the preset
+    # bans repeated trigrams, and no bigram repeats when asked
+    options = loaded.signatures["translate_with_options"]
+
+    def with_options(beam, n, alpha=-1.0):
+        return texts(
+            options(
+                source=source, beam_size=tf.constant(beam), max_length=tf.constant(0),
+                no_repeat_ngram_size=tf.constant(n), length_penalty=tf.constant(alpha),
+            )
+        )  # fmt: skip
+
+    assert translator.no_repeat_ngram_size == 3 and translator.unk_id == 1
+    for beam in (1, 3):
+        assert with_options(beam, -1) == keras(beam), beam
+        for n, got in ((3, with_options(beam, -1)), (2, with_options(beam, 2, 0.0))):
+            for text in got:
+                words = text.split()
+                grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+                assert len(set(grams)) == len(grams), (beam, n, text)
 
     a = loaded.signatures["translate_with_attention"](
         source=source[:2], beam_size=tf.constant(0), max_length=tf.constant(12)

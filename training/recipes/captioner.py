@@ -29,7 +29,14 @@ Export signatures (core TensorFlow ops only; decoding is a `tf.while_loop` in th
   the feature grid, summing to 1; zero after "</s>");
 - `caption_features`: `features` float32 [N, h, w, D] (the encoder's output, e.g. from
   `features`), `beam_size`, `max_length` -> as `caption_with_attention`;
-- `features`: `image_bytes` -> `features` [N, h, w, D], the encoder's feature map.
+- `features`: `image_bytes` -> `features` [N, h, w, D], the encoder's feature map;
+- `caption_with_options`: as `caption`, plus `no_repeat_ngram_size` int32 [] (no n-gram of
+  that size repeats; 0 turns it off) and `length_penalty` float32 [] (Wu et al. 2016's alpha
+  of the beam's length normalisation; 0 turns it off, at most 10); either < 0 means the
+  export's default, which every other signature uses.
+
+Decoding never emits "[UNK]" (unless the config's `allow_unk`): see
+`training.tasks.sequence_generation`.
 
 Defined answers for awkward input: an empty string captions to "" (no tokens, zero
 attention); bytes that are no image fail the request with INVALID_ARGUMENT ("Unknown image
@@ -53,7 +60,9 @@ from training.tasks.sequence_generation import (
     BEAM_SIZE,
     BOS,
     EOS,
+    LENGTH_PENALTY,
     MAX_LENGTH,
+    NO_REPEAT_NGRAM_SIZE,
     TARGET_SPECIALS,
     GenerationData,
     SequenceGenerationRecipe,
@@ -62,6 +71,7 @@ from training.tasks.sequence_generation import (
 )
 from training.transfer import TransferError
 from zoo.captioner.model import BACKBONE, encoder_backbone
+from zoo.captioner.presets import DECODING_DEFAULTS
 
 IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
 
@@ -98,6 +108,8 @@ class Captioner(SequenceGeneratorExport):
     `outputs(...)` runs eagerly too: the Python API (`zoo caption`, evaluation).
     """
 
+    decoding_defaults = DECODING_DEFAULTS  # measured on Flickr8k val: zoo.captioner.presets
+
     def __init__(self, model, config: dict, assets: dict):
         vocab = Vocabulary.from_json(assets["target_vocab"])
         super().__init__("captioner", model, vocab, config)
@@ -125,14 +137,15 @@ class Captioner(SequenceGeneratorExport):
         padded = tf.pad(pixels, [[0, tf.maximum(0, 1 - n)], [0, 0], [0, 0], [0, 0]])
         return self.model.backbone(padded, training=False)[:n]
 
-    def outputs(self, inputs: dict, beam_size=0, max_length=0, empty=None) -> dict:
+    def outputs(self, inputs: dict, beam_size=0, max_length=0, empty=None, options=()) -> dict:
         """{"pixels"} or {"features"} -> caption, scores, tokens, attention [N, T, h, w];
-        rows where `empty` is True answer "" with no tokens."""
+        rows where `empty` is True answer "" with no tokens. `options`: () or
+        (no_repeat_ngram_size, length_penalty), < 0 meaning the export's defaults."""
         beam_size = tf.convert_to_tensor(beam_size, tf.int32)
         max_length = tf.convert_to_tensor(max_length, tf.int32)
         if "pixels" in inputs:  # encode once, not in both branches of greedy / beam search
             inputs = {"features": self.encode(inputs["pixels"])}
-        ids, attention, scores = self.decode(inputs, beam_size, max_length)
+        ids, attention, scores = self.decode(inputs, beam_size, max_length, *options)
         if empty is not None:
             ids = tf.where(empty[:, None], 0, ids)
             attention = tf.where(empty[:, None, None], 0.0, attention)
@@ -146,11 +159,12 @@ class Captioner(SequenceGeneratorExport):
             "attention": tf.reshape(attention, shape),
         }
 
-    def image_outputs(self, image_bytes, beam_size=0, max_length=0) -> dict:
+    def image_outputs(self, image_bytes, beam_size=0, max_length=0, options=()) -> dict:
         """Encoded images [N] -> every output of `outputs`."""
         image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
         empty = tf.equal(tf.strings.length(image_bytes), 0)
-        return self.outputs({"pixels": self.pixels(image_bytes)}, beam_size, max_length, empty)
+        pixels = {"pixels": self.pixels(image_bytes)}
+        return self.outputs(pixels, beam_size, max_length, empty, options)
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -177,6 +191,14 @@ class Captioner(SequenceGeneratorExport):
     def caption_features(self, features, beam_size, max_length):
         return self.outputs({"features": features}, beam_size, max_length)
 
+    @signature(IMAGE_BYTES, BEAM_SIZE, MAX_LENGTH, NO_REPEAT_NGRAM_SIZE, LENGTH_PENALTY)
+    def caption_with_options(
+        self, image_bytes, beam_size, max_length, no_repeat_ngram_size, length_penalty
+    ):
+        options = (no_repeat_ngram_size, length_penalty)
+        out = self.image_outputs(image_bytes, beam_size, max_length, options)
+        return {"caption": out["caption"], "scores": out["scores"]}
+
     @signature(IMAGE_BYTES)
     def features(self, image_bytes):
         return {"features": self.encode(self.pixels(image_bytes))}
@@ -189,15 +211,24 @@ class Captioner(SequenceGeneratorExport):
             "serving_default": self.decoding_cost(image, knobs=False),
             "caption": self.decoding_cost(image),
             "caption_with_attention": self.decoding_cost(image),
+            "caption_with_options": self.decoding_cost(image),
             "caption_features": self.decoding_cost({"features": {"kind": "pixels"}}),
             "features": {"inputs": image},
         }
 
-    def texts(self, sources: list, beam_size: int) -> list[str]:
-        """Captions of images (file paths or encoded bytes) with the traced `caption`."""
+    def texts(
+        self,
+        sources: list,
+        beam_size: int,
+        no_repeat_ngram_size: int = -1,
+        length_penalty: float = -1.0,
+    ) -> list[str]:
+        """Captions of images (file paths or encoded bytes) with the traced
+        `caption_with_options`."""
         data = [Path(s).read_bytes() if isinstance(s, str | Path) else s for s in sources]
         batch = tf.constant(data, tf.string, [len(data)])
-        result = self.caption(batch, tf.constant(beam_size), tf.constant(0))
+        options = self.options(beam_size, 0, no_repeat_ngram_size, length_penalty)
+        result = self.caption_with_options(batch, **options)
         return [s.decode("utf-8") for s in result["caption"].numpy()]
 
     def warmup(self):

@@ -19,6 +19,13 @@ Export signatures (core TensorFlow ops only; decoding is a `tf.while_loop` in th
   emitted tokens, 0 after "</s>"), so a client can draw the alignment.
 - `translate_ids`: `source_ids` int64 [N, S] (0-padded, ending with the source "</s>" id),
   `beam_size`, `max_length` -> `target_ids` int32 [N, T]; for clients that tokenize alone.
+- `translate_with_options`: as `translate`, plus `no_repeat_ngram_size` int32 [] (no n-gram
+  of that size repeats; 0 turns it off) and `length_penalty` float32 [] (Wu et al. 2016's
+  alpha of the beam's length normalisation; 0 turns it off, at most 10); either < 0 means
+  the export's default, which every other signature uses.
+
+Decoding never emits "[UNK]" (unless the config's `allow_unk`): see
+`training.tasks.sequence_generation`.
 
 Defined answers for awkward input: an empty (or all-whitespace) source translates to "";
 sources longer than `max_source_tokens` are cut; unknown words map to "[UNK]"; an "[UNK]"
@@ -38,12 +45,15 @@ from training.tasks.sequence_generation import (
     BEAM_SIZE,
     BOS,
     EOS,
+    LENGTH_PENALTY,
     MAX_LENGTH,
+    NO_REPEAT_NGRAM_SIZE,
     TARGET_SPECIALS,
     GenerationData,
     SequenceGenerationRecipe,
     SequenceGeneratorExport,
 )
+from zoo.seq2seq.presets import DECODING_DEFAULTS
 
 SOURCE_SPECIALS = (EOS,)
 SOURCE = tf.TensorSpec([None], tf.string, name="source")
@@ -54,6 +64,8 @@ class Translator(SequenceGeneratorExport):
 
     `outputs(...)` runs eagerly too: it is the Python API (every output at once).
     """
+
+    decoding_defaults = DECODING_DEFAULTS  # measured on Multi30k val: zoo.seq2seq.presets
 
     def __init__(self, model, config: dict, assets: dict):
         target_vocab = Vocabulary.from_json(assets["target_vocab"])
@@ -85,17 +97,22 @@ class Translator(SequenceGeneratorExport):
         """2 * source tokens + 10."""
         return 2 * tf.shape(source_ids)[1] + 10
 
-    def decode(self, source_ids, beam_size, max_length):
+    def decode(self, source_ids, beam_size, max_length, *options):
         """Greedy (beam 1) or beam search on source ids; returns (ids, attention, scores)."""
-        return super().decode(tf.cast(source_ids, tf.int32), beam_size, max_length)
+        return super().decode(tf.cast(source_ids, tf.int32), beam_size, max_length, *options)
 
-    def outputs(self, source, beam_size=0, max_length=0) -> dict[str, tf.Tensor]:
-        """Sentences [N] -> dict of translation, scores, tokens, attention and target ids."""
+    def outputs(
+        self, source, beam_size=0, max_length=0, no_repeat_ngram_size=None, length_penalty=None
+    ) -> dict[str, tf.Tensor]:
+        """Sentences [N] -> dict of translation, scores, tokens, attention and target ids
+        (`no_repeat_ngram_size` / `length_penalty` None or < 0: the export's defaults)."""
         source = tf.convert_to_tensor(source, tf.string)
         beam_size = tf.convert_to_tensor(beam_size, tf.int32)
         max_length = tf.convert_to_tensor(max_length, tf.int32)
         ids, source_tokens, cased = self.encode_source(source)
-        target_ids, attention, scores = self.decode(ids, beam_size, max_length)
+        target_ids, attention, scores = self.decode(
+            ids, beam_size, max_length, no_repeat_ngram_size, length_penalty
+        )
         target_tokens = self.target_tokens(target_ids)
         words = target_tokens
         if self.replace_unk:
@@ -131,6 +148,13 @@ class Translator(SequenceGeneratorExport):
         out.pop("target_ids")
         return out
 
+    @signature(SOURCE, BEAM_SIZE, MAX_LENGTH, NO_REPEAT_NGRAM_SIZE, LENGTH_PENALTY)
+    def translate_with_options(
+        self, source, beam_size, max_length, no_repeat_ngram_size, length_penalty
+    ):
+        out = self.outputs(source, beam_size, max_length, no_repeat_ngram_size, length_penalty)
+        return {"translation": out["translation"], "scores": out["scores"]}
+
     @signature(tf.TensorSpec([None, None], tf.int64, name="source_ids"), BEAM_SIZE, MAX_LENGTH)
     def translate_ids(self, source_ids, beam_size, max_length):
         target_ids, _, scores = self.decode(source_ids, beam_size, max_length)
@@ -145,13 +169,21 @@ class Translator(SequenceGeneratorExport):
             "serving_default": self.decoding_cost(source, knobs=False),
             "translate": self.decoding_cost(source),
             "translate_with_attention": self.decoding_cost(source),
+            "translate_with_options": self.decoding_cost(source),
             "translate_ids": self.decoding_cost({"source_ids": {"kind": "tokens", "weight": 32}}),
         }
 
-    def texts(self, sources: list[str], beam_size: int) -> list[str]:
-        """Translations of sentences with the compiled `translate` signature."""
+    def texts(
+        self,
+        sources: list[str],
+        beam_size: int,
+        no_repeat_ngram_size: int = -1,
+        length_penalty: float = -1.0,
+    ) -> list[str]:
+        """Translations of sentences with the compiled `translate_with_options` signature."""
         batch = tf.constant(sources, tf.string, [len(sources)])
-        result = self.translate(batch, tf.constant(beam_size), tf.constant(0))
+        options = self.options(beam_size, 0, no_repeat_ngram_size, length_penalty)
+        result = self.translate_with_options(batch, **options)
         return [s.decode("utf-8") for s in result["translation"].numpy()]
 
     def warmup(self):

@@ -8,10 +8,36 @@ vectors), a recurrent `state`, and one `step`.
 
 Both loops use `ops.while_loop` with fixed-shape loop variables (token and attention buffers
 of length `max_length`, written with one-hot masks), so under `tf.function` they become a
-single `tf.while_loop` whose `beam_size` and `max_length` may be graph tensors. Decoding
-stops early once every sequence has produced "</s>"; the buffers are then cut to the steps
-actually taken. Padding (id 0) is never emitted before "</s>"; after it, a sequence emits
-padding with zero attention.
+single `tf.while_loop` whose `beam_size`, `max_length`, `no_repeat_ngram_size` and
+`length_penalty` may be graph tensors. Decoding stops early once every sequence has produced
+"</s>"; the buffers are then cut to the steps actually taken.
+
+Decoding hygiene, the same in both loops:
+
+- padding (id 0) is never emitted before "</s>"; after it, a sequence emits padding with
+  zero attention;
+- "</s>" is never the first token: the output is never empty (fairseq's `min_len` 1).
+  Under the model the empty output is often the most likely one (Stahlberg and Byrne 2019,
+  "On NMT Search Errors and Model Errors: Cat Got Your Tongue?"), and weakly trained
+  models do rank "</s>" first; an empty input is answered by the caller, not decoded;
+- `unk_id` (the target vocabulary's "[UNK]", passed by the caller: the decoder knows no
+  vocabulary) is never emitted either, when given;
+- `no_repeat_ngram_size` n > 0 bans every token that would complete an n-gram the sequence
+  already holds (fairseq's and Hugging Face's `no_repeat_ngram_size`; n = 1 bans every token
+  already emitted). Each sequence carries, for every earlier position p, the length of the
+  common suffix of its tokens up to p and up to its last token (a fixed [R, L] buffer,
+  updated in O(L) a step); a token that followed a position whose suffix matches the last
+  n - 1 tokens is banned, through one scatter into [R, V] (`ops.scatter`: one op under
+  TensorFlow and JAX; a Python loop in Keras' torch backend, so slow there).
+
+Beam search ranks hypotheses by the length-normalised score of Wu et al. 2016 ("Google's
+Neural Machine Translation System", eq. 14): log P(Y) / lp(Y) with
+lp(Y) = ((5 + |Y|) / 6) ** alpha (`length_penalty` is alpha; 0 ranks by log P alone, larger
+values favour longer outputs). |Y| counts the tokens emitted up to and including "</s>".
+All unfinished hypotheses have the same length at a step, so the normalisation only changes
+how they compare with finished ones, which stay in the beam with a constant score; the
+final choice among the beams uses it too. With beam_size 1 beam search gives the greedy
+result.
 
 Beam search repeats the context once per hypothesis before the loop and, at each step,
 gathers the state of the chosen parent hypotheses (`keras.tree.map_structure`), so it works
@@ -58,8 +84,17 @@ class SequenceDecoder(Protocol):
         weights float32 [B, S])."""
 
 
-def greedy_decode(model: SequenceDecoder, inputs, max_length):
-    """The most likely next token at each step.
+def greedy_decode(
+    model: SequenceDecoder, inputs, max_length, *, unk_id=None, no_repeat_ngram_size=0
+):
+    """The most likely next token at each step, among those allowed.
+
+    Args:
+        model: a `SequenceDecoder`.
+        inputs: the model's inputs [B, ...].
+        max_length: the most tokens a sequence gets ("</s>" included).
+        unk_id: the vocabulary's unknown-token id, never emitted (None: allowed).
+        no_repeat_ngram_size: n > 0 never repeats an n-gram (0: off).
 
     Returns (ids [B, L] int32, attention [B, L, S] float32, log-prob scores [B]).
     """
@@ -68,22 +103,26 @@ def greedy_decode(model: SequenceDecoder, inputs, max_length):
     size = model.attention_size(context)
     positions = ops.arange(max_length, dtype="int32")
     eos = model.eos_id
-    no_padding = _no_padding(model.target_vocab_size)
+    vocab = model.target_vocab_size
+    banned = _banned_row(vocab, unk_id)
+    ngrams = _NgramBan(no_repeat_ngram_size, positions, vocab)
+    no_eos = _banned_first(vocab, eos)
 
-    def cond(t, last, state, tokens, attention, finished, scores):
+    def cond(t, last, state, tokens, attention, finished, scores, suffix):
         return ops.logical_and(t < max_length, ops.logical_not(ops.all(finished)))
 
-    def body(t, last, state, tokens, attention, finished, scores):
+    def body(t, last, state, tokens, attention, finished, scores, suffix):
         logp, state, weights = model.step(last, state, context)
-        logp = logp + no_padding
+        logp = logp + banned + ngrams.mask(suffix, tokens, t) + no_eos(t)
         tok = ops.cast(ops.argmax(logp, axis=-1), "int32")
         tok_logp = ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(tok, 1), axis=1), 1)
         tok = ops.where(finished, 0, tok)
         scores = scores + ops.where(finished, 0.0, tok_logp)
         weights = ops.where(ops.expand_dims(finished, 1), 0.0, weights)
         tokens, attention = _write(positions, t, tokens, attention, tok, weights)
+        suffix = ngrams.update(suffix, tokens, t, tok)
         finished = ops.logical_or(finished, ops.equal(tok, eos))
-        return t + 1, tok, state, tokens, attention, finished, scores
+        return t + 1, tok, state, tokens, attention, finished, scores, suffix
 
     loop_vars = (
         ops.convert_to_tensor(0, "int32"),
@@ -93,19 +132,36 @@ def greedy_decode(model: SequenceDecoder, inputs, max_length):
         ops.zeros((batch, max_length, size), "float32"),
         ops.zeros((batch,), "bool"),
         ops.zeros((batch,), "float32"),
+        ngrams.initial(batch, max_length),
     )
-    t, _, _, tokens, attention, _, scores = ops.while_loop(cond, body, loop_vars)
+    t, _, _, tokens, attention, _, scores, _ = ops.while_loop(cond, body, loop_vars)
     return _cut(tokens, t), _cut(attention, t), scores
 
 
-def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_penalty=1.0):
+def beam_search(
+    model: SequenceDecoder,
+    inputs,
+    beam_size,
+    max_length,
+    length_penalty=0.0,
+    *,
+    unk_id=None,
+    no_repeat_ngram_size=0,
+):
     """Beam search keeping `beam_size` hypotheses per input.
 
-    Hypotheses are ranked by summed log-probability while decoding; the final choice among
-    the beams divides by length ** length_penalty. A finished hypothesis stays in the beam
-    with a constant score. With beam_size 1 this gives the greedy result.
+    Args:
+        model: a `SequenceDecoder`.
+        inputs: the model's inputs [B, ...].
+        beam_size: k, the hypotheses kept per input (1 gives the greedy result).
+        max_length: the most tokens a sequence gets ("</s>" included).
+        length_penalty: alpha of Wu et al. 2016's length normalisation: hypotheses are
+            ranked by log P / ((5 + length) / 6) ** alpha (0: by log P alone).
+        unk_id: the vocabulary's unknown-token id, never emitted (None: allowed).
+        no_repeat_ngram_size: n > 0 never repeats an n-gram within a hypothesis (0: off).
 
-    Returns (ids [B, L] int32, attention [B, L, S] float32, log-prob scores [B]).
+    Returns (ids [B, L] int32, attention [B, L, S] float32, log-prob scores [B]) of the
+    best hypothesis by normalised score; its score is the summed log-probability.
     """
     context, state = model.initial_state(inputs)
     batch = _batch_size(state)
@@ -121,19 +177,27 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
     positions = ops.arange(max_length, dtype="int32")
     # After "</s>" a hypothesis may only emit padding (id 0), at no cost; before, never.
     finished_row = ops.where(ops.equal(ops.arange(vocab), 0), 0.0, _NEG)
-    no_padding = _no_padding(vocab)
+    banned = _banned_row(vocab, unk_id)
+    ngrams = _NgramBan(no_repeat_ngram_size, positions, vocab)
+    no_eos = _banned_first(vocab, eos)
     batch_offsets = ops.expand_dims(ops.arange(batch, dtype="int32") * k, 1)
 
-    def cond(t, last, state, tokens, attention, finished, scores, lengths):
+    def cond(t, last, state, tokens, attention, finished, scores, lengths, suffix):
         return ops.logical_and(t < max_length, ops.logical_not(ops.all(finished)))
 
-    def body(t, last, state, tokens, attention, finished, scores, lengths):
+    def body(t, last, state, tokens, attention, finished, scores, lengths, suffix):
         logp, state, weights = model.step(last, state, context)
+        tokens = ops.reshape(tokens, (flat, max_length))
+        logp = logp + banned + ngrams.mask(suffix, tokens, t) + no_eos(t)
         logp = ops.reshape(logp, (batch, k, vocab))
-        logp = ops.where(ops.expand_dims(finished, -1), finished_row, logp + no_padding)
+        logp = ops.where(ops.expand_dims(finished, -1), finished_row, logp)
         candidates = ops.reshape(ops.expand_dims(scores, -1) + logp, (batch, k * vocab))
-        scores, index = ops.top_k(candidates, k)
+        # every candidate of an unfinished hypothesis is one token longer than its parent
+        grown = lengths + ops.cast(ops.logical_not(finished), "int32")
+        penalty = ops.repeat(_wu_penalty(grown, length_penalty), vocab, axis=1)
+        _, index = ops.top_k(candidates / penalty, k)
         index = ops.cast(index, "int32")
+        scores = ops.take_along_axis(candidates, index, axis=1)
         tok = index % vocab
         rows = ops.reshape(batch_offsets + index // vocab, (flat,))  # chosen parent beams
 
@@ -142,12 +206,14 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
         was_finished = ops.reshape(ops.take(ops.reshape(finished, (flat,)), rows), (batch, k))
         lengths = ops.reshape(ops.take(ops.reshape(lengths, (flat,)), rows), (batch, k))
         lengths = lengths + ops.cast(ops.logical_not(was_finished), "int32")
-        tokens = ops.take(ops.reshape(tokens, (flat, max_length)), rows, axis=0)
+        tokens = ops.take(tokens, rows, axis=0)
         attention = ops.take(ops.reshape(attention, (flat, max_length, size)), rows, axis=0)
+        suffix = ops.take(suffix, rows, axis=0)
 
         tok_flat = ops.reshape(tok, (flat,))
         weights = ops.where(ops.reshape(was_finished, (flat, 1)), 0.0, weights)
         tokens, attention = _write(positions, t, tokens, attention, tok_flat, weights)
+        suffix = ngrams.update(suffix, tokens, t, tok_flat)
         finished = ops.logical_or(was_finished, ops.equal(tok, eos))
         return (
             t + 1,
@@ -158,6 +224,7 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
             finished,
             scores,
             lengths,
+            suffix,
         )
 
     first = ops.where(ops.equal(ops.arange(k), 0), 0.0, _NEG)  # expand beam 0 only at first
@@ -170,11 +237,11 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
         ops.zeros((batch, k), "bool"),
         ops.zeros((batch, k), "float32") + ops.cast(first, "float32")[None, :],
         ops.zeros((batch, k), "int32"),
+        ngrams.initial(flat, max_length),
     )
-    t, _, _, tokens, attention, _, scores, lengths = ops.while_loop(cond, body, loop_vars)
+    t, _, _, tokens, attention, _, scores, lengths, _ = ops.while_loop(cond, body, loop_vars)
 
-    lengths = ops.cast(ops.maximum(lengths, 1), "float32")
-    normalized = scores / ops.power(lengths, length_penalty)
+    normalized = scores / _wu_penalty(lengths, length_penalty)
     best = ops.reshape(batch_offsets, (batch,)) + ops.cast(ops.argmax(normalized, -1), "int32")
     tokens = ops.take(ops.reshape(tokens, (flat, max_length)), best, axis=0)
     attention = ops.take(ops.reshape(attention, (flat, max_length, size)), best, axis=0)
@@ -182,10 +249,73 @@ def beam_search(model: SequenceDecoder, inputs, beam_size, max_length, length_pe
     return _cut(tokens, t), _cut(attention, t), scores
 
 
-def _no_padding(vocab):
+def length_normalizer(length, alpha):
+    """Wu et al. 2016's lp(Y) = ((5 + |Y|) / 6) ** alpha: 1 for one token, whatever alpha."""
+    return ops.power((5.0 + ops.cast(length, "float32")) / 6.0, ops.cast(alpha, "float32"))
+
+
+def _wu_penalty(lengths, alpha):
+    """lp of int lengths [B, k]; a hypothesis of no tokens yet counts as one."""
+    return length_normalizer(ops.maximum(lengths, 1), alpha)
+
+
+def _banned_row(vocab, unk_id):
     """Added to log-probabilities [.., V]: an unfinished sequence never emits padding
-    (id 0), which an untrained or barely trained model may otherwise rank first."""
-    return ops.where(ops.equal(ops.arange(vocab), 0), _NEG, 0.0)
+    (id 0), which an untrained or barely trained model may otherwise rank first, nor the
+    unknown token `unk_id` when one is given."""
+    ids = ops.arange(vocab, dtype="int32")
+    banned = ops.equal(ids, 0)
+    if unk_id is not None:
+        banned = ops.logical_or(banned, ops.equal(ids, ops.cast(unk_id, "int32")))
+    return ops.where(banned, _NEG, 0.0)
+
+
+def _banned_first(vocab, eos):
+    """t -> what is added to log-probabilities [.., V] at step t: "</s>" banned at t = 0."""
+    row = ops.where(ops.equal(ops.arange(vocab), eos), _NEG, 0.0)
+    return lambda t: row * ops.cast(ops.equal(t, 0), "float32")
+
+
+class _NgramBan:
+    """`no_repeat_ngram_size` in fixed-size tensors: `suffix` [R, L] int32 holds, for every
+    earlier position p of a sequence whose last token is at t - 1, the length of the common
+    suffix of tokens[..p] and tokens[..t-1] (0 when tokens[p] differs). The token after a
+    position q - 1 whose common suffix is at least n - 1 long completes a repeated n-gram.
+
+    An int size <= 0 turns it off statically (no work in the loop); a tensor size is
+    checked in the graph (<= 0: nothing banned)."""
+
+    def __init__(self, size, positions, vocab):
+        self.off = isinstance(size, int) and size <= 0
+        self.size = None if self.off else ops.cast(size, "int32")
+        self.positions = positions
+        self.vocab = vocab
+
+    def initial(self, rows, max_length):
+        return ops.zeros((rows, 1 if self.off else max_length), "int32")
+
+    def mask(self, suffix, tokens, t):
+        """Added to log-probabilities [R, V] at step t: _NEG for every banned token."""
+        if self.off:
+            return 0.0
+        # the common suffix that ends at q - 1, i.e. the (n-1)-gram before position q
+        before = ops.pad(suffix[:, :-1], ((0, 0), (1, 0)))
+        hit = ops.logical_and(before >= self.size - 1, (self.positions < t)[None, :])
+        hit = ops.logical_and(hit, self.size > 0)
+        rows = ops.shape(tokens)[0]
+        row_ids = ops.broadcast_to(ops.arange(rows, dtype="int32")[:, None], ops.shape(tokens))
+        indices = ops.reshape(ops.stack([row_ids, tokens], axis=-1), (-1, 2))
+        counts = ops.scatter(indices, ops.reshape(ops.cast(hit, "float32"), (-1,)),
+                             (rows, self.vocab))  # fmt: skip
+        return ops.where(counts > 0, _NEG, 0.0)
+
+    def update(self, suffix, tokens, t, tok):
+        """`suffix` for the sequence ending at t, once token tok [R] is written there."""
+        if self.off:
+            return suffix
+        shifted = ops.pad(suffix[:, :-1], ((0, 0), (1, 0)))
+        same = ops.logical_and(ops.equal(tokens, tok[:, None]), (self.positions < t)[None, :])
+        return ops.where(same, shifted + 1, 0)
 
 
 def _batch_size(state):

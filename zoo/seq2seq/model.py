@@ -151,17 +151,31 @@ class Seq2SeqTranslator(keras.Model):
 
     # -- inference ----------------------------------------------------------------------
 
-    def translate_ids(self, source_ids, beam_size=1, max_length=None, length_penalty=1.0):
+    def translate_ids(
+        self,
+        source_ids,
+        beam_size=1,
+        max_length=None,
+        length_penalty=0.0,
+        *,
+        unk_id=None,
+        no_repeat_ngram_size=0,
+    ):
         """Decode source ids [B, S]: greedy when beam_size == 1, else beam search.
 
         Returns (target ids [B, L] int32 (0 after "</s>"), attention [B, L, S], log-prob
-        scores [B]). `max_length` None means 2 * S + 10.
+        scores [B]). `max_length` None means 2 * S + 10. `length_penalty` (Wu et al.'s
+        alpha), `unk_id` (never emitted; the target vocabulary's "[UNK]") and
+        `no_repeat_ngram_size` are `zoo.layers.decoding`'s.
         """
         if max_length is None:
             max_length = 2 * ops.shape(source_ids)[1] + 10
+        hygiene = {"unk_id": unk_id, "no_repeat_ngram_size": no_repeat_ngram_size}
         if isinstance(beam_size, int) and beam_size == 1:
-            return decoding.greedy_decode(self, source_ids, max_length)
-        return decoding.beam_search(self, source_ids, beam_size, max_length, length_penalty)
+            return decoding.greedy_decode(self, source_ids, max_length, **hygiene)
+        return decoding.beam_search(
+            self, source_ids, beam_size, max_length, length_penalty, **hygiene
+        )
 
     def get_config(self):
         config = super().get_config()
