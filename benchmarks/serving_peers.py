@@ -234,6 +234,8 @@ def grpc_request(kind: str, pixels: np.ndarray) -> tuple[str, bytes]:
     from serving import v2_protos
 
     request = v2_protos.ModelInferRequest(model_name="cifar")
+    # a zoo export's serving_default takes image_bytes; name the pixels signature
+    request.parameters["signature_name"].string_param = SIGNATURE
     request.inputs.add(name="pixels", datatype="FP32", shape=list(pixels.shape))
     request.raw_input_contents.append(pixels.tobytes())
     return f"/{v2_protos.SERVICE}/ModelInfer", request.SerializeToString()
