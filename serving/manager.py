@@ -16,6 +16,15 @@ A new model's versions that are still settling (see `serving.repository`) are wa
 up to SETTLE_WAIT_SECONDS, so that a reload answers their load errors as TF Serving's
 (which loads at once) does.
 
+Loads run in parallel as TF Serving's do: the first config's models with
+`num_initial_load_threads` threads (ServerCore's option, 4 x CPUs by default: a server waits
+for its slowest initial model, not for their sum), later ones (polls, config reloads) with
+`num_load_threads` (0: one at a time, in the calling thread, TF Serving's default), and
+unloads with `num_unload_threads` (likewise). The unit of work is a model: its versions load
+one after the other, and a model is made AVAILABLE, retried, or reported as failed exactly as
+when loads run one at a time; a config call still returns only when every load it started has
+ended.
+
 Storage problems stay with their model and are logged once, not on every poll: a base path
 that cannot be listed (symlink loop, permission, a file) leaves the model without versions at
 startup (GetModelStatus: NOT_FOUND with the reason) and keeps a loaded model's versions
@@ -32,9 +41,11 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import grpc
@@ -49,6 +60,8 @@ START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UN
 
 #: How long a config waits for a new model's versions that are still being written to settle.
 SETTLE_WAIT_SECONDS = 30.0
+#: ServerCore::Options::num_initial_load_threads: the first config's models load in parallel.
+INITIAL_LOAD_THREADS = 4 * (os.cpu_count() or 1)
 
 
 @dataclass
@@ -115,8 +128,14 @@ class Manager:
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
         allow_version_labels_for_unavailable_models: bool = False,
+        num_load_threads: int = 0,
+        num_unload_threads: int = 0,
+        num_initial_load_threads: int = INITIAL_LOAD_THREADS,
     ):
         self._loader = loader
+        self._load_threads = max(0, num_load_threads)
+        self._unload_threads = max(0, num_unload_threads)
+        self._initial_load_threads = max(0, num_initial_load_threads)
         self._settle = settle_seconds
         self._retries = max(0, max_num_load_retries)
         self._retry_interval = load_retry_interval_seconds
@@ -160,11 +179,17 @@ class Manager:
                         self._models[name] = ModelEntry(cfg)
                         self._retired.pop(name, None)
                 removed = [n for n in self._models if n not in wanted]
-            for name in removed:
-                self._unload_model(name)
+            _each(removed, self._unload_model, self._unload_threads, self._stop)
+            _each(
+                wanted,
+                lambda name: self._sync_model(
+                    name, settle_wait=SETTLE_WAIT_SECONDS if name in new else 0
+                ),
+                self._initial_load_threads if first else self._load_threads,
+                self._stop,
+            )
             errors = []
             for name in wanted:
-                self._sync_model(name, settle_wait=SETTLE_WAIT_SECONDS if name in new else 0)
                 try:
                     self._apply_labels(name)
                 except ServingError as e:
@@ -199,18 +224,40 @@ class Manager:
         return failed
 
     def poll_once(self) -> None:
-        """Look at storage once and load/unload what changed, for every model."""
+        """Look at storage once and load/unload what changed, for every model: every model's
+        storage is listed first, then the models with versions to load are reconciled, with
+        `num_load_threads` threads, and the others in this thread."""
         with self._sync_lock:
+            plans = {}
             for name in list(self._models):
-                try:
-                    self._sync_model(name)
-                except Exception as e:  # never let one model's problem stop polling
-                    message = f"{type(e).__name__}: {e}"
-                    if self._poll_errors.get(name) != message:  # once, not every poll
-                        self._poll_errors[name] = message
-                        log.exception("polling model %s failed", name)
-                else:
-                    self._poll_errors.pop(name, None)
+                plan = self._polled(name, lambda name=name: self._plan(name))
+                if plan is not None:
+                    plans[name] = plan
+            loading = [name for name, plan in plans.items() if self._to_load(*plan)]
+            _each(
+                loading,
+                lambda name: self._polled(name, lambda: self._reconcile(name, *plans[name])),
+                self._load_threads,
+                self._stop,
+            )
+            for name, plan in plans.items():
+                if name not in loading:
+                    self._polled(name, lambda name=name, plan=plan: self._reconcile(name, *plan))
+
+    def _polled(self, name: str, step: Callable):
+        """`step()` for one model during a poll: an unexpected error is logged (once while
+        its message stays the same), never raised, so one model's problem cannot stop
+        polling; returns what `step` returned (None after an error)."""
+        try:
+            result = step()
+        except Exception as e:
+            message = f"{type(e).__name__}: {e}"
+            if self._poll_errors.get(name) != message:  # once, not every poll
+                self._poll_errors[name] = message
+                log.exception("polling model %s failed", name)
+            return None
+        self._poll_errors.pop(name, None)
+        return result
 
     def start_polling(self, interval_seconds: float) -> None:
         """Poll storage every interval (TF Serving's --file_system_poll_wait_seconds)."""
@@ -228,15 +275,31 @@ class Manager:
     def _sync_model(self, name: str, settle_wait: float = 0) -> None:
         """Load the model's aspired versions and unload the others; waits up to
         `settle_wait` seconds for aspired versions still being written."""
+        plan = self._plan(name, settle_wait)
+        if plan is not None:
+            self._reconcile(name, *plan)
+
+    def _plan(
+        self, name: str, settle_wait: float = 0
+    ) -> tuple[ModelEntry, list[repository.VersionDir]] | None:
+        """(the model, its aspired versions on storage), or None when the model is gone or
+        its base path cannot be listed (then what is loaded stays)."""
         with self._lock:
             model = self._models.get(name)
             if model is None:
-                return
+                return None
             cfg = model.config
         found = self._scan(name, model, cfg, settle_wait)
         if found is None:
-            return  # the base path cannot be listed: keep what is loaded
-        aspired = repository.aspired_versions(cfg, found)
+            return None
+        return model, repository.aspired_versions(cfg, found)
+
+    @staticmethod
+    def _to_load(
+        model: ModelEntry, aspired: list[repository.VersionDir]
+    ) -> list[repository.VersionDir]:
+        """The aspired versions that are neither loaded, loading, nor failed unchanged."""
+        todo = []
         for vdir in aspired:
             entry = model.versions.get(vdir.version)
             if entry is not None and entry.state in (AVAILABLE, LOADING):
@@ -247,6 +310,15 @@ class Manager:
                 and entry.fingerprint == vdir.fingerprint
             ):
                 continue  # failed before and unchanged since: don't retry on every poll
+            todo.append(vdir)
+        return todo
+
+    def _reconcile(
+        self, name: str, model: ModelEntry, aspired: list[repository.VersionDir]
+    ) -> None:
+        """Load the aspired versions that need it, then unload the versions no longer
+        aspired once an aspired one is AVAILABLE (availability preserving)."""
+        for vdir in self._to_load(model, aspired):
             self._load(name, model, vdir)
         aspired_set = {v.version for v in aspired}
         with self._lock:
@@ -260,8 +332,7 @@ class Manager:
             ]
             for e in to_unload:
                 e.state = UNLOADING
-        for e in to_unload:
-            self._finish_unload(e)
+        _each(to_unload, self._finish_unload, self._unload_threads, self._stop)
 
     def _scan(
         self, name: str, model: ModelEntry, cfg: repository.ModelConfig, settle_wait: float
@@ -360,8 +431,7 @@ class Manager:
             entries = [e for e in model.versions.values() if e.state == AVAILABLE]
             for e in entries:
                 e.state = UNLOADING
-        for e in entries:
-            self._finish_unload(e)
+        _each(entries, self._finish_unload, self._unload_threads, self._stop)
         with self._lock:
             model = self._models.pop(name, None)
             if model is not None and model.versions:
@@ -475,8 +545,32 @@ class Manager:
         if self._poller is not None:
             self._poller.join(timeout=30)
         with self._sync_lock:
-            for name in list(self._models):
-                self._unload_model(name)
+            _each(list(self._models), self._unload_model, self._unload_threads, self._stop)
+
+
+def _each(items: Iterable, work: Callable, threads: int, stop: threading.Event) -> None:
+    """`work(item)` for every item: in this thread, one after the other, when `threads` is
+    0 or 1 or there is at most one item (the first error is raised at once, as a plain loop
+    would); else on up to `threads` threads at once, returning when every call has ended and
+    then raising the first error in the items' order. Interrupted while waiting (Ctrl-C
+    during the initial loads), it drops the calls not started yet and sets `stop` (a failed
+    load is not retried), and lets the interruption through."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    pool = ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="manager")
+    try:
+        futures = [pool.submit(work, item) for item in items]
+        wait(futures)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    for future in futures:
+        future.result()
 
 
 def _settle_wait(cfg: repository.ModelConfig, found: repository.Scan) -> float | None:

@@ -3,10 +3,11 @@
 Every artifact in the manifest (`pretrained/manifest.json`) is pulled from the repository's
 `pretrained/` folder (or the cache, or a mirror), verified and installed as a SavedModel
 version under `models/<serving name>`, unless that base path already holds a version: no
-training, and a second `make serve` starts at once. A base path whose newest version
-predates the request-cost declaration (`serving.cost`) gets the artifact again as a new
-version. Then `models.config` (TF Serving's
-ModelServerConfig text format) lists every model base path under the models folder.
+training, no export (the archives carry their SavedModel, `training.pretrained.prebuilt`:
+extraction and checks only, no TensorFlow), and a second `make serve` starts at once. A base
+path whose newest version predates the request-cost declaration (`serving.cost`) gets the
+artifact again as a new version. Then `models.config` (TF Serving's ModelServerConfig text
+format) lists every model base path under the models folder.
 
 The serving name is the family (`gpt`, `tagger`, ...) when the catalogue has one variant of
 it, else `<family>-<variant>`.

@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env, zoo
 from training import pretrained
-from training.pretrained import Manifest, PublishError, PullError, Release, Source
+from training.pretrained import Manifest, PublishError, PullError, Release, Source, prebuilt
 from training.pretrained.manifest import MANIFEST
 
 NAME = "cifar_convnet/tiny"
@@ -193,6 +193,7 @@ def test_publish_writes_artifact_card_and_manifest(published):
     archive = pub / release.file
     assert archive.stat().st_size == release.size
     assert pretrained.sha256_of(archive) == release.sha256
+    assert prebuilt.archive_carries_export(archive)  # `zoo pull` installs it: no export
     card = (pub / release.card).read_text()
     for fact in (release.sha256, "zoo train cifar_convnet --preset tiny", "float16",
                  "no formal licence", "Intended use", f"{release.parameters:,}"):  # fmt: skip

@@ -2,9 +2,10 @@
 
 An artifact is a minimal training run directory packed as a reproducible `.tar.gz`
 (`archive`): run.json, one weights-only checkpoint (float16 when published with `--half`),
-metrics.json and a generated card.md (`card`). Unpacked, it is a run directory like any
-other: `training.export.load_trained`, `zoo export` and fine-tuning read it unchanged.
-SavedModel version directories can be packed and pulled too.
+metrics.json and a generated card.md (`card`), plus the SavedModel `zoo pull` installs
+(`prebuilt`). Unpacked, it is a run directory like any other:
+`training.export.load_trained`, `zoo export` and fine-tuning read it unchanged. SavedModel
+version directories can be packed and pulled too.
 
 - `publish` (`zoo publish`): run directory -> artifact + card + manifest entry, in one step;
   the metric on the card is measured on the artifact itself.
@@ -12,7 +13,9 @@ SavedModel version directories can be packed and pulled too.
 - `fetch` / `download` / `cache`: mirrors in order, resumable transfers, sha256 verification
   before anything is unpacked, a content-addressed cache that works offline, locks so that
   concurrent pulls download once.
-- `install` (`zoo pull`): the verified artifact -> the next SavedModel version, atomically.
+- `install` (`zoo pull`): the verified artifact -> the next SavedModel version, atomically:
+  its prebuilt SavedModel, its weights written back from the checkpoint and checked
+  (`prebuilt`), or, for an artifact published without one, an export.
 - `load_model`: an artifact as a Keras model, for predicting or fine-tuning.
 
 Nothing here imports TensorFlow until a model is built (install, evaluate, load_model), so

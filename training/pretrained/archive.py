@@ -2,8 +2,8 @@
 
 An artifact is one of two kinds of directory, packed the same way:
 - a *run* artifact: a minimal training run directory (`run.json`, `checkpoints/`,
-  `metrics.json`, `card.md`), which `training.export.load_trained` and fine-tuning read
-  as they read any run directory;
+  `metrics.json`, `card.md`, and the prebuilt SavedModel of `prebuilt`), which
+  `training.export.load_trained` and fine-tuning read as they read any run directory;
 - a *SavedModel* artifact: one SavedModel version directory (`saved_model.pb`, ...).
 
 Packing is reproducible: the same files always give the same bytes (sorted entries, zero
@@ -266,6 +266,11 @@ def _names(archive: str | Path, limits: Limits) -> set[str]:
         raise PullError(f"corrupt artifact {archive}: {err}") from err
 
 
+def member_names(archive: str | Path) -> set[str]:
+    """The member names of `archive`, every member checked as `unpack` checks it."""
+    return _names(archive, Limits())
+
+
 def archive_kind(
     archive: str | Path,
     *,
@@ -318,7 +323,9 @@ def _write_file(
     tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str, room: int
 ) -> int:
     """Create `name` (O_EXCL, O_NOFOLLOW) under `parent_fd` with `member`'s bytes, writing at
-    most `room` bytes (PullError past that); returns the bytes written."""
+    most `room` bytes (PullError past that); returns the bytes written. A block of zeros is
+    skipped, not written, so it stays a hole where the file system allows (a prebuilt
+    SavedModel's blanked weights take no disk in the cache)."""
     mode = 0o755 if member.mode & stat.S_IXUSR else 0o644
     written = 0
     source = tar.extractfile(member)
@@ -330,7 +337,11 @@ def _write_file(
             written += len(block)  # counted, not trusted from the header
             if written > room:
                 raise PullError(f"member {member.name!r} unpacks past the archive's byte cap")
-            out.write(block)
+            if block.count(0) == len(block):
+                out.seek(len(block), os.SEEK_CUR)
+            else:
+                out.write(block)
+        out.truncate(written)  # the size, holes at the end included
     return written
 
 
@@ -391,16 +402,22 @@ def unpack(
     *,
     max_bytes: int = MAX_UNPACKED_BYTES,
     max_members: int = MAX_MEMBERS,
+    kind: str | None = None,
 ) -> Path:
     """Unpack `archive` into the new directory `final`, atomically.
 
     The tree is extracted (`extract_into`: checked members, capped size) under a hidden
-    temporary name beside `final` and renamed into place only when complete; on any
-    failure nothing is left. `final` must not exist (FileExistsError).
+    temporary name beside `final` and renamed into place only when complete, and only when
+    it is an artifact (of `kind`, RUN or SAVED_MODEL, when given); on any failure nothing is
+    left. `final` must not exist (FileExistsError).
     """
     final = Path(final)
     with staged_directory(final) as tmp:
         extract_into(archive, tmp, max_bytes=max_bytes, max_members=max_members)
-        if directory_kind(tmp) is None:
+        found = directory_kind(tmp)
+        if found is None:
             raise PullError(f"artifact {archive} holds neither a SavedModel nor a run directory")
+        if kind is not None and found != kind:
+            words = {RUN: "a run directory", SAVED_MODEL: "a SavedModel"}
+            raise PullError(f"artifact {archive} is {words[found]}, not {words[kind]}")
     return final

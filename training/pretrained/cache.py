@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from training.pretrained.archive import RUN, archive_kind, directory_kind, sha256_of, unpack
+from training.pretrained.archive import RUN, directory_kind, sha256_of, unpack
 from training.pretrained.errors import PullError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -115,6 +115,4 @@ class Cache:
             archive = self.verified(sha256)
             if archive is None:
                 raise PullError(f"artifact {sha256[:12]} is not in the cache {self.root}")
-            if archive_kind(archive) != RUN:
-                raise PullError(f"artifact {sha256[:12]} is a SavedModel, not a run directory")
-            return unpack(archive, final)
+            return unpack(archive, final, kind=RUN)  # checked as it is unpacked: one pass

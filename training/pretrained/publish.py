@@ -1,13 +1,14 @@
 """`zoo publish RUN_DIR NAME`: a training run -> artifact, card and manifest entry, in one step.
 
 The artifact is a minimal run directory: `run.json`, one weights-only checkpoint (float16
-with `half`), `metrics.json` and `card.md`. It is staged in a hidden folder inside the
-output folder, evaluated there with the family's recipe (`training.evaluate.run`: the
-metric on the card is measured on the artifact itself, after any compression), packed
-reproducibly, and only then moved in beside its card, with the manifest written last. An
-artifact replaces the current version of its name only when its headline metric improves;
-the replaced version's archive is removed (its manifest record stays, so mirrors that keep
-the file can still serve `NAME@VERSION`).
+with `half`), `metrics.json` and `card.md`, plus its prebuilt SavedModel (`prebuilt`: the
+export `zoo pull` and `make serve` install by extraction, its weights taken from the
+checkpoint). It is staged in a hidden folder inside the output folder, evaluated there with
+the family's recipe (`training.evaluate.run`: the metric on the card is measured on the
+artifact itself, after any compression), packed reproducibly, and only then moved in beside
+its card, with the manifest written last. An artifact replaces the current version of its
+name only when its headline metric improves; the replaced version's archive is removed (its
+manifest record stays, so mirrors that keep the file can still serve `NAME@VERSION`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from serving.layout import replace_file, write_json_atomic, write_text_atomic
-from training.pretrained import headline
+from training.pretrained import headline, prebuilt
 from training.pretrained.archive import pack, sha256_of
 from training.pretrained.card import CardFacts, intended_use, render
 from training.pretrained.datasets import Dataset, infer_dataset
-from training.pretrained.errors import PublishError
+from training.pretrained.errors import PublishError, PullError
 from training.pretrained.fetch import Log, log_to_stderr
 from training.pretrained.manifest import Manifest, Release, check_name, pretrained_dir
 from training.pretrained.weights import weights_only
@@ -200,6 +201,10 @@ def publish(
                 f"{headline.format_metric(metric)} does not improve on {previous.reference}'s "
                 f"{headline.format_metric(previous.metric)}; nothing was replaced"
             )
+        try:  # the SavedModel `zoo pull` and `make serve` install, with no export there
+            prebuilt.prebuild(stage, name.split("/")[0])
+        except PullError as err:
+            raise PublishError(f"{run.path} does not export: {err}") from None
         run_metrics = _read_json(run.path / "metrics.json") or {}
         run_metric = None  # the float32 run's own figure, beside the float16 artifact's
         if dtype == "float16" and metric["name"] in run_metrics:
