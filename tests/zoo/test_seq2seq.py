@@ -40,9 +40,10 @@ def test_teacher_forcing_agrees_with_stepwise_decoding(attention):
     emitted = np.cumsum(ids == model.eos_id, axis=1) - (ids == model.eos_id) == 0
     np.testing.assert_allclose(w.sum(-1)[emitted], 1.0, rtol=1e-5)
     # feeding the greedy output back with teacher forcing reproduces the same argmaxes
-    # (over the words: decoding never emits padding, id 0)
+    # (over the words: decoding never emits padding, id 0, nor </s> first)
     target_in = np.concatenate([np.full((3, 1), model.bos_id), ids[:, :-1]], axis=1)
     logits = model({"source_ids": SOURCE, "target_in": target_in}).numpy()
+    logits[:, 0, model.eos_id] = -np.inf
     np.testing.assert_array_equal(
         np.where(emitted, logits[..., 1:].argmax(-1) + 1, 0), np.where(emitted, ids, 0)
     )
