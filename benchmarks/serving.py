@@ -251,20 +251,11 @@ def async_throughput(
 
 
 def start(cmd: list[str], ready: str, timeout: float = 300) -> subprocess.Popen:
+    """Start `cmd` in the repository and wait for `ready` in its output."""
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.monotonic() + timeout
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if ready in line:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise RuntimeError("process did not start:\n" + "".join(lines[-30:]))
+    return wait_ready(proc, ready, timeout)
 
 
 def stop(proc: subprocess.Popen) -> None:
