@@ -93,6 +93,9 @@ def main() -> None:
     print(f"{'contender':50s} {'ms/iter':>8s} {'speed-up':>9s}   per round")
     for name, ms in medians.items():
         rounds = " ".join(f"{t:.0f}" for t in times[name])
+        if ms <= 0:  # one execution per round: no interval to time
+            print(f"{name:50s} {'n/a':>8s} {'':>9s}   needs --steps of two executions or more")
+            continue
         print(f"{name:50s} {ms:8.1f} {base / ms:8.2f}x   {rounds}")
 
 
