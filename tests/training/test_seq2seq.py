@@ -221,3 +221,102 @@ def test_finetune_on_new_pairs_extends_both_vocabularies_and_keeps_known_rows(
     old, new = assert_known_rows_kept(tiny_run[0], run, grown)
     assert len(new["source_vocab"]) > len(old["source_vocab"])
     assert len(new["target_vocab"]) > len(old["target_vocab"])
+
+
+# The objective: label smoothing (training/tasks/sequence_objective.py).
+
+LOGITS = np.array([[[2.0, 0.5, -1.0, 0.0], [0.3, 0.3, 1.2, -0.4], [5.0, -3.0, 1.0, 2.0]],
+                   [[-0.2, 0.1, 0.4, 1.5], [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]],
+                  dtype="float32")  # fmt: skip
+LABELS = np.array([[1, 2, 0], [3, 0, 0]])  # 0 after each sentence: padding
+WEIGHTS = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype="float32")
+
+
+def _by_hand(logits, label, smoothing):
+    """-sum(q * log softmax) with q = (1 - e) * one_hot + e / K, in float64."""
+    logits = np.asarray(logits, dtype="float64")
+    log_p = logits - np.log(np.exp(logits).sum())
+    q = np.full(len(logits), smoothing / len(logits))
+    q[label] += 1 - smoothing
+    return float(-(q * log_p).sum())
+
+
+def _loss(smoothing, logits=LOGITS, weights=WEIGHTS):
+    from training.tasks.sequence_objective import sequence_loss
+
+    loss = sequence_loss({"label_smoothing": smoothing})
+    return float(loss(LABELS, logits, sample_weight=weights))
+
+
+def test_smoothed_loss_is_the_hand_computed_mean_over_real_tokens():
+    real = [(0, 0), (0, 1), (1, 0)]
+    expected = np.mean([_by_hand(LOGITS[i, t], LABELS[i, t], 0.1) for i, t in real])
+    assert _loss(0.1) == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(1.1040, abs=1e-4)  # the hand figure itself
+    # padded positions count for nothing: changing their logits changes nothing
+    noisy = LOGITS.copy()
+    noisy[WEIGHTS == 0] = np.array([9.0, -9.0, 4.0, 0.0], dtype="float32")
+    assert _loss(0.1, noisy) == pytest.approx(_loss(0.1), rel=1e-6)
+    assert _loss(0.1) > _loss(0.0)  # the smoothed target costs more than the one-hot here
+
+
+def test_smoothed_loss_matches_keras_one_hot_cross_entropy():
+    import keras
+
+    from training.tasks.sequence_objective import SmoothedSparseLogitsCrossentropy
+
+    one_hot = keras.ops.one_hot(LABELS, 4)
+    keras_loss = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=0.2, reduction="mean_with_sample_weight"
+    )
+    ours = SmoothedSparseLogitsCrossentropy(0.2)
+    assert float(ours(LABELS, LOGITS, sample_weight=WEIGHTS)) == pytest.approx(
+        float(keras_loss(one_hot, LOGITS, sample_weight=WEIGHTS)), rel=1e-5
+    )
+
+
+def test_no_smoothing_is_the_old_loss_exactly():
+    import keras
+
+    from training.tasks.sequence_objective import sequence_loss
+
+    old = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight"
+    )
+    assert type(sequence_loss({})) is type(old)
+    assert type(sequence_loss({"label_smoothing": 0.0})) is type(old)
+    expected = np.mean(
+        [_by_hand(LOGITS[i, t], LABELS[i, t], 0.0) for i, t in [(0, 0), (0, 1), (1, 0)]]
+    )
+    assert _loss(0.0) == float(old(LABELS, LOGITS, sample_weight=WEIGHTS))
+    assert _loss(0.0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_smoothed_loss_round_trips_through_its_config():
+    import keras
+
+    from training.tasks.sequence_objective import SmoothedSparseLogitsCrossentropy
+
+    loss = SmoothedSparseLogitsCrossentropy(0.1)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again, SmoothedSparseLogitsCrossentropy)
+    assert again.label_smoothing == 0.1 and again.reduction == "mean_with_sample_weight"
+    assert float(again(LABELS, LOGITS, sample_weight=WEIGHTS)) == pytest.approx(_loss(0.1))
+
+
+def test_compile_sequence_model_uses_the_configured_objective():
+    import keras
+
+    from training.schedules import LinearWarmup
+    from training.tasks.sequence_objective import (
+        SmoothedSparseLogitsCrossentropy,
+        compile_sequence_model,
+    )
+    from zoo.seq2seq.presets import PRESETS
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    compile_sequence_model(model, PRESETS["default"], 100, jit_compile=False)
+    assert isinstance(model.loss, SmoothedSparseLogitsCrossentropy)
+    assert model.loss.label_smoothing == PRESETS["default"]["label_smoothing"] > 0
+    assert isinstance(model.optimizer._learning_rate, LinearWarmup)
+    assert model.optimizer._learning_rate.warmup_steps == 100

@@ -1,7 +1,8 @@
 """Named configurations of the seq2seq translator (complete dicts, not deltas).
 
 Model keys go to `Seq2SeqTranslator`; the others drive data, training and decoding
-(`lr_schedule` and `min_learning_rate`: see `training/schedules.py`).
+(`lr_schedule`, `warmup_epochs` and `min_learning_rate`: see `training/schedules.py`;
+`label_smoothing`: `training/tasks/sequence_objective.py`).
 `source_vocab_size` / `target_vocab_size` are `DATA_DECIDED`: the recipe sets them to the
 sizes of the vocabularies built from the training data.
 """
@@ -40,7 +41,9 @@ PRESETS: dict[str, dict] = {
         "attention": "additive",
         "attention_units": 32,
         "dropout": 0.1,
+        "label_smoothing": 0.0,
         "learning_rate": 5e-3,
+        "warmup_epochs": 0,
         "lr_schedule": "step",
         "lr_decay_start_epochs": 2,
         "lr_decay_epochs": 1,
@@ -58,10 +61,24 @@ PRESETS: dict[str, dict] = {
     },
     # Multi30k en->de: 2-4.5 minutes per epoch on 2 CPU cores. The rate is held at its
     # peak for 14 epochs, then halved every epoch (Luong et al. 2015 halve on a fixed
-    # schedule too). Measured: the outcome depends strongly on the random draw; unseeded
-    # runs were at 1.61-2.03 val loss after 12 epochs and ended at BLEU 19.2-32.96 (this
-    # schedule, unseeded: 23.6). `--seed 0` (the default) gave val loss 1.521 and BLEU
-    # 35.4 beam / 34.7 greedy: artifact seq2seq/default@2.
+    # schedule too).
+    # The previous recipe (Adam at 2e-3 from the first step, dropout 0.3, no label
+    # smoothing, otherwise as below) depended strongly on the random draw: unseeded runs
+    # were at 1.61-2.03 val loss after 12 epochs and ended at BLEU 19.2-32.96 (this
+    # schedule, unseeded: 23.6). `--seed 0` gave val loss 1.521 and BLEU 35.4 beam / 34.7
+    # greedy: artifact seq2seq/default@2, trained by that recipe, not this one.
+    # Changed for a result that does not hinge on the seed, as attention-LSTM NMT recipes
+    # for small corpora do (not yet measured here): the peak rate halved to Adam's usual
+    # 1e-3 (OpenNMT-py's recommended Adam rate; the suspicion is that 2e-3 from step 0
+    # let the first steps decide the run), reached by a linear warm-up over the first
+    # epoch (early Adam steps rest on noisy second-moment estimates: Liu et al. 2020), and
+    # label smoothing 0.1 (Szegedy et al. 2016; Vaswani et al. 2017), a regulariser for
+    # the 29k-pair corpus alongside the unchanged dropout 0.3. The schedule's cuts are
+    # unchanged (after epochs 14-19; the last rate 1e-3 / 64), as are the epochs and the
+    # length-bucketed batches. The losses (and so the best epoch by val_loss) are now of
+    # smoothed targets: higher than the figures above, and not comparable with them.
+    # Val BLEU of this recipe for seeds 0, 1, 2 (`scripts/queue_translator_seeds.sh`):
+    # pending, not yet measured.
     "default": {
         "source_lang": "en",
         "target_lang": "de",
@@ -81,7 +98,9 @@ PRESETS: dict[str, dict] = {
         "attention": "multiplicative",
         "attention_units": 256,
         "dropout": 0.3,
-        "learning_rate": 2e-3,
+        "label_smoothing": 0.1,
+        "learning_rate": 1e-3,
+        "warmup_epochs": 1,
         # the best epoch by val loss is exported
         "lr_schedule": "step",
         "lr_decay_start_epochs": 14,
