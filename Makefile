@@ -29,7 +29,7 @@ format: $(STAMP)
 # Serve ./models on gRPC 8500 / REST 8501; installs the pretrained catalogue (pretrained/) first.
 serve: $(STAMP)
 	$(PY) -m training.bootstrap --models models
-	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config --model_config_file_poll_wait_seconds 30
+	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config --model_config_file_poll_wait_seconds 30 --enable_web_ui
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

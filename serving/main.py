@@ -108,6 +108,7 @@ FLAGS: list[tuple[str, type, object, str]] = [
     ("mixed_precision", str, "", "ignored"),
     ("skip_initialize_tpu", _bool, False, "ignored"),
     ("enable_grpc_healthcheck_service", _bool, False, "the standard grpc.health.v1 service"),
+    ("enable_web_ui", _bool, False, "zoo: the page to try the models at / on the REST port"),
     ("enable_serialization_as_tensor_content", _bool, False, "ignored"),
     # the zoo's own
     ("grpc_max_message_size", int, 0, "zoo: gRPC/REST message limit in bytes (0: none)"),
@@ -320,7 +321,7 @@ def _session_config(args):
 def _serve(args) -> int:
     import tensorflow as tf  # noqa: F401  (slow import, after argument errors)
 
-    from serving import aio, grpc_server, rest_server, v2, warmup
+    from serving import aio, grpc_server, rest_server, v2, warmup, web
     from serving.errors import ServingError
     from serving.manager import Manager
     from serving.metrics import LOAD_ATTEMPT_COUNT
@@ -444,6 +445,7 @@ def _serve(args) -> int:
             args.rest_api_timeout_in_ms,
             cors=args.rest_api_enable_cors_support,
             num_threads=args.rest_api_num_threads,
+            web_ui=web.WebUi() if args.enable_web_ui else None,
         )
         try:
             http_srv = serving_loop.run(

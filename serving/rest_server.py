@@ -39,7 +39,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import aio, deadline, json_tensor, metrics, v2
+from serving import aio, deadline, json_tensor, metrics, v2, web
 from serving.errors import ServingError, invalid
 from serving.predict import PredictionCore, Spec, error_status
 
@@ -59,7 +59,7 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 _V2_MODEL = re.compile(
-    r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<what>ready|infer))?/?$"
+    r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<what>ready|infer|config))?/?$"
 )
 _ORIGIN = re.compile(r"https?://")
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 413: b"Payload Too Large",
@@ -127,6 +127,7 @@ class RestApp:
         timeout_ms: int = 0,
         cors: bool = False,
         num_threads: int = 4 * (os.cpu_count() or 1),
+        web_ui: web.WebUi | None = None,
     ):
         self.core = core
         self.num_threads = num_threads  # --rest_api_num_threads: blocking work at once
@@ -137,6 +138,7 @@ class RestApp:
         self.cors = cors  # --rest_api_enable_cors_support
         self.v2 = v2.OpenInferenceApi(core)
         self.in_flight = InFlight()
+        self.web_ui = web_ui  # --enable_web_ui: the page at / and /ui/
 
     async def handle(self, method: str, path: str, body: bytes, headers=None) -> Reply:
         """The answer to one request (headers: a case-insensitive mapping, or None). A
@@ -144,6 +146,10 @@ class RestApp:
         path = path.split("?", 1)[0]
         if self.metrics_path and path == self.metrics_path and method == "GET":
             return Reply(200, metrics.render(), "text/plain; version=0.0.4")
+        if self.web_ui is not None and method == "GET":
+            page = self.web_ui.get(path)
+            if page is not None:
+                return Reply(200, page[0], page[1], dict(web.HEADERS))
         aio.serving_as(self.workers)  # unbatched graph runs use the REST workers too
         v1 = path[:4].lower() == "/v1/"
         with deadline.scope(self.timeout_ms) as limit:
@@ -279,6 +285,9 @@ class RestApp:
         if method == "GET" and path == "/v2/health/ready":
             ready = await self._blocking(api.server_ready)
             return Reply(200 if ready else 400, b"", None)
+        if method == "POST" and path.rstrip("/") == "/v2/repository/index":
+            ready_only = v2.index_request(body)
+            return Reply(200, orjson.dumps(await self._blocking(api.repository_index, ready_only)))
         m = _V2_MODEL.match(path)
         if m is None:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Not found: {method} {path}")
@@ -287,6 +296,9 @@ class RestApp:
         if method == "GET" and m["what"] == "ready":
             ready = await self._blocking(api.model_ready, name, version)
             return Reply(200 if ready else 400, b"", None)
+        if method == "GET" and m["what"] == "config":
+            config = await self._blocking(api.model_config, name, version)
+            return Reply(200, orjson.dumps(config))
         if method == "GET" and m["what"] is None:
             return Reply(200, await self._blocking(self._v2_metadata, name, version))
         if method == "POST" and m["what"] == "infer":

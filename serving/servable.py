@@ -32,7 +32,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.saved_model import loader_impl
 
-from serving import aio, cost, deadline
+from serving import aio, card, cost, deadline
 from serving.errors import ServingError, error_summary, invalid
 
 log = logging.getLogger("serving.servable")
@@ -144,6 +144,7 @@ class Servable:
         self.tags = tuple(tags)  # --saved_model_tags: the MetaGraph whose tags are exactly these
         saved_model = loader_impl.parse_saved_model(str(self.path))
         self.costs = cost.read_costs(self.path)  # what its signatures' requests cost
+        self.card = card.read_card(self.path)  # the published artifact's facts, if any
         meta_graph = next(
             (m for m in saved_model.meta_graphs if set(m.meta_info_def.tags) == set(self.tags)),
             None,

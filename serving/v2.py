@@ -39,6 +39,8 @@ SERVER_NAME = "tfzoo"
 SERVER_VERSION = __version__
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "tensorflow_savedmodel"
+#: The manager's version states as the repository index names them.
+_INDEX_STATES = {"AVAILABLE": "READY", "START": "LOADING", "LOADING": "LOADING"}
 HEADER_LENGTH = "inference-header-content-length"
 
 # V2 datatype <-> TensorFlow dtype enum <-> numpy dtype
@@ -216,11 +218,58 @@ class OpenInferenceApi:
         ]
         return {"name": name, "versions": versions, "platform": PLATFORM, **tensors}
 
+    def model_config(self, name: str, version: str | None) -> dict:
+        """Triton's model configuration extension (`GET /v2/models/{m}/config`): the
+        platform, and the version's model card (`serving.card`) as string `parameters`."""
+        with self.core.manager.acquire(name, _parse_version(version)) as servable:
+            facts = dict(servable.card)
+        return {
+            "name": name,
+            "platform": PLATFORM,
+            "backend": "tensorflow",
+            "parameters": {key: {"string_value": value} for key, value in facts.items()},
+        }
+
+    def repository_index(self, ready_only: bool = False) -> list[dict]:
+        """Triton's repository index (`POST /v2/repository/index`): every configured model
+        version with its state (READY, LOADING or UNAVAILABLE) and the reason it is not."""
+        index = []
+        for name in self.core.manager.model_names():
+            try:
+                entries = self.core.manager.status(name)
+            except ServingError:  # configured, no version found yet
+                entries = []
+            for entry in sorted(entries, key=lambda e: e.version):
+                state = _INDEX_STATES.get(entry.state, "UNAVAILABLE")
+                if ready_only and state != "READY":
+                    continue
+                reason = entry.error.message if entry.error is not None else ""
+                index.append(
+                    {"name": name, "version": str(entry.version), "state": state, "reason": reason}
+                )
+        return index
+
     async def infer(self, request: InferRequest) -> tuple[str, dict[str, np.ndarray]]:
         """(resolved version, outputs in the requested order, or all outputs sorted)."""
         spec = Spec(request.model, request.version, None, request.signature_name)
         model_spec, _sig, outputs = await self.core.predict(spec, request.inputs, request.outputs)
         return str(model_spec.version.value), outputs
+
+
+def index_request(body: bytes) -> bool:
+    """The `ready` flag of a repository index request body (empty: every version)."""
+    if not body.strip():
+        return False
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise invalid(f"Malformed repository index request: {err}") from None
+    if not isinstance(doc, dict):
+        raise invalid("A repository index request must be a JSON object")
+    ready = doc.get("ready", False)
+    if not isinstance(ready, bool):
+        raise invalid("'ready' of a repository index request must be a boolean")
+    return ready
 
 
 def _signature_name(parameters: dict) -> str:

@@ -1,5 +1,7 @@
 """`make serve` on a fresh clone: the shipped catalogue (`pretrained/`) is installed without
 training and served, and every shipped family answers a real request correctly over REST.
+Its page (`--enable_web_ui`) is tried below in headless Chromium against the same server:
+each panel's answer is the REST answer for the same input.
 
 Each family in the catalogue needs a check below (a real input and what a trained model
 must answer); a family published without one fails `test_every_shipped_family_is_checked`.
@@ -133,7 +135,7 @@ def served(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "train" not in proc.stdout.lower()
     assert sorted(p.name for p in models.iterdir() if p.is_dir()) == sorted(SERVED.values())
-    server = start_server(f"--model_config_file={models / 'models.config'}")
+    server = start_server(f"--model_config_file={models / 'models.config'}", "--enable_web_ui")
     yield server
     assert server.stop() == 0, server.log()
 
@@ -142,3 +144,246 @@ def served(tmp_path_factory):
 def test_shipped_model_answers_a_real_request(served, name, shared_data):
     family = name.split("/")[0]
     CHECKS[family](served, SERVED[name], shared_data)
+
+
+# ---------------------------------------------------------------------------- the page
+
+FAMILY_TASKS = {
+    "captioner": "captioning",
+    "cifar_convnet": "image classification",
+    "googlenet": "image classification",
+    "tagger": "tagging",
+    "seq2seq": "translation",
+    "gpt": "language model",
+}
+
+
+def _served_as(family: str) -> str:
+    names = [served for name, served in SERVED.items() if name.split("/")[0] == family]
+    if not names:
+        pytest.skip(f"the catalogue has no {family}")
+    return names[0]
+
+
+@pytest.fixture(scope="module")
+def page_session(served):
+    """One headless Chromium on the page for the module; every request it made is kept."""
+    from tests.browser import OUTPUT, chromium
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        origin = f"http://127.0.0.1:{served.rest_port}"
+        page.goto(f"{origin}/")
+        page.wait_for_selector("body[data-ready=true]")
+        yield page, origin, requests
+
+
+def _section(page, model: str):
+    return page.locator(f"#model-{model}")
+
+
+def _shot(page, model: str, name: str) -> None:
+    from tests.browser import OUTPUT
+
+    _section(page, model).screenshot(path=str(OUTPUT / f"{name}.png"))
+
+
+def _b64(path: Path) -> dict:
+    return {"b64": base64.b64encode(path.read_bytes()).decode()}
+
+
+def test_page_lists_every_served_model_with_its_card_and_panel(page_session):
+    page, origin, requests = page_session
+    for name, model in SERVED.items():
+        release = CATALOGUE.latest(name)
+        section = _section(page, model)
+        assert section.get_attribute("data-task") == FAMILY_TASKS[name.split("/")[0]]
+        card = dict(
+            zip(
+                section.locator("dl.card dt").all_inner_texts(),
+                section.locator("dl.card dd").all_inner_texts(),
+                strict=True,
+            )
+        )
+        assert card["Artifact"] == release.reference
+        assert card["Version"] == "1"
+        assert card["Data"] == release.dataset
+        assert card["Licence"] == release.licence
+        assert card["Metric"].split()[0] == release.metric["name"]
+        assert card["Size"] == f"{release.size / 1e6:.1f} MB"
+        # every control can be found by its label
+        for control in section.locator("input, textarea").all():
+            assert control.evaluate("e => e.labels.length") == 1
+    # nothing but the server: no CDN, no font, no other origin
+    assert requests and all(url.startswith(origin) or url.startswith("data:") for url in requests)
+
+
+def test_page_is_small(served):
+    import urllib.request
+
+    total = 0
+    for path in ("/", "/ui/app.js", "/ui/style.css"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.rest_port}{path}") as answer:
+            assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            total += len(answer.read())
+    assert total < 200_000, total
+
+
+def test_page_classifies_an_imagenette_photo_as_rest_does(page_session, served, shared_data):
+    page, _, _ = page_session
+    model = _served_as("googlenet")
+    photo = sorted((shared_data / "imagenette" / "val" / "n03028079").iterdir())[0]
+    (answer,) = _predict(served, model, [_b64(photo)])
+    section = _section(page, model)
+    section.locator("input[type=file]").set_input_files(str(photo))
+    section.locator(".bars .label").first.wait_for()
+    labels = section.locator(".bars .label").all_inner_texts()
+    assert labels == answer["classes"]
+    shown = [float(t.rstrip("%")) for t in section.locator(".bars .pct").all_inner_texts()]
+    assert shown == pytest.approx([100 * p for p in answer["probabilities"]], abs=0.051)
+    _shot(page, model, "image_classification")
+
+
+# The mean absolute difference between each word's overlay and the plain photo, in 0..255.
+_OVERLAY_DIFFERENCES = """section => {
+  const pixels = c => c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  const plain = pixels(section.querySelector("canvas.plain"));
+  return [...section.querySelectorAll(".words canvas")].map(c => {
+    const p = pixels(c);
+    let sum = 0;
+    for (let i = 0; i < p.length; i++) sum += Math.abs(p[i] - plain[i]);
+    return sum / p.length;
+  });
+}"""
+
+
+def test_page_captions_a_photo_as_rest_does_and_shows_where_it_looked(
+    page_session, served, shared_data
+):
+    page, _, _ = page_session
+    model = _served_as("captioner")
+    photo = sorted((shared_data / "flickr8k" / "images").iterdir())[0]
+    (caption,) = _predict(served, model, [_b64(photo)])
+    section = _section(page, model)
+    section.locator("input[type=file]").set_input_files(str(photo))
+    section.locator(".caption-text").wait_for()
+    assert section.locator(".caption-text").inner_text() == caption
+    assert section.locator(".words figcaption").all_inner_texts() == caption.split()
+    differences = section.evaluate(_OVERLAY_DIFFERENCES)
+    assert len(differences) == len(caption.split())
+    assert min(differences) > 1.0, differences  # every overlay darkens part of the photo
+    assert len({round(d, 3) for d in differences}) > 1, differences  # and not all alike
+    _shot(page, model, "captioning")
+
+
+def test_page_tags_a_sentence_from_the_keyboard_as_rest_does(page_session, served):
+    page, _, _ = page_session
+    model = _served_as("tagger")
+    sentence = "The old man reads a book in the garden ."
+    (answer,) = _predict(served, model, [sentence])
+    section = _section(page, model)
+    section.get_by_label("Sentence").fill(sentence)
+    section.get_by_label("Sentence").press("Enter")  # the form submits from the keyboard
+    page.wait_for_function(
+        "([m, n]) => document.querySelectorAll(`#model-${m} .token`).length === n",
+        arg=[model, len(answer["tokens"])],
+    )
+    assert section.locator(".token .word").all_inner_texts() == answer["tokens"]
+    assert section.locator(".token .tag").all_inner_texts() == answer["tags"]
+    _shot(page, model, "tagging")
+
+
+def test_page_translates_as_rest_does_with_its_alignment(page_session, served):
+    page, _, _ = page_session
+    model = _served_as("seq2seq")
+    sentence = "Two dogs play in the snow ."
+    request = {"source": [sentence], "beam_size": 0, "max_length": 0}
+    status, body = served.http(
+        "POST",
+        f"/v1/models/{model}:predict",
+        {"signature_name": "translate_with_attention", "inputs": request},
+    )
+    assert status == 200, body
+    answer = body["outputs"]
+    (translation,) = _predict(served, model, [sentence])
+    assert answer["translation"] == [translation]  # the page's signature, the default's words
+    source = answer["source_tokens"][0][: answer["source_tokens"][0].index("</s>")]
+    target = answer["target_tokens"][0][: answer["target_tokens"][0].index("</s>")]
+    section = _section(page, model)
+    section.get_by_label("Sentence").fill(sentence)
+    section.get_by_role("button", name="Translate").click()
+    page.wait_for_function(
+        "([m, t]) => document.querySelector(`#model-${m} .translation-text`)?.textContent === t",
+        arg=[model, translation],
+    )
+    assert section.locator("table.alignment thead th").all_inner_texts() == source
+    assert section.locator("table.alignment tbody th").all_inner_texts() == target
+    # each target word's darkest cell is its most attended source word
+    darkest = section.evaluate(
+        """s => [...s.querySelectorAll("table.alignment tbody tr")].map(row => {
+          const alpha = [...row.querySelectorAll("td")].map(
+            td => Number(getComputedStyle(td).backgroundColor.split(",")[3]?.replace(")", "") ?? 1));
+          return alpha.indexOf(Math.max(...alpha));
+        })"""
+    )
+    attention = answer["attention"][0]
+    expected = [
+        max(range(len(source)), key=lambda j, i=i: attention[i][j]) for i in range(len(target))
+    ]
+    assert darkest == expected
+    _shot(page, model, "translation")
+
+
+def test_page_generates_as_rest_does_with_its_settings(page_session, served):
+    page, _, _ = page_session
+    model = _served_as("gpt")
+    status, body = served.http(
+        "POST",
+        f"/v1/models/{model}:predict",
+        {
+            "signature_name": "generate",
+            "inputs": {
+                "prompt": ["JULIET:"],
+                "temperature": [0.5],
+                "top_k": [10],
+                "top_p": [1.0],
+                "seed": [7],
+                "max_new_tokens": [60],
+                "stop": [""],
+            },
+        },
+    )
+    assert status == 200, body
+    section = _section(page, model)
+    for label, value in (
+        ("Prompt", "JULIET:"),
+        ("Temperature", "0.5"),
+        ("Top-k", "10"),
+        ("Seed", "7"),
+        ("Length (characters)", "60"),
+    ):
+        section.get_by_label(label).fill(value)
+    section.get_by_role("button", name="Generate").click()
+    section.locator("pre.completion").wait_for()
+    assert section.locator("pre.completion").inner_text() == "JULIET:" + body["outputs"][0]
+    _shot(page, model, "language_model")
+
+
+def test_page_shows_the_servers_error_text(page_session, served, tmp_path):
+    page, _, _ = page_session
+    model = _served_as("googlenet")
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_bytes(b"these bytes are no image")
+    status, body = served.http(
+        "POST", f"/v1/models/{model}:predict", {"instances": [_b64(not_an_image)]}
+    )
+    assert status == 400 and body["error"], body
+    section = _section(page, model)
+    section.locator("input[type=file]").set_input_files(str(not_an_image))
+    error = section.locator(".error")
+    error.wait_for()
+    assert error.inner_text() == f"400: {body['error']}"
+    # and the panel still answers the next photo

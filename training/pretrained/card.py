@@ -107,7 +107,8 @@ def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
     rows += [
         (
             "trained with",
-            f"`{facts.command}`" + (f" (random seed {facts.seed})" if facts.seed is not None else ""),
+            f"`{facts.command}`"
+            + (f" (random seed {facts.seed})" if facts.seed is not None else ""),
         ),
     ]
     if facts.trained_on:

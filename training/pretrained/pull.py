@@ -17,7 +17,7 @@ from typing import Any
 from training.pretrained.cache import Cache, check_sha256
 from training.pretrained.errors import PullError
 from training.pretrained.fetch import Fetched, Log, Source, fetch, log_to_stderr
-from training.pretrained.install import install
+from training.pretrained.install import card_facts, install
 from training.pretrained.manifest import Manifest, Release
 
 
@@ -125,7 +125,8 @@ def pull(
     target, fetched = fetch_reference(
         reference, sha256, cache_, mirrors=mirrors, log=log, progress=progress, deadline=deadline
     )
-    return install(fetched.path, target.sha256, to, version, cache_)
+    card = card_facts(target.release) if target.release is not None else None
+    return install(fetched.path, target.sha256, to, version, cache_, card=card)
 
 
 def run_dir_for(
