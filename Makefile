@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data
 
-.PHONY: install test lint format serve clean
+.PHONY: install browser test lint format serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Debian's headless Chromium for the web page's tests (Playwright drives it; it downloads no
+# browser of its own). Without root or apt the page's tests skip and say why.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "make: could not install chromium; the web page's tests will skip"; \
+	else echo "make: chromium is missing and needs root to install; the web page's tests will skip"; fi
+
+browser: $(CHROMIUM)
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -ra -n 2 --dist loadfile tests
 
 lint: $(STAMP)

@@ -237,8 +237,10 @@ class OpenInferenceApi:
         for name in self.core.manager.model_names():
             try:
                 entries = self.core.manager.status(name)
-            except ServingError:  # configured, no version found yet
-                entries = []
+            except ServingError as err:  # configured, no version found yet: as Triton lists it
+                if not ready_only:
+                    index.append({"name": name, "state": "UNAVAILABLE", "reason": err.message})
+                continue
             for entry in sorted(entries, key=lambda e: e.version):
                 state = _INDEX_STATES.get(entry.state, "UNAVAILABLE")
                 if ready_only and state != "READY":

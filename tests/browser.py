@@ -28,14 +28,23 @@ OUTPUT = REPO_ROOT / "build" / "test-output" / "web"
 
 
 @contextmanager
-def chromium() -> Iterator:
-    """A headless Chromium browser (skips the test when the browser is not installed)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("Debian's chromium is not installed (`make test` installs it)")
-    with sync_api.sync_playwright() as playwright:
+def launch() -> Iterator:
+    """Debian's Chromium, headless, through Playwright (for the tests and benchmarks)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def chromium() -> Iterator:
+    """`launch`, or the test skipped when the browser or Playwright is not installed."""
+    pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Debian's chromium is not installed (`make test` installs it)")
+    with launch() as browser:
+        yield browser

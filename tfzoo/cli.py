@@ -201,7 +201,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     )
     if pretrained.archive_kind(fetched.path) == pretrained.RUN:
         quiet.import_tensorflow()  # a run artifact is exported into a SavedModel
-    path = pretrained.install(fetched.path, target.sha256, args.to, args.version, cache)
+    path = pretrained.install_fetched(target, fetched, args.to, args.version, cache)
     print(f"installed {path}")
     return 0
 

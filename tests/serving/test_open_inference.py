@@ -7,6 +7,7 @@ image bytes as BYTES) and a text model made here. Readiness follows the loads.
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import tritonclient.http as httpclient
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving import v2_protos
+from serving.card import CARD_PATH
 from tests.server_process import start_server
 from tests.serving import tf2_model
 from tests.serving.conftest import copy_model, wait_for
@@ -36,6 +38,17 @@ def env(testdata, tmp_path_factory):
     text = TextModel()
     tf.saved_model.save(text, str(root / "text" / "1"), signatures={"serving_default": text.serve})
     (root / "later").mkdir()
+    # a model card as `zoo pull` installs it, and one too broken to show
+    card = {
+        "artifact": "img/test@3",
+        "metric": "accuracy 50.0%",
+        "parameters": 12,
+        "restricted": True,
+    }
+    (root / "img" / "1" / CARD_PATH).parent.mkdir(exist_ok=True)
+    (root / "img" / "1" / CARD_PATH).write_text(json.dumps(card))
+    (root / "text" / "1" / CARD_PATH).parent.mkdir(exist_ok=True)
+    (root / "text" / "1" / CARD_PATH).write_text('{"nested": {"not": "flat"}}')
     models = {
         "half_plus_two": testdata / "saved_model_half_plus_two_cpu",
         "img": root / "img",
@@ -161,6 +174,39 @@ def test_metadata_and_errors(env):
         _infer(env["grpc"], grpcclient, "half_plus_two", "z", x, "FP32", ["y"])
 
 
+def test_repository_index_and_model_config_carry_the_cards(env):
+    """Triton's repository index lists every configured model version with its state; the
+    model configuration carries the version's card as string parameters (none when the card
+    is unusable); the page is off without --enable_web_ui."""
+    http = env["http"]
+    index = {(e["name"], e.get("version")): e for e in http.get_model_repository_index()}
+    assert index[("half_plus_two", "123")]["state"] == "READY"
+    assert index[("img", "1")] == {"name": "img", "version": "1", "state": "READY", "reason": ""}
+    if ("later", None) in index:  # no version yet (the readiness test may have added one)
+        assert index[("later", None)]["state"] == "UNAVAILABLE"
+    status, ready = env["server"].http("POST", "/v2/repository/index", {"ready": True})
+    assert status == 200 and all(e["state"] == "READY" for e in ready)
+    assert {e["name"] for e in ready} >= {"half_plus_two", "img", "text"}
+    config = http.get_model_config("img")
+    assert config["name"] == "img" and config["platform"] == "tensorflow_savedmodel"
+    assert config["parameters"] == {
+        "artifact": {"string_value": "img/test@3"},
+        "metric": {"string_value": "accuracy 50.0%"},
+        "parameters": {"string_value": "12"},
+        "restricted": {"string_value": "true"},
+    }
+    assert http.get_model_config("text")["parameters"] == {}
+    assert http.get_model_config("half_plus_two", "123")["parameters"] == {}
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="Servable not found"):
+        http.get_model_config("nope")
+    status, body = env["server"].http("POST", "/v2/repository/index", {"ready": "yes"})
+    assert status == 400 and "'ready'" in body["error"]
+    assert env["server"].http("GET", "/")[0] == 404
+    assert env["server"].http("GET", "/ui/app.js")[0] == 404
+
+
 def test_readiness_follows_the_loads(env):
     """/v2/health/ready is true once every configured model has a version AVAILABLE; live
     always; a model's own readiness by name and version."""
@@ -199,3 +245,18 @@ def test_grpc_messages_match_tritonclients():
     service = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == v2_protos.SERVICE
     assert set(v2_protos.METHODS) <= {m.name for m in service.methods}
+
+
+def test_unusable_cards_are_ignored_without_reading_past_the_limit(tmp_path):
+    from serving.card import MAX_CARD_BYTES, read_card
+
+    path = tmp_path / CARD_PATH
+    path.parent.mkdir(parents=True)
+    assert read_card(tmp_path) == {}  # none at all
+    path.write_text(json.dumps({"artifact": "x@1", "note": "n" * MAX_CARD_BYTES}))
+    assert read_card(tmp_path) == {}  # too large
+    for broken in ("{not json", "[1, 2]", '{"a": null}', '{"a": [1]}'):
+        path.write_text(broken)
+        assert read_card(tmp_path) == {}, broken
+    path.write_text('{"artifact": "x@1", "size": 3, "restricted": false}')
+    assert read_card(tmp_path) == {"artifact": "x@1", "size": "3", "restricted": "false"}

@@ -247,6 +247,28 @@ def test_page_classifies_an_imagenette_photo_as_rest_does(page_session, served, 
     _shot(page, model, "image_classification")
 
 
+# Drops a file of these bytes (base64) on the panel's drop zone, as a drag from the desktop does.
+_DROP = """([section, b64, name]) => {
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+  const zone = section.querySelector(".drop");
+  zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}"""
+
+
+def test_page_classifies_a_dropped_photo_as_rest_does(page_session, served, shared_data):
+    page, _, _ = page_session
+    model = _served_as("cifar_convnet")
+    photo = sorted((shared_data / "cifar10" / "test" / "ship").iterdir())[0]
+    (answer,) = _predict(served, model, [_b64(photo)])
+    section = _section(page, model)
+    page.evaluate(_DROP, [section.element_handle(), _b64(photo)["b64"], photo.name])
+    section.locator(".bars .label").first.wait_for()
+    assert section.locator(".bars .label").all_inner_texts() == answer["classes"]
+
+
 # The mean absolute difference between each word's overlay and the plain photo, in 0..255.
 _OVERLAY_DIFFERENCES = """section => {
   const pixels = c => c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
@@ -372,7 +394,7 @@ def test_page_generates_as_rest_does_with_its_settings(page_session, served):
     _shot(page, model, "language_model")
 
 
-def test_page_shows_the_servers_error_text(page_session, served, tmp_path):
+def test_page_shows_the_servers_error_text(page_session, served, tmp_path, shared_data):
     page, _, _ = page_session
     model = _served_as("googlenet")
     not_an_image = tmp_path / "notes.jpg"
@@ -386,4 +408,10 @@ def test_page_shows_the_servers_error_text(page_session, served, tmp_path):
     error = section.locator(".error")
     error.wait_for()
     assert error.inner_text() == f"400: {body['error']}"
-    # and the panel still answers the next photo
+    # and the panel (and the server) still answer the next photo, the error gone
+    photo = sorted((shared_data / "imagenette" / "val" / "n03417042").iterdir())[0]
+    (answer,) = _predict(served, model, [_b64(photo)])
+    section.locator("input[type=file]").set_input_files(str(photo))
+    section.locator(".bars .label").first.wait_for()
+    assert section.locator(".bars .label").all_inner_texts() == answer["classes"]
+    assert error.inner_text() == ""

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from serving.card import CARD_PATH
 from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env, zoo
 from training import pretrained
 from training.pretrained import Manifest, PublishError, PullError, Release, Source, prebuilt
+from training.pretrained.headline import format_metric
 from training.pretrained.manifest import MANIFEST
 
 NAME = "cifar_convnet/tiny"
@@ -294,6 +296,13 @@ def test_pull_by_name_installs_a_model_that_answers(published, mirror, env, tmp_
     answer = served.signatures["serving_default"](image_bytes=tf.constant([image]))
     assert int(answer["class_ids"][0, 0]) == int(np.argmax(expected[0]))
     assert answer["classes"][0, 0].numpy().decode() in run_info["assets"]["class_names"]
+    # the version carries its card, the release's facts (what the web page shows)
+    card = json.loads((base / "1" / CARD_PATH).read_text())
+    assert card["artifact"] == f"{NAME}@1"
+    assert card["metric"] == format_metric(release.metric)
+    assert (card["dataset"], card["licence"]) == (release.dataset, release.licence)
+    assert (card["size"], card["parameters"]) == (release.size, release.parameters)
+    assert not [p.name for p in base.iterdir() if p.name.startswith(".")]  # no staging left
 
 
 def test_cut_transfer_resumes_then_verifies(published, mirror, env, tmp_path):
@@ -467,6 +476,7 @@ def test_pull_by_url_installs_next_version_and_reuses_cache(saved_model_artifact
         url = f"{server.url('good')}/{archive.name}"
         first = pretrained.pull(url, base, digest, cache, log=print)
         assert first == base / "1" and (first / "saved_model.pb").exists()
+        assert not (first / CARD_PATH).exists()  # an unpublished URL has no card to carry
         assert (first / "variables" / "variables.index").read_bytes() == bytes(range(256)) * 40
         assert pretrained.pull(url, base, digest, cache, log=print) == base / "2"
         assert len(server.gets()) == 1  # the second pull came from the verified cache

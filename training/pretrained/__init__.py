@@ -31,6 +31,7 @@ from training.pretrained.manifest import Manifest, Release, pretrained_dir
 from training.pretrained.publish import publish
 from training.pretrained.pull import (
     fetch_reference,
+    install_fetched,
     load_model,
     parent_record,
     pull,
@@ -52,6 +53,7 @@ __all__ = [
     "fetch",
     "fetch_reference",
     "install",
+    "install_fetched",
     "load_model",
     "pack",
     "parent_record",

@@ -125,8 +125,16 @@ def pull(
     target, fetched = fetch_reference(
         reference, sha256, cache_, mirrors=mirrors, log=log, progress=progress, deadline=deadline
     )
+    return install_fetched(target, fetched, to, version, cache_)
+
+
+def install_fetched(
+    target: Target, fetched, to: str | Path, version: int | None, cache: Cache
+) -> Path:
+    """Install what `fetch_reference` fetched as the next version under `to`, with the
+    release's card when it is a published release; returns the version directory."""
     card = card_facts(target.release) if target.release is not None else None
-    return install(fetched.path, target.sha256, to, version, cache_, card=card)
+    return install(fetched.path, target.sha256, to, version, cache, card=card)
 
 
 def run_dir_for(
