@@ -103,18 +103,48 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # The epoch's history entry is written first and its checkpoint commits it: a run
+        # killed between the two resumes from the previous checkpoint (`resume_point`).
         if not self.write:
             return
         completed = epoch + 1
         history = read_json(self.run_dir / "history.json", [])
         history = [h for h in history if h.get("epoch", 0) < completed]
         history.append({"epoch": completed, **{k: float(v) for k, v in (logs or {}).items()}})
+        best = bool(self.monitor) and is_best(history, self.monitor)
+        if best:
+            history[-1]["best"] = 1.0
+        write_json_atomic(self.run_dir / "history.json", history)
         path = self.ckpt_dir / f"ckpt-{completed:04d}.weights.h5"
         save_weights_atomic(self.model, path)
-        if self.monitor and is_best(history, self.monitor):
-            history[-1]["best"] = 1.0
-            with staged_file(self.ckpt_dir / BEST) as tmp:
-                shutil.copyfile(path, tmp)
-        write_json_atomic(self.run_dir / "history.json", history)
+        if best:
+            copy_best(path)
         for _, old in list_checkpoints(self.ckpt_dir)[: -self.keep]:
             old.unlink(missing_ok=True)
+
+
+def copy_best(checkpoint: Path) -> None:
+    """Keep `checkpoint` as its directory's `best.weights.h5`, atomically."""
+    with staged_file(checkpoint.parent / BEST) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+
+
+def resume_point(
+    run_dir: str | Path, repair: bool = True
+) -> tuple[tuple[int, Path] | None, list[dict]]:
+    """The newest checkpoint of a run (None: start afresh) and the history up to its epoch.
+
+    History entries past the checkpoint belong to an epoch whose checkpoint never landed
+    (the run was killed between the two writes): they are left out, and that epoch runs
+    again. When the history marks the resumed epoch as the best, `best.weights.h5` is copied
+    from its checkpoint again (`repair`: the chief, the one writer), in case the run died
+    before that copy.
+    """
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    epoch = latest[0] if latest else 0
+    history = [h for h in read_json(run_dir / "history.json", []) if h.get("epoch", 0) <= epoch]
+    marked = history and history[-1].get("epoch") == epoch and history[-1].get("best")
+    if repair and latest and marked:
+        copy_best(latest[1])
+    return latest, history

@@ -133,7 +133,7 @@ def run(
             model_dir / "run.json", {**run_info, **(provenance or {}), **kept}
         )
 
-    resume = checkpoints.latest_checkpoint(model_dir / "checkpoints")
+    resume, history = checkpoints.resume_point(model_dir, repair=chief)
     with strategy.scope():
         model = recipe.build_model(config, assets)
         if parent and not resume:
@@ -161,7 +161,6 @@ def run(
 
     steps = steps_per_epoch or data.steps_per_epoch
     throughput = Throughput(data.examples_per_step or global_batch)
-    history = checkpoints.read_json(model_dir / "history.json", [])[:initial_epoch]
     monitor = config.get("checkpoint_monitor")
     callbacks = [throughput, *recipe.callbacks(config), *plateau.from_config(config, history)]
     # last, so it sees (and records) every other callback's logs

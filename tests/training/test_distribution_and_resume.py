@@ -116,7 +116,9 @@ def test_killed_run_resumes_from_last_completed_epoch(cifar_tiny_folder, tmp_pat
     killed_at = checkpoints.latest_checkpoint(ckpt_dir)[0]
     assert 3 <= killed_at < 40
     history_before = checkpoints.read_json(run_dir / "history.json")
-    assert [h["epoch"] for h in history_before] == list(range(1, killed_at + 1))
+    # each epoch's entry is written just before its checkpoint: at most one more
+    assert [h["epoch"] for h in history_before][:killed_at] == list(range(1, killed_at + 1))
+    assert len(history_before) - killed_at in (0, 1)
 
     resumed = subprocess.run(
         command[:8] + [str(killed_at + 2)] + command[9:], capture_output=True, text=True,
@@ -165,3 +167,25 @@ def test_one_seed_starts_alike_and_is_kept_on_resume(cifar_tiny_folder, tmp_path
     assert not any(np.array_equal(x, y) for x, y in zip(first, other, strict=True) if x.std())
     weights("a", 99, epochs=2)  # resumed from epoch 1: still seed 7
     assert checkpoints.read_json(tmp_path / "a" / "run.json")["seed"] == 7
+
+
+def test_resume_point_forgets_an_epoch_whose_checkpoint_never_landed(tmp_path):
+    """A kill between an epoch's history entry and its checkpoint: the entry is left out and
+    the epoch runs again; a kill between a best checkpoint and its copy: the copy is redone."""
+    from training import checkpoints
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for epoch in (1, 2):
+        (ckpts / f"ckpt-{epoch:04d}.weights.h5").write_bytes(f"weights {epoch}".encode())
+    (ckpts / checkpoints.BEST).write_bytes(b"weights 1")
+    history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0, "best": 1.0},
+               {"epoch": 3, "loss": 0.5, "best": 1.0}]  # fmt: skip
+    checkpoints.write_json_atomic(tmp_path / "history.json", history)
+    latest, kept = checkpoints.resume_point(tmp_path, repair=False)
+    assert latest == (2, ckpts / "ckpt-0002.weights.h5")
+    assert kept == history[:2]
+    assert (ckpts / checkpoints.BEST).read_bytes() == b"weights 1"  # no repair asked
+    checkpoints.resume_point(tmp_path)
+    assert (ckpts / checkpoints.BEST).read_bytes() == b"weights 2"  # epoch 2 is the best
+    assert checkpoints.resume_point(tmp_path / "none") == (None, [])
