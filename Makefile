@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data
 
-.PHONY: install browser test lint format serve clean
+.PHONY: install browser test lint format serve image check_image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ format: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m training.bootstrap --models models
 	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config --model_config_file_poll_wait_seconds 30 --enable_web_ui
+
+# The server's image (podman or docker, whichever is present): BASE=... picks the base image.
+image:
+	bash -c 'source scripts/container_env.sh && build_image'
+
+# Builds the image on a local Debian base, runs it with the pretrained zoo, and checks it from
+# the host (every family over REST, gRPC and the Open Inference Protocol, probes, non-root,
+# read-only root, SIGTERM); too slow for `make test`.
+check_image: $(STAMP)
+	bash scripts/check_image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

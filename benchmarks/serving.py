@@ -169,7 +169,12 @@ def throughput(make_call, clients: int, seconds: float, pid: int) -> tuple[float
 
 
 def async_throughput(
-    kind: str, port: int, payload: bytes, clients: int, seconds: float, pid: int
+    kind: str,
+    port: int | list[int],
+    payload: bytes,
+    clients: int,
+    seconds: float,
+    pid: int | list[int],
 ) -> tuple[float, float, int, list[float]]:
     """`throughput` with a cheap load generator: `clients` concurrent callers on one asyncio
         loop in this process (grpc.aio, one channel each; or raw HTTP/1.1 keep-alive
@@ -177,8 +182,16 @@ def async_throughput(
         much CPU per request as the server, so the machine saturates before the server does; this
         one spends a fraction of it, which leaves the server the bottleneck, as it is in
         production. `payload` is a serialized PredictRequest (gRPC) or a JSON body (REST). Also
-    returns every request made (warm-up included) and the latencies inside the window."""
+    returns every request made (warm-up included) and the latencies inside the window. With
+    several ports (servers), client i calls ports[i % len(ports)] (a round-robin client), and
+    the CPU counted is every process in `pid`'s."""
     import asyncio
+
+    ports = port if isinstance(port, list) else [port]
+    pids = pid if isinstance(pid, list) else [pid]
+
+    def server_cpu() -> float:
+        return sum(cpu_seconds(p) for p in pids)
 
     async def run() -> tuple[float, float, int, list[float]]:
         counts = [0] * clients
@@ -199,7 +212,7 @@ def async_throughput(
             from tensorflow_serving.apis import predict_pb2
 
             request = predict_pb2.PredictRequest.FromString(payload)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{ports[i % len(ports)]}") as channel:
                 call = channel.unary_unary(
                     "/tensorflow.serving.PredictionService/Predict",
                     request_serializer=predict_pb2.PredictRequest.SerializeToString,
@@ -211,7 +224,7 @@ def async_throughput(
                     counts[i] += 1
 
         async def http_client(i: int) -> None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports[i % len(ports)])
             head = (
                 b"POST /v1/models/cifar:predict HTTP/1.1\r\nHost: bench\r\n"
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
@@ -236,9 +249,9 @@ def async_throughput(
         tasks = [asyncio.create_task(client(i)) for i in range(clients)]
         await asyncio.sleep(0.5)  # connected and warm
         window.set()
-        start, cpu0, done0 = time.perf_counter(), cpu_seconds(pid), sum(counts)
+        start, cpu0, done0 = time.perf_counter(), server_cpu(), sum(counts)
         await asyncio.sleep(seconds)
-        done, cpu = sum(counts) - done0, cpu_seconds(pid) - cpu0
+        done, cpu = sum(counts) - done0, server_cpu() - cpu0
         elapsed = time.perf_counter() - start
         window.clear()
         stop.set()
