@@ -16,7 +16,8 @@ free loopback ports, with a read-only root filesystem. Checks, each failing the 
 
 Measures, in one run: gRPC throughput (CIFAR convnet, 32 async clients) of one container
 against `zoo serve` on the same models run directly, and of two containers behind one
-round-robin client against one container. Prints one table.
+round-robin client against one container, in interleaved rounds (the best of `--rounds`
+counts for each). Prints one table.
 """
 
 from __future__ import annotations
@@ -158,14 +159,14 @@ def answers(server, model: str) -> dict[str, object]:
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, timeout=300)
-    grpc_answer = _text(tf.make_ndarray(response.outputs[output])[0].tolist())
+    grpc_answer = _text(tf.make_ndarray(response.outputs[output])[0])
 
     client = triton.InferenceServerClient(f"127.0.0.1:{server.rest_port}")
     tensor = triton.InferInput(name, [1], "BYTES")
     tensor.set_data_from_numpy(np.array([value], dtype=object))
     result = client.infer(model, [tensor], outputs=[triton.InferRequestedOutput(output)])
     client.close()
-    oip = _text(result.as_numpy(output)[0].tolist())
+    oip = _text(result.as_numpy(output)[0])
     return {"REST": rest, "gRPC": grpc_answer, "OIP": oip}
 
 
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the direct server's config (make serve's models)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     catalogue = json.loads((REPO / "pretrained" / "manifest.json").read_text())["artifacts"]
     families = sorted({name.split("/")[0] for name in catalogue})
@@ -261,20 +263,26 @@ def main(argv: list[str] | None = None) -> int:
         payload = cifar_payload()
         direct = Direct(args.models)
         wait_ready(direct)
-        rows = {}
-        for label, server in (("zoo serve, direct", direct), ("one container", a)):
-            rows[label] = async_throughput("grpc", server.grpc_port, payload, args.clients,
-                                           args.seconds, server.pid)[:2]  # fmt: skip
-        direct.stop()
         b = Container(args.image, "zoo-check-b")
         try:
             wait_ready(b)
-            rows["two containers, round robin"] = async_throughput(
-                "grpc", [a.grpc_port, b.grpc_port], payload, args.clients, args.seconds,
-                [a.pid, b.pid],
-            )[:2]  # fmt: skip
+            contenders = {
+                "zoo serve, direct": ([direct.grpc_port], [direct.pid]),
+                "one container": ([a.grpc_port], [a.pid]),
+                "two containers, round robin": ([a.grpc_port, b.grpc_port], [a.pid, b.pid]),
+            }
+            # interleaved rounds, each contender's best round counts (a shared machine only
+            # ever slows a round down)
+            rows: dict[str, tuple[float, float]] = {}
+            for _ in range(args.rounds):
+                for label, (ports, pids) in contenders.items():
+                    rate, cpu = async_throughput("grpc", ports, payload, args.clients,
+                                                 args.seconds, pids)[:2]  # fmt: skip
+                    if label not in rows or rate > rows[label][0]:
+                        rows[label] = (rate, cpu)
         finally:
             b.stop()
+            direct.stop()
         lines.append(check_sigterm(a))
     finally:
         a.stop()
