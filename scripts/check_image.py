@@ -12,7 +12,9 @@ free loopback ports, with a read-only root filesystem. Checks, each failing the 
   Inference Protocol (tritonclient), and the three answers agree;
 - live and ready answer 200; the server runs as uid 1000 and cannot write its root
   filesystem or its models;
-- SIGTERM lets an in-flight request finish (a long generation) before the container exits 0.
+- SIGTERM lets an in-flight request finish (a long generation) before the container exits 0;
+- the training Job's command (deploy/training/job.yaml, preset tiny) in two containers on
+  host networking trains to the weights of the same run as two processes on the host.
 
 Measures, in one run: gRPC throughput (CIFAR convnet, 32 async clients) of one container
 against `zoo serve` on the same models run directly, and of two containers behind one
@@ -27,8 +29,10 @@ import base64
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -230,6 +234,54 @@ def check_sigterm(container: Container) -> str:
     )
 
 
+def check_training(image: str, work: Path) -> str:
+    """The training Job's command (deploy/training/job.yaml, preset tiny) in two containers
+    on host networking, against the same run as two processes on the host: the weights and
+    optimizer state after one epoch must match."""
+    from tests.deploy import test_training_job as job
+    from tests.helpers import small_image_folder, subprocess_env
+
+    container = job._container(job._manifest("job"))
+    env = job.pod_env(container, {"PRESET": "tiny"})
+    data, runs = work / "data", work / "runs"
+    small_image_folder(DATA / "cifar10", work / "links", job.PER_CLASS)
+    shutil.copytree(work / "links", data / "cifar10")  # the files, not links out of the mount
+    runs.mkdir(parents=True)
+    runs.chmod(0o777)  # the image's uid 1000 writes the checkpoints
+    command = [job.k8s_expand(arg, env) for arg in container["command"] + container["args"]]
+    workers = ",".join(job._two_workers())
+    deterministic = {"TF_DETERMINISTIC_OPS": "1"}  # as the test: tf.data's parallel map
+    launches = []
+    for index in range(2):
+        variables = {**env, **deterministic, "JOB_COMPLETION_INDEX": str(index),
+                     "TFZOO_WORKERS": workers}  # fmt: skip
+        flags = [f"--env={k}={v}" for k, v in variables.items()]
+        launches.append(([*ENGINE, "run", "--rm", "--network", "host", "--read-only",
+                          "-v", f"{data}:/data:ro", "-v", f"{runs}:/runs", *flags,
+                          "--entrypoint", command[0], image, *command[1:]],
+                         dict(os.environ)))  # fmt: skip
+    reference_dir = work / "reference"
+    script = job._reference_script(env["MODEL"], "tiny", reference_dir, str(data / "cifar10"))
+    cluster = {"worker": job._two_workers()}
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        launches.append(([sys.executable, "-c", script],
+                         subprocess_env(**deterministic, TF_CONFIG=tf_config)))  # fmt: skip
+    start = time.perf_counter()
+    for index, (code, out, err) in enumerate(job._run_all(launches)):
+        assert code == 0, f"process {index}:\n{out[-2000:]}\n{err[-3000:]}"
+    seconds = time.perf_counter() - start
+    model_dir = runs / f"{env['MODEL']}-tiny"
+    ours = job._checkpoint_arrays(model_dir / "checkpoints" / "ckpt-0001.weights.h5")
+    theirs = job._checkpoint_arrays(reference_dir / "checkpoints" / "ckpt-0001.weights.h5")
+    assert ours.keys() == theirs.keys()
+    largest = max(float(np.max(np.abs(ours[k] - theirs[k]), initial=0)) for k in ours)
+    assert largest <= 1e-6, largest
+    return (f"the training Job's command in two containers (tiny CIFAR run, {seconds:.0f} s with "
+            f"the host reference beside it): weights and optimizer state match the host's "
+            f"two-process run, max |difference| {largest:g}")  # fmt: skip
+
+
 def cifar_payload() -> bytes:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -286,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(check_sigterm(a))
     finally:
         a.stop()
+    with tempfile.TemporaryDirectory() as work:
+        lines.append(check_training(args.image, Path(work)))
     print("\nimage checks")
     for line in lines:
         print(f"  {line}")
