@@ -107,8 +107,13 @@ COMPARISONS: dict[str, Comparison] = {
         True,
         # seq2seq/default@2 was trained without smoothing or warm-up (the preset has both
         # since): its fine-tune keeps its objective, at a low constant rate
-        {"learning_rate": 5e-4, "eval_limit": 200, "beam_size": 1, "label_smoothing": 0.0,
-         "warmup_epochs": 0},  # fmt: skip
+        {
+            "learning_rate": 5e-4,
+            "eval_limit": 200,
+            "beam_size": 1,
+            "label_smoothing": 0.0,
+            "warmup_epochs": 0,
+        },  # fmt: skip
     ),
     "language_model": Comparison(
         "gpt/baby",

@@ -281,6 +281,9 @@ def test_job_command_on_two_local_workers_trains_like_the_reference_run(shared_d
 
     metrics = json.loads((model_dir / "metrics.json").read_text())  # the chief's
     assert metrics["replicas"] == 2 and metrics["strategy"] == "CollectiveAllReduceStrategy"
+    assert len(metrics["history"]) == 1
+    reference_metrics = json.loads((reference_dir / "metrics.json").read_text())
+    assert reference_metrics["replicas"] == 2 and len(reference_metrics["history"]) == 1
     global_batch = int(registry.get(env["MODEL"]).config("tiny")["batch_size"])
     assert metrics["global_batch_size"] == global_batch
     job_arrays = _checkpoint_arrays(model_dir / "checkpoints" / "ckpt-0001.weights.h5")

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from tests.conftest import free_port
 from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env
 
 
@@ -52,40 +51,8 @@ def test_mirrored_strategy_on_two_logical_cpus(cifar_tiny_folder, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "ckpt-0001.weights.h5").exists()
 
 
-def test_multi_worker_mirrored_two_processes(cifar_tiny_folder, tmp_path):
-    ports = [free_port(), free_port()]
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _train_script(tmp_path / "run", cifar_tiny_folder, "multi_worker"),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=REPO_ROOT,
-                env=subprocess_env(TF_CONFIG=tf_config),
-            )  # fmt: skip
-        )
-    outputs = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=600)
-            outputs.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            proc.kill()
-    for code, out, err in outputs:
-        assert code == 0, err[-3000:]
-        result = _result(out)
-        assert result["replicas"] == 2 and result["strategy"] == "CollectiveAllReduceStrategy"
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())  # chief wrote it
-    assert metrics["replicas"] == 2 and len(metrics["history"]) == 1
+# MultiWorkerMirroredStrategy on two processes: tests/deploy/test_training_job.py runs the
+# training Job's command as two workers beside a reference two-process `train.run`.
 
 
 def test_killed_run_resumes_from_last_completed_epoch(cifar_tiny_folder, tmp_path):
