@@ -232,21 +232,6 @@ def test_page_is_small(served):
     assert total < 200_000, total
 
 
-def test_page_classifies_an_imagenette_photo_as_rest_does(page_session, served, shared_data):
-    page, _, _ = page_session
-    model = _served_as("googlenet")
-    photo = sorted((shared_data / "imagenette" / "val" / "n03028079").iterdir())[0]
-    (answer,) = _predict(served, model, [_b64(photo)])
-    section = _section(page, model)
-    section.locator("input[type=file]").set_input_files(str(photo))
-    section.locator(".bars .label").first.wait_for()
-    labels = section.locator(".bars .label").all_inner_texts()
-    assert labels == answer["classes"]
-    shown = [float(t.rstrip("%")) for t in section.locator(".bars .pct").all_inner_texts()]
-    assert shown == pytest.approx([100 * p for p in answer["probabilities"]], abs=0.051)
-    _shot(page, model, "image_classification")
-
-
 # Drops a file of these bytes (base64) on the panel's drop zone, as a drag from the desktop does.
 _DROP = """([section, b64, name]) => {
   const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
@@ -258,15 +243,31 @@ _DROP = """([section, b64, name]) => {
 }"""
 
 
-def test_page_classifies_a_dropped_photo_as_rest_does(page_session, served, shared_data):
+@pytest.mark.parametrize(
+    "family, photo, how",
+    [
+        ("googlenet", "imagenette/val/n03028079", "choose"),  # the file chooser
+        ("cifar_convnet", "cifar10/test/ship", "drop"),  # a file dropped on the zone
+    ],
+)
+def test_page_classifies_a_photo_as_rest_does(
+    page_session, served, shared_data, family, photo, how
+):
     page, _, _ = page_session
-    model = _served_as("cifar_convnet")
-    photo = sorted((shared_data / "cifar10" / "test" / "ship").iterdir())[0]
-    (answer,) = _predict(served, model, [_b64(photo)])
+    model = _served_as(family)
+    path = sorted((shared_data / photo).iterdir())[0]
+    (answer,) = _predict(served, model, [_b64(path)])
     section = _section(page, model)
-    page.evaluate(_DROP, [section.element_handle(), _b64(photo)["b64"], photo.name])
+    if how == "choose":
+        section.locator("input[type=file]").set_input_files(str(path))
+    else:
+        page.evaluate(_DROP, [section.element_handle(), _b64(path)["b64"], path.name])
     section.locator(".bars .label").first.wait_for()
     assert section.locator(".bars .label").all_inner_texts() == answer["classes"]
+    shown = [float(t.rstrip("%")) for t in section.locator(".bars .pct").all_inner_texts()]
+    assert shown == pytest.approx([100 * p for p in answer["probabilities"]], abs=0.051)
+    if how == "choose":
+        _shot(page, model, "image_classification")
 
 
 # The mean absolute difference between each word's overlay and the plain photo, in 0..255.
