@@ -27,7 +27,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+
+from tests.conftest import free_port  # noqa: E402 (one reservation of ports)
 
 REPO = Path(__file__).resolve().parents[1]
 #: The old install: the archives' prebuilt SavedModels ignored, every run exported.
@@ -46,12 +47,6 @@ EXPORT_INSTALL = (
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _LOADING = re.compile(r"Loading servable: \{name: (\S+) version: (\d+)\}")
 _LOADED = re.compile(r"Successfully loaded servable version \{name: (\S+) version: (\d+)\}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environment(cache: Path) -> dict[str, str]:

@@ -27,7 +27,6 @@ import http.client
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,18 +37,12 @@ from pathlib import Path
 import orjson
 
 from benchmarks import abuse
+from tests.conftest import free_port  # noqa: E402 (one reservation of ports)
 
 REPO = abuse.REPO
 DATA = REPO.parent / "shared" / "data"
 FAMILIES = ("cifar_convnet", "googlenet", "tagger", "seq2seq", "gpt", "captioner")
 READY = "Exporting HTTP/REST API at:localhost"
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

@@ -31,17 +31,10 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
 from serving.layout import version_dirs  # noqa: E402
+from tests.conftest import free_port  # noqa: E402 (one reservation of ports)
 
 REPO = Path(__file__).resolve().parents[1]
 SIGNATURE = "predict_pixels"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_model(base: Path) -> Path:

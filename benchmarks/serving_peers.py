@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.conftest import free_port  # one reservation of ports
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,12 +175,6 @@ async def app(scope, receive, send):
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
             http="httptools", loop="uvloop")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -25,17 +25,49 @@ def shared_data() -> Path:
     return path
 
 
+#: Ports handed out, below the kernel's ephemeral range (32768-60999 on Linux), so no
+#: outgoing connection is ever given one of them.
+PORTS = range(20000, 32000)
+_LOCKS = Path(os.environ.get("TMPDIR", "/tmp")) / "tfzoo-test-ports"
+_held: list = []  # the open lock files: a port stays reserved while this process lives
+
+
 def free_port() -> int:
-    """A TCP port that was free on loopback a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port reserved for this process until it exits.
+
+    Binding port 0 and closing it races: another test process can be handed the same port
+    before the server binds it. Here each port has a lock file that the process holds
+    (`flock`, released by the kernel when the process exits), and the ports come from below
+    the ephemeral range, so neither another test process nor an outgoing connection takes it.
+    """
+    import fcntl
+    import random
+
+    _LOCKS.mkdir(exist_ok=True)
+    start = random.randrange(len(PORTS))
+    for i in range(len(PORTS)):
+        port = PORTS[(start + i) % len(PORTS)]
+        lock = open(_LOCKS / str(port), "a")  # noqa: SIM115 (held open on purpose)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use by something that does not take these locks
+                lock.close()
+                continue
+        _held.append(lock)
+        return port
+    raise RuntimeError(f"no free port left in {PORTS}")
 
 
 #: Layers whose test files take longest, first: `make test` hands whole files to two workers
 #: (pytest-xdist, --dist loadfile) in collection order, so the many short serving files
 #: fill the end of the run instead of one long family file running alone.
-LAYER_ORDER = ("training", "zoo", "serving")
+LAYER_ORDER = ("training", "deploy", "zoo", "serving")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
