@@ -159,7 +159,7 @@ def train(
 
     import keras
 
-    from training import device_route
+    from training import device_route, provenance
     from training.tasks.classification_objective import compile_classifier, sgd_or_adamw
     from training.tasks.random_resized_crop import RandomResizedCropFlip
     from zoo import registry
@@ -275,6 +275,7 @@ def train(
         "restarted": restarted,
         "overrides": {**info["prepare_overrides"], **overrides, "epochs": total},
         "train_seconds": seconds,
+        "environment": provenance.training_environment(model),  # as JAX reports it
         # training images per second of an epoch, its val pass included
         "images_per_second": len(train_batches) * batch / float(np.median(timer.seconds)),
         "history": rows,

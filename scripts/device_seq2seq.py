@@ -89,7 +89,7 @@ def train(
     device's commands are time-limited), and the summary says how many epochs ran."""
     import keras
 
-    from training import device_route
+    from training import device_route, provenance
     from training.tasks.sequence_objective import compile_sequence_model  # no TensorFlow
     from zoo import registry
 
@@ -144,6 +144,7 @@ def train(
         "epochs_asked": epochs,
         "overrides": {**(overrides or {}), "epochs": epochs},
         "train_seconds": seconds,
+        "environment": provenance.training_environment(model),  # as JAX reports it
         "history": rows,
     }
     device_route.write_summary(out, summary)

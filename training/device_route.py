@@ -113,7 +113,9 @@ def write_run(
 ) -> None:
     """A run directory, as `zoo train` would have left it: run.json, history.json and
     checkpoints/ckpt-<last epoch> (and best.weights.h5 with `best`) from the device's
-    `last` (and `best`) weights."""
+    `last` (and `best`) weights. run.json's `training` record is the device run's one
+    segment, its environment the one the device recorded in the summary
+    (`training.provenance.training_environment`), null when the summary has none."""
     from training import checkpoints
 
     (to / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -132,17 +134,29 @@ def write_run(
             "seed": summary["seed"],
             "command": command,
             "data_dir": data_dir,
-            "trained_on": "one NVIDIA H200 under KERAS_BACKEND=jax "
-            f"({summary['train_seconds']:.0f} s of model.fit)",
+            "training": _training_record(summary, command),
         },
     )
     checkpoints.write_json_atomic(to / "history.json", summary["history"])
     print(f"wrote {to}")
 
 
+def _training_record(summary: dict, command: str) -> dict:
+    """run.json's `training` record (`training.provenance`) of a device run: one segment,
+    with what the device itself recorded and nothing else."""
+    from training import provenance
+
+    record = provenance.start_segment(
+        None, command=command, first_epoch=0, environment=summary.get("environment")
+    )
+    provenance.end_epoch(record, int(summary["epochs"]), float(summary["train_seconds"]))
+    return record
+
+
 def write_summary(out: Path, summary: dict) -> None:
-    """The training summary (seed, overrides, seconds, per-epoch history) as
-    `out/history.json`, and printed without the history."""
+    """The training summary (seed, overrides, seconds, environment, per-epoch history) as
+    `out/history.json`, and printed without the history. `environment` is
+    `training.provenance.training_environment(model)`, taken on the device."""
     (out / "history.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}), flush=True)
 

@@ -1,7 +1,9 @@
 """`zoo train`: fit any registered model with checkpoints, resume, TensorBoard and metrics.
 
 Run directory layout (`--model-dir`):
-    run.json                 model, preset, config, data assets (vocabularies, class names)
+    run.json                 model, preset, config, data assets (vocabularies, class names),
+                             the command, and `training`: each start or resume's
+                             environment, epochs and seconds (`training.provenance`)
     checkpoints/ckpt-N.weights.h5   weights + optimizer state after epoch N (atomic)
     checkpoints/best.weights.h5     the best epoch by `checkpoint_monitor`, when configured
     history.json             per-epoch logs (survives resume)
@@ -19,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from training import checkpoints, plateau
+from training import provenance as training_provenance
 from training.distributed_loop import distributed_fit
 from training.export import load_trained
 from training.recipe import get_recipe
@@ -53,6 +56,36 @@ class Throughput(keras.callbacks.Callback):
         return sum(rates) / len(rates) if rates else 0.0
 
 
+class TrainingRecord(keras.callbacks.Callback):
+    """Keeps run.json's `training` record (`training.provenance`) current: a segment for
+    this start or resume when `fit` begins, then after every epoch its epochs completed
+    and seconds of `fit` so far (wall time, validation included), so a run killed midway
+    keeps the record of what it trained."""
+
+    def __init__(self, run_json: Path, first_epoch: int, command: str, **segment: Any):
+        super().__init__()
+        self.run_json, self.first_epoch = run_json, first_epoch
+        self.command, self.segment = command, segment
+
+    def _write(self) -> None:
+        info = checkpoints.read_json(self.run_json)
+        checkpoints.write_json_atomic(self.run_json, {**info, "training": self.record})
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+        self.record = training_provenance.start_segment(
+            checkpoints.read_json(self.run_json).get("training"),
+            command=self.command,
+            first_epoch=self.first_epoch,
+            **self.segment,
+        )
+        self._write()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        training_provenance.end_epoch(self.record, epoch + 1, time.perf_counter() - self._start)
+        self._write()
+
+
 def _compile(recipe, model, config, data, jit_compile) -> None:
     recipe.compile(model, config, data, jit_compile=jit_compile)
     checkpoints.build_optimizer_state(model)
@@ -84,6 +117,10 @@ def run(
     copied strictly, except in the layers the recipe re-initialises for the new data.
     `provenance` (how the run was made: command line, data, parent artifact) is recorded in
     run.json from the start; a resumed run keeps what its first start recorded.
+    Each start or resume that trains adds a segment to run.json's `training` record: its
+    command (`provenance["command"]`, else this process's command line), the environment
+    the framework reports (backend, devices, the model's dtype policy), and its epochs
+    and seconds; `training.seconds` sums the segments (`training.provenance`).
     `steps_per_execution` runs that many training steps per call into the graph (less
     Python overhead per step; the progress bar and callbacks update less often).
     `seed` seeds Python, NumPy and TensorFlow: two runs of one command draw the same initial
@@ -167,6 +204,16 @@ def run(
     callbacks.append(checkpoints.EpochCheckpoint(model_dir, write=chief, monitor=monitor))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
+        callbacks.append(  # after the checkpoint: an epoch is recorded once it is saved
+            TrainingRecord(
+                model_dir / "run.json",
+                initial_epoch,
+                (provenance or {}).get("command") or training_provenance.command_line(),
+                strategy=type(strategy).__name__,
+                replicas=strategy.num_replicas_in_sync,
+                environment=training_provenance.training_environment(model),
+            )
+        )
     start = time.perf_counter()
     if initial_epoch < epochs:
         fit_kwargs = dict(

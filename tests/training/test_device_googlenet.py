@@ -93,7 +93,14 @@ def test_prepare_train_under_jax_and_import(shared_data, tmp_path):
 
     model, run_info = load_trained(run)
     assert run_info["seed"] == 3 and run_info["config"]["width"] == 0.125
-    assert "--seed 3" in run_info["command"] and "H200" in run_info["trained_on"]
+    assert "--seed 3" in run_info["command"] and "trained_on" not in run_info
+    # the environment JAX reported on the machine that trained (this CPU), nothing else
+    (segment,) = run_info["training"]["segments"]
+    assert segment["environment"] == summary["environment"]
+    assert segment["environment"]["backend"] == "jax"
+    assert segment["environment"]["devices"] == [{"kind": "CPU", "name": "cpu", "count": 1}]
+    assert segment["environment"]["precision_policy"] == "float32"
+    assert segment["epochs"] == [0, 2] and segment["seconds"] == summary["train_seconds"]
     trained = {}
     for k in range(PARTS):
         with np.load(weights / f"last-{k}.npz") as part:

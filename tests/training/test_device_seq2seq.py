@@ -50,6 +50,8 @@ def test_prepare_train_under_jax_and_import(shared_data, tmp_path):
     model, run_info = load_trained(run)
     assert run_info["seed"] == 3 and run_info["config"]["epochs"] == 1
     assert "--seed 3" in run_info["command"]
+    environment = run_info["training"]["segments"][0]["environment"]  # as JAX reported it
+    assert environment["backend"] == "jax" and environment["devices"][0]["kind"] == "CPU"
     trained = {}
     for k in range(3):
         with np.load(weights / f"best-{k}.npz") as part:

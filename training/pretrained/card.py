@@ -76,8 +76,46 @@ class CardFacts:
     intended_use: str
     run_metric: dict[str, Any] | None = None
     seed: int | None = None  # recorded by runs since seeds were added; older runs: None
-    trained_on: str | None = None  # where it trained, when not `zoo train` here (device route)
+    training: dict[str, Any] | None = None  # run.json's `training` record (training.provenance)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _environment(environment: dict[str, Any]) -> str | None:
+    """One recorded environment in words: the accelerators by kind x count (the CPUs when
+    there are none), the Keras backend and the dtype policy; None without devices."""
+    devices = environment.get("devices") or []
+    shown = [d for d in devices if d.get("kind") != "CPU"] or devices
+    if not shown or not environment.get("backend"):
+        return None
+    named = [
+        f"{d['count']} x {d['kind']}"
+        + (f" ({d['name']})" if d.get("name") and d["name"].lower() != d["kind"].lower() else "")
+        for d in shown
+    ]
+    line = f"{' + '.join(named)}, Keras backend {environment['backend']}"
+    policy = environment.get("precision_policy")
+    return line + (f", dtype policy {policy}" if policy else "")
+
+
+def trained_on(training: dict[str, Any] | None) -> str | None:
+    """The card's "trained on" line from run.json's `training` record: each distinct
+    environment its segments recorded, in order, and the seconds of training. None (the
+    line is left out) when there is no record or a segment's environment was not recorded:
+    a card names no machine that the run did not record itself."""
+    segments = (training or {}).get("segments") or []
+    places: list[str | None] = []
+    for segment in segments:
+        place = _environment(segment.get("environment") or {})
+        if place not in places:
+            places.append(place)
+    if not places or None in places:
+        return None
+    line = "; then ".join(p for p in places if p)
+    seconds = (training or {}).get("seconds")
+    if seconds is not None:
+        starts = f" in {len(segments)} segments" if len(segments) > 1 else ""
+        line += f"; {seconds:.0f} s of training{starts}"
+    return line
 
 
 def _number(value: Any) -> str:
@@ -111,8 +149,9 @@ def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
             + (f" (random seed {facts.seed})" if facts.seed is not None else ""),
         ),
     ]
-    if facts.trained_on:
-        rows.append(("trained on", facts.trained_on))
+    where = trained_on(facts.training)
+    if where:
+        rows.append(("trained on", where))
     rows += [
         (
             "dataset",

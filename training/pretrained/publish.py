@@ -152,7 +152,7 @@ def _card_facts(
         dataset=run.dataset,
         command=run.command,
         seed=run.info.get("seed"),
-        trained_on=run.info.get("trained_on"),
+        training=run.info.get("training"),  # not a legacy free-text `trained_on`
         data_dir=run.data_dir,
         checkpoint_note=run.checkpoint_note,
         **facts,
