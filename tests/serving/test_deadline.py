@@ -4,7 +4,6 @@ waiting in a batch queue gives up at its deadline, and the server stays healthy.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from serving.errors import ServingError
 from serving.servable import Servable
 from tests.server_process import start_server
 from tests.serving import tf2_model
+from tests.serving.conftest import wait_for
+from tests.serving.test_tf2_model import Gate, export_gate
 
 TIMEOUT_MS = 300
 ENDLESS = 10**8  # matmul loop iterations: minutes of work unless cancelled
@@ -48,6 +49,7 @@ def models(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("deadline")
     tf2_model.export(root / "img" / "1")
     export_tf1_slow(root / "tf1slow" / "1")
+    export_gate(root / "gate" / "1")
     return root
 
 
@@ -71,16 +73,46 @@ def server(models: Path, tmp_path_factory):
     srv.stop()
 
 
+def _runnable_seconds(pid: int) -> float:
+    """Time the process's threads have spent on a CPU or waiting in a run queue for one
+    (/proc/PID/task/*/schedstat): a thread that wants to compute adds up a second per second
+    of wall time however loaded the machine is, an idle one adds nothing."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            on_cpu, waiting, _ = stat.read_text().split()
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+        total += int(on_cpu) + int(waiting)
+    return total / 1e9
+
+
+def _wait_until_idle(server, window: float = 0.4) -> None:
+    """Wait for a `window` in which the server's threads want under a quarter of one CPU.
+
+    An endless graph loop that was not stopped wants a whole CPU for hours (ENDLESS
+    iterations), so the server never gets there; once the loops are stopped it gets there
+    at once. The 60 s timeout is generous on purpose: nothing here depends on speed."""
+    pid = server.proc.pid
+
+    def idle() -> bool:
+        start = _runnable_seconds(pid)
+        time.sleep(window)
+        return _runnable_seconds(pid) - start < window / 4
+
+    wait_for(idle, timeout=60, interval=0)
+
+
 @pytest.mark.parametrize("model", ["img", "tf1slow"])
 def test_slow_request_is_504_and_server_stays_healthy(server, model):
     body = {"signature_name": "slow" if model == "img" else "", "instances": [ENDLESS]}
-    start = time.monotonic()
     code, out = server.http("POST", f"/v1/models/{model}:predict", body)
-    elapsed = time.monotonic() - start
     assert code == 504, out
     assert set(out) == {"error"} and "Deadline exceeded" in out["error"]
     assert f"{TIMEOUT_MS} ms" in out["error"]
-    assert elapsed < 10, elapsed  # the loop was stopped, not run to the end
+    # the loop was stopped, not run to the end: the 504 itself is sent at the deadline
+    # whether or not the graph goes on, so watch the server's CPU instead
+    _wait_until_idle(server)
     # short work under the same timeout still succeeds, the server answers everything else
     body["instances"] = [3]
     assert server.http("POST", f"/v1/models/{model}:predict", body) == (
@@ -112,59 +144,60 @@ def test_slow_requests_do_not_pile_up(server):
     for t in threads:
         t.join()
     assert codes == [504] * 4
-    start = time.monotonic()
+    _wait_until_idle(server)  # all four loops were stopped
     code, out = server.http(
         "POST", "/v1/models/img:predict", {"signature_name": "slow", "instances": [3]}
     )
     assert code == 200 and out == {"predictions": [128.0]}
-    assert time.monotonic() - start < 5
 
 
-def _batch_thread_running(servable: Servable, signature: str) -> bool:
-    """Whether the signature's (only) batch thread is inside a session run right now."""
-    queue = servable.batchers.get(signature)
-    if queue is None:
-        return False
-    frame = sys._current_frames().get(queue._threads[0].ident)
-    while frame is not None:
-        if frame.f_code.co_name == "_run_merged":
-            return True
-        frame = frame.f_back
-    return False
-
-
-def test_request_waiting_in_batch_queue_gives_up_at_deadline(models):
-    servable = Servable("img", 1, models / "img" / "1")
+def test_request_waiting_in_batch_queue_gives_up_at_deadline(models, tmp_path):
+    """The only batch thread runs a request that waits on a gate the test holds shut, so a
+    second request can only wait in the queue: it must give up at its own 100 ms deadline
+    while the first still runs (not when the batch thread frees up), and never run."""
+    servable = Servable("gate", 1, models / "gate" / "1")
     servable.batching = BatchingOptions(
         max_batch_size=1, max_enqueued_batches=10, num_batch_threads=1, batch_timeout_micros=0
     )
-    sig = servable.signature("slow")
+    sig = servable.signature("serving_default")
+    held, never = Gate(tmp_path / "held"), Gate(tmp_path / "never", opened=True)
     outcome: dict[str, object] = {}
 
-    def blocker() -> None:  # occupies the only batch thread for ~1-2 s
-        outcome["blocker"] = servable.run(sig, {"n": np.array([2000], np.int32)}, ("total",))
+    def run(gate: Gate) -> dict:
+        return servable.run(sig, {"gate": np.array([gate.value], object)}, ("total",))
+
+    def blocker() -> None:  # occupies the only batch thread until the gate opens
+        outcome["blocker"] = run(held)
+
+    def queued() -> None:
+        try:
+            with deadline.scope(100):
+                outcome["queued"] = run(never)
+        except ServingError as e:
+            outcome["queued"] = e
+        outcome["blocker_done_then"] = "blocker" in outcome
 
     try:
         thread = threading.Thread(target=blocker)
         thread.start()
-        # wait until the batch thread is running the blocker (an empty queue alone also
-        # holds before the blocker is enqueued, and a fixed sleep races on a loaded machine)
-        limit = time.monotonic() + 30
-        while time.monotonic() < limit and not _batch_thread_running(servable, "slow"):
-            time.sleep(0.01)
-        assert thread.is_alive(), "the blocking request finished before the test could queue"
-        start = time.monotonic()
-        with deadline.scope(100):
-            with pytest.raises(ServingError) as err:
-                servable.run(sig, {"n": np.array([1], np.int32)}, ("total",))
-        waited = time.monotonic() - start
-        thread.join()
+        wait_for(held.started.exists, timeout=60)  # the batch thread is running the blocker
+        waiter = threading.Thread(target=queued)
+        waiter.start()
+        # a generous bound, only so that a request that never gives up fails the test
+        # instead of hanging it (the gate stays shut until then)
+        waiter.join(60)
+        assert not waiter.is_alive(), "the queued request did not give up at its deadline"
     finally:
+        held.open()
+        thread.join(60)
         servable.close()
-    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and err.value.http_status == 504
-    assert waited < 1.0, waited
+    err = outcome["queued"]
+    assert isinstance(err, ServingError), err
+    assert err.code == grpc.StatusCode.DEADLINE_EXCEEDED and err.http_status == 504
+    assert outcome["blocker_done_then"] is False  # it gave up while the blocker still ran
     assert outcome["blocker"]["total"].tolist() == [128.0]
-    assert not servable.batchers["slow"]._tasks  # the abandoned request left the queue
+    assert not servable.batchers["serving_default"]._tasks  # the abandoned request left the queue
+    assert not never.started.exists()  # and never ran
 
 
 def test_deadline_scope_is_per_thread():

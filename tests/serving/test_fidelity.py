@@ -25,7 +25,8 @@ from serving.main import STARTUP_FAILED
 from serving.servable import Servable
 from tests.conftest import free_port
 from tests.serving import tf2_model
-from tests.serving.conftest import launch, stop
+from tests.serving.conftest import launch, stop, wait_for
+from tests.serving.test_tf2_model import Gate, export_gate
 
 ENDLESS = 10**8  # matmul loop iterations: minutes of work unless cancelled
 ONE_SLOT = """
@@ -40,10 +41,15 @@ num_batch_threads { value: 1 }
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("fidelity")
     tf2_model.export(root / "img" / "1")
+    export_gate(root / "gate" / "1")
     (root / "batching.txt").write_text(ONE_SLOT)
     (root / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "img" base_path: "{root / "img"}" '
-        'model_platform: "tensorflow" } }'
+        "model_config_list { "
+        + "".join(
+            f'config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }} '
+            for m in ("img", "gate")
+        )
+        + "}"
     )
     port = free_port()
     proc, lines, _ = launch(
@@ -68,6 +74,14 @@ def _slow(n: int, model: str = "img") -> predict_pb2.PredictRequest:
     request.model_spec.name = model
     request.model_spec.signature_name = "slow"
     request.inputs["n"].CopyFrom(tf.make_tensor_proto([n], dtype=tf.int32))
+    return request
+
+
+def _gated(gate: Gate) -> predict_pb2.PredictRequest:
+    """A request to the gate model: it runs until `gate` opens (tests.serving.test_tf2_model)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "gate"
+    request.inputs["gate"].CopyFrom(tf.make_tensor_proto([gate.value], dtype=tf.string))
     return request
 
 
@@ -127,23 +141,35 @@ def test_grpc_deadline_cancels_the_run_and_frees_the_batch_slot(server):
     assert time.monotonic() - start < 5
 
 
-def test_full_batch_queue_is_unavailable(server):
+def test_full_batch_queue_is_unavailable(server, tmp_path):
     """The batch scheduler refuses a task when its queue is full with UNAVAILABLE "The batch
     scheduling queue to which this task was submitted is full" (shared_batch_scheduler.h);
-    REST maps UNAVAILABLE to 503 (http_server.cc ToHTTPStatusCode)."""
+    REST maps UNAVAILABLE to 503 (http_server.cc ToHTTPStatusCode).
+
+    The only batch thread runs a request held at a gate the test keeps shut; of two more
+    requests (whichever the server sees first) one takes the queue's only slot and the
+    other is refused at once. No ordering rests on a sleep."""
     stub = prediction_service_pb2_grpc.PredictionServiceStub(server["channel"])
-    running = stub.Predict.future(_slow(ENDLESS), timeout=3)
-    time.sleep(0.5)  # taken off the queue by the only batch thread
-    queued = stub.Predict.future(_slow(3), timeout=10)
-    time.sleep(0.3)
+    held = Gate(tmp_path / "held")
+    opened = [Gate(tmp_path / f"open{i}", opened=True) for i in range(2)]
+    running = stub.Predict.future(_gated(held), timeout=120)
+    try:
+        wait_for(held.started.exists, timeout=60)  # taken off the queue by the batch thread
+        pair = [(stub.Predict.future(_gated(g), timeout=120), g) for g in opened]
+        wait_for(lambda: any(f.done() for f, _ in pair), timeout=60)
+        (refused, refused_gate), (queued, queued_gate) = pair if pair[0][0].done() else pair[::-1]
+        assert not queued.done()  # it waits in the slot behind the running request
+    finally:
+        held.open()
     with pytest.raises(grpc.RpcError) as err:
-        stub.Predict(_slow(3), timeout=10)
+        refused.result()
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "queue to which this task was submitted is full" in err.value.details()
     assert ServingError(grpc.StatusCode.UNAVAILABLE, "x").http_status == 503
-    with pytest.raises(grpc.RpcError):
-        running.result()
+    # the running request was stopped only by its gate, then the queued one ran
+    assert list(running.result().outputs["total"].float_val) == [128.0]
     assert list(queued.result().outputs["total"].float_val) == [128.0]
+    assert queued_gate.started.exists() and not refused_gate.started.exists()
 
 
 def _variable_length_model(path):
@@ -224,14 +250,27 @@ def test_failed_initial_load_fails_the_start_after_retries(tmp_path):
     assert not any("Running gRPC ModelServer" in line for line in lines)
 
 
-class _Fake:
-    """A stand-in servable for manager tests (no TensorFlow)."""
+class _HalfPlusTwo(tf.Module):
+    """`serving_default`: y = x / 2 + 2, and `calls`: how many times it has run (a variable
+    the signature increments), so a test can count real runs."""
 
-    def __init__(self, name: str, version: int):
-        self.name, self.version = name, version
+    def __init__(self):
+        super().__init__()
+        self.calls = tf.Variable(0, dtype=tf.int64)
 
-    def close(self) -> None:
-        pass
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def serve(self, x):
+        calls = self.calls.assign_add(1)
+        return {"y": x / 2.0 + 2.0, "calls": tf.fill(tf.shape(x)[:1], calls)}
+
+
+@pytest.fixture(scope="module")
+def half_plus_two(tmp_path_factory) -> Path:
+    """A real TF2 SavedModel of `_HalfPlusTwo` (a version directory)."""
+    path = tmp_path_factory.mktemp("half_plus_two") / "1"
+    model = _HalfPlusTwo()
+    tf.saved_model.save(model, str(path), signatures={"serving_default": model.serve})
+    return path
 
 
 def _labelled_config(base, labels: dict[str, int]):
@@ -247,16 +286,18 @@ def _labelled_config(base, labels: dict[str, int]):
 
 
 @pytest.mark.parametrize("allow", [False, True])
-def test_labels_for_unavailable_versions(tmp_path, allow):
+def test_labels_for_unavailable_versions(tmp_path, allow, half_plus_two):
     """server_core.cc:549-588 UpdateModelVersionLabelMap: a label may point at a version that
     is not AVAILABLE only with --allow_version_labels_for_unavailable_models (and then not
     move an existing label elsewhere); otherwise FAILED_PRECONDITION."""
+    import shutil
+
+    from serving import inference
     from serving.manager import Manager
 
-    (tmp_path / "1").mkdir()
-    (tmp_path / "1" / "saved_model.pb").write_bytes(b"x")
+    shutil.copytree(half_plus_two, tmp_path / "1")
     manager = Manager(
-        lambda name, version, path: _Fake(name, version),
+        lambda name, version, path: Servable(name, version, path),
         settle_seconds=0,
         allow_version_labels_for_unavailable_models=allow,
     )
@@ -271,6 +312,8 @@ def test_labels_for_unavailable_versions(tmp_path, allow):
         manager.set_config(config)
         with manager.acquire("m", label="stable") as servable:
             assert servable.version == 1
+            _, out = inference.predict(servable, "", {"x": np.array([[3.0]], np.float32)})
+            assert out["y"].tolist() == [[3.5]]  # the real model behind the label answers
         with pytest.raises(ServingError, match=r"Specific\(m, 2\)"):
             with manager.acquire("m", label="canary"):
                 pass
@@ -281,31 +324,32 @@ def test_labels_for_unavailable_versions(tmp_path, allow):
         manager.stop()
 
 
-def test_saved_model_tags_and_warmup_iterations(testdata, monkeypatch):
+def test_saved_model_tags_and_warmup_iterations(testdata, half_plus_two, tmp_path):
     """--saved_model_tags picks the MetaGraph by its tag set (server.cc:281-285); warmup runs
     each record --num_request_iterations_for_warmup times (server.cc:288-292)."""
+    import shutil
+
     from serving import inference, warmup
 
     path = testdata / "saved_model_half_plus_two_cpu" / "00000123"
     with pytest.raises(ValueError, match="no MetaGraph tagged"):
         Servable("hp2", 123, path, tags=("serve", "tpu"))
     servable = Servable("hp2", 123, path, tags=("serve",))
-    calls = []
-    monkeypatch.setattr(inference, "predict", lambda *args, **kwargs: calls.append(args))
     try:
-        import shutil
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / "123"
-            shutil.copytree(path, copy)
-            (copy / "assets.extra").mkdir()
-            with tf.io.TFRecordWriter(
-                str(copy / "assets.extra" / "tf_serving_warmup_requests")
-            ) as w:
-                w.write(tf2_model.warmup_record("", "x", np.array([[1.0]], np.float32)))
-            servable.path = copy
-            assert warmup.replay(servable, iterations=3) == 1
+        _, out = inference.predict(servable, "", {"x": np.array([[1.0]], np.float32)})
+        assert out["y"].tolist() == [[2.5]]  # the MetaGraph tagged "serve" runs
     finally:
         servable.close()
-    assert len(calls) == 3
+    # warmup on a real model that counts its runs
+    copy = shutil.copytree(half_plus_two, tmp_path / "1")
+    (copy / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(copy / "assets.extra" / "tf_serving_warmup_requests")) as w:
+        w.write(tf2_model.warmup_record("", "x", np.array([[1.0]], np.float32)))
+    servable = Servable("m", 1, copy)
+    try:
+        assert warmup.replay(servable, iterations=3) == 1
+        _, out = inference.predict(servable, "", {"x": np.array([[1.0]], np.float32)})
+    finally:
+        servable.close()
+    assert out["calls"].tolist() == [4]  # three warmup runs of the one record, then this one
+    assert out["y"].tolist() == [[2.5]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import types
 
 import grpc
 import pytest
@@ -100,12 +101,14 @@ def test_policy_all_and_labels(env):
 
 
 def test_new_version_is_served_within_poll_interval(env):
+    """A version copied in is found by the file system poll (every second here) and served,
+    with no reload asked for. The 60 s bound (60 poll intervals) only keeps a poller that
+    never finds it from hanging the test; how fast a loaded machine gets there is not the
+    behaviour under test."""
     server = env["server"]
-    start = time.monotonic()
     copy_model(env["src"] / "00000124", env["all"] / "125")
     with server.channel() as ch:
-        wait_for(lambda: _grpc_version(ch, "hp2") == 125, timeout=15)
-    assert time.monotonic() - start < 15
+        wait_for(lambda: _grpc_version(ch, "hp2") == 125, timeout=60)
 
 
 def test_corrupt_version_leaves_old_serving(env):
@@ -115,7 +118,7 @@ def test_corrupt_version_leaves_old_serving(env):
     (bad / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     status = wait_for(
         lambda: _status(server, "swap").get(130, ("", ""))[0] == "END" and _status(server, "swap"),
-        15,
+        60,
     )
     assert status[123] == ("AVAILABLE", "")
     assert "Failed to load version 130" in status[130][1]
@@ -125,11 +128,15 @@ def test_corrupt_version_leaves_old_serving(env):
 
 
 def test_swap_under_load_has_no_failures(env):
+    """16 clients keep asking while version 124 replaces 123: no request fails. The swap
+    starts once every kind of client has been answered (by 123) and the load ends once as
+    many more requests have been answered after 123 was unloaded: events, not sleeps."""
     server = env["server"]
     stop = threading.Event()
     failures: list[str] = []
     seen: set[int] = set()
     counts = [0]
+    lock = threading.Lock()
 
     def client(i: int) -> None:
         with server.channel() as ch:
@@ -143,24 +150,28 @@ def test_swap_under_load_has_no_failures(env):
                         )
                         if (code, body) != (200, {"predictions": [3.0]}):
                             failures.append(f"{code} {body}")
-                    counts[0] += 1
+                    with lock:
+                        counts[0] += 1
                 except Exception as e:  # every failure is recorded, none is allowed
                     failures.append(repr(e))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    copy_model(env["src"] / "00000124", env["swap"] / "00000124")
     try:
-        wait_for(lambda: 124 in seen and _status(server, "swap").get(123, ("",))[0] == "END", 20)
-        time.sleep(1.0)
+        wait_for(lambda: counts[0] >= 32 and seen == {123}, 60)  # under load, before the swap
+        at_copy = counts[0]
+        copy_model(env["src"] / "00000124", env["swap"] / "00000124")
+        wait_for(lambda: 124 in seen and _status(server, "swap").get(123, ("",))[0] == "END", 60)
+        swapped = counts[0]
+        wait_for(lambda: counts[0] >= swapped + 32, 60)  # and after it
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert not failures, failures[:5]
     assert seen == {123, 124} and counts[0] > 50
+    assert swapped > at_copy  # requests were answered while the versions changed over
 
 
 def test_reload_config_request_replaces_model_list(env):
@@ -202,18 +213,23 @@ def test_config_file_polling(env):
     entry = f'name: "polled" base_path: "{env["swap"]}" model_platform: "tensorflow"'
     env["cfg"].write_text("model_config_list { config { " + entry + " } }")
     with server.channel() as ch:
-        assert wait_for(lambda: _grpc_version(ch, "polled") == 124, timeout=15)
+        assert wait_for(lambda: _grpc_version(ch, "polled") == 124, timeout=60)
 
 
-def test_repository_discovery_and_policies(tmp_path):
+def test_repository_discovery_and_policies(tmp_path, monkeypatch):
     for name in ("00000123", "7", "abc", "99"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "saved_model.pb").write_bytes(b"x")
     (tmp_path / "200").mkdir()  # half-copied: no saved_model.pb yet
-    time.sleep(0.6)
+    time.sleep(0.6)  # the versions above are at least 0.6 s old from here on
     (tmp_path / "300").mkdir()
     (tmp_path / "300" / "saved_model.pb").write_bytes(b"x")  # still being written
+    # the scan's clock stopped right after 300 was written: 300 is younger than the 0.5 s
+    # settle time however long this machine takes to reach the scan, the others older
+    now = time.time()
+    monkeypatch.setattr(repository, "time", types.SimpleNamespace(time=lambda: now))
     found = repository.list_versions(tmp_path, settle_seconds=0.5)
+    monkeypatch.undo()
     assert [v.version for v in found] == [7, 99, 123]
     cfg = model_server_config_pb2.ModelConfig(name="m", base_path=str(tmp_path))
     assert [v.version for v in repository.aspired_versions(cfg, found)] == [123]

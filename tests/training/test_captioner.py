@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 
 import numpy as np
 import pytest
@@ -207,14 +208,71 @@ def test_hygiene_defaults_and_options(keras_side, request_inputs):
             assert len(set(bigrams)) == len(bigrams), caption
 
 
-def test_evaluate_reports_coco_caption_metrics(tiny_run, flickr8k):
-    from training import evaluate
+def _coco_bleu(hypotheses: list[list[str]], references: list[list[list[str]]]) -> list[float]:
+    """Corpus BLEU-1..4 (x 100) counted here the way coco-caption's BleuScorer does: clipped
+    n-gram matches over the corpus, the reference length closest to each hypothesis's, the
+    brevity penalty on the totals, and its tiny / small constants against zero counts."""
+    from collections import Counter
 
-    _, metrics = tiny_run
-    results = evaluate.run(tiny_run[0], str(flickr8k))
+    def grams(words: list[str], n: int) -> Counter:
+        return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+    correct, guess, test_len, ref_len = [0] * 4, [0] * 4, 0, 0
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        test_len += len(hyp)
+        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
+        for n in range(1, 5):
+            most: Counter = Counter()
+            for ref in refs:
+                most |= grams(ref, n)  # the largest count of each n-gram in any reference
+            correct[n - 1] += sum(min(c, most[g]) for g, c in grams(hyp, n).items())
+            guess[n - 1] += max(0, len(hyp) - n + 1)
+    tiny, small = 1e-15, 1e-9
+    ratio = (test_len + tiny) / (ref_len + small)
+    brevity = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+    scores, product = [], 1.0
+    for n in range(4):
+        product *= (correct[n] + tiny) / (guess[n] + small)
+        scores.append(100.0 * brevity * product ** (1 / (n + 1)))
+    return scores
+
+
+def test_evaluate_reports_coco_caption_metrics(tiny_run, flickr8k, keras_side):
+    """`zoo evaluate` and the training run report the same coco-caption figures, and both
+    match the figures counted here: the run's evaluation images read here, captioned by the
+    trained model's `caption` signature (beam 0: the preset's beam; 1: greedy), BLEU counted
+    by `_coco_bleu` and CIDEr by pycocoevalcap's scorer on the tokenized captions."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from training import evaluate
+    from training.data import captions
+
+    run_dir, metrics = tiny_run
+    results = evaluate.run(run_dir, str(flickr8k))
+    config = json.loads((run_dir / "run.json").read_text())["config"]
+    val = captions.read_split(flickr8k, "val", limit=int(config["val_images"]))
+    count = int(config["eval_images"])
+    images = [open(path, "rb").read() for path in val.images[:count]]
+    refs = [captions.caption_tokens_py(r) for r in val.captions[:count]]
+    assert len(images) == 4 and all(len(r) == 5 for r in refs)
+    module, _ = keras_side
+    words_seen = 0
+    for beam, suffix in ((0, ""), (1, "_greedy")):
+        out = module.caption(tf.constant(images), tf.constant(beam), tf.constant(0))
+        hyps = captions.caption_tokens_py([c.decode() for c in out["caption"].numpy()])
+        words_seen += sum(map(len, hyps))
+        bleu = _coco_bleu(hyps, refs)
+        cider, _ = Cider().compute_score(
+            {i: [" ".join(w) for w in r] for i, r in enumerate(refs)},
+            {i: [" ".join(h)] for i, h in enumerate(hyps)},
+        )
+        for out_metrics in (metrics, results):
+            for n in range(4):
+                key = f"bleu_{n + 1}{suffix}"
+                assert out_metrics[key] == pytest.approx(bleu[n], rel=1e-6, abs=1e-9), key
+            assert out_metrics[f"cider{suffix}"] == pytest.approx(100.0 * cider, rel=1e-6)
+    assert words_seen > 0  # the captions have words: the counts above are not of nothing
     for out in (metrics, results):
-        for key in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider", "bleu_4_greedy"):
-            assert 0.0 <= out[key] <= 1000.0, (key, out)
         assert out["bleu"] == out["bleu_4"]
     assert results["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
 
@@ -259,31 +317,65 @@ def test_zoo_caption_draws_one_panel_per_word(tiny_run, flickr8k, tmp_path):
     assert (width, height) == plots.caption_figure_pixels(len(result.words), aspect)
 
 
+class _WordByWord(tf.Module):
+    """A real (if toy) translator with a seq2seq export's `translate_with_attention`
+    signature: lowercased words and "." from a fixed dictionary, "</s>" at the end, each
+    target word attending to its own source word."""
+
+    def __init__(self):
+        super().__init__()
+        words = {"a": "ein", "dog": "Hund", ".": ".", "</s>": "</s>"}
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(list(words), list(words.values())), "[UNK]"
+        )
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="source"),
+            tf.TensorSpec([], tf.int32, name="beam_size"),
+            tf.TensorSpec([], tf.int32, name="max_length"),
+        ]
+    )
+    def translate_with_attention(self, source, beam_size, max_length):
+        spaced = tf.strings.regex_replace(tf.strings.lower(source), r"\.", " .")
+        words = tf.strings.split(spaced)
+        ends = tf.fill([words.nrows(), 1], "</s>")
+        source_tokens = tf.concat([words, ends], axis=1).to_tensor("")
+        target_tokens = tf.where(source_tokens == "", "", self.table.lookup(source_tokens))
+        width = tf.shape(source_tokens)[1]
+        real = tf.cast(source_tokens != "", tf.float32)
+        attention = tf.eye(width, batch_shape=tf.shape(source)[:1]) * real[:, :, None]
+        kept = tf.ragged.boolean_mask(
+            target_tokens, (target_tokens != "") & (target_tokens != "</s>")
+        )
+        return {
+            "translation": tf.strings.reduce_join(kept, axis=1, separator=" "),
+            "source_tokens": source_tokens,
+            "target_tokens": target_tokens,
+            "attention": attention,
+        }
+
+
 def test_translate_alignment_plot(tmp_path):
-    """`zoo translate --attention-plot` draws `translate_with_attention`'s matrix."""
+    """`zoo translate --attention-plot` draws `translate_with_attention`'s matrix, read from
+    a real SavedModel (a toy word-by-word translator) at a base path."""
     from matplotlib.image import imread
 
     from training import translate
 
-    class Exported:  # what a loaded seq2seq SavedModel answers (one sentence)
-        def __init__(self):
-            self.signatures = {"translate_with_attention": self.answer}
+    module = _WordByWord()
+    signatures = {"translate_with_attention": module.translate_with_attention}
+    tf.saved_model.save(module, str(tmp_path / "toy" / "1"), signatures=signatures)
+    exported = tf.saved_model.load(str(tmp_path / "toy" / "1"))
 
-        @staticmethod
-        def answer(source, beam_size, max_length):
-            attention = np.zeros((1, 4, 5), np.float32)
-            attention[0, np.arange(4), np.arange(4)] = 1.0
-            return {
-                "translation": tf.constant(["ein Hund ."]),
-                "source_tokens": tf.constant([["a", "dog", ".", "</s>", ""]]),
-                "target_tokens": tf.constant([["ein", "Hund", ".", "</s>"]]),
-                "attention": tf.constant(attention),
-            }
-
-    (result,) = translate.translate(Exported(), ["A dog."])
+    # the first sentence is padded to the second's length in the batch: the padding goes
+    result, longer = translate.translate(exported, ["A dog.", "A dog. A dog."])
     assert result["source_tokens"] == ["a", "dog", ".", "</s>"]
     assert result["target_tokens"] == ["ein", "Hund", ".", "</s>"]
     assert result["attention"].shape == (4, 4)
-    lines = translate.run(Exported(), ["A dog."], attention_plot=str(tmp_path / "a.png"))
+    np.testing.assert_array_equal(result["attention"], np.eye(4))  # each word on its own
+    assert longer["translation"] == "ein Hund . ein Hund ." and len(longer["target_tokens"]) == 7
+    np.testing.assert_array_equal(longer["attention"], np.eye(7))
+    lines = translate.run(str(tmp_path / "toy"), ["A dog."], attention_plot=str(tmp_path / "a.png"))
     assert lines[0] == "ein Hund ." and (tmp_path / "a.png").is_file()
     assert imread(tmp_path / "a.png").shape[0] > 100

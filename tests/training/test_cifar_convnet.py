@@ -31,6 +31,46 @@ def tiny_run(cifar_small, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def hand_counted(tiny_run, cifar_small) -> dict[str, float]:
+    """The tiny run's test-split metrics counted here, independently of `recipe.evaluate`:
+    each test image of the folder decoded, run through the trained model, and its top-1 /
+    top-5 answer compared with the class of its folder; the loss is the mean -log p(label)
+    (Keras clips probabilities to [1e-7, 1 - 1e-7])."""
+    from training.data.images import decode_image
+
+    run_dir, _ = tiny_run
+    model, info = export.load_trained(run_dir)
+    names = sorted(p.name for p in (cifar_small / "test").iterdir())
+    assert names == info["assets"]["class_names"]
+    paths = [(label, p) for label, name in enumerate(names)
+             for p in sorted((cifar_small / "test" / name).iterdir())]  # fmt: skip
+    labels = np.array([label for label, _ in paths])
+    pixels = np.stack([decode_image(p.read_bytes(), 32).numpy() for _, p in paths])
+    probs = np.concatenate([
+        model(pixels[i : i + 100].astype("float32"), training=False).numpy()
+        for i in range(0, len(pixels), 100)
+    ])  # fmt: skip
+    assert not info["config"].get("label_smoothing")  # else the loss below is not Keras'
+    top5 = np.argsort(-probs, axis=-1)[:, :5]
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
+    return {
+        "images": len(labels),
+        "accuracy": float(np.mean(probs.argmax(-1) == labels)),
+        "top5_accuracy": float(np.mean((top5 == labels[:, None]).any(-1))),
+        "loss": float(np.mean(-np.log(picked))),
+    }
+
+
+def _assert_metrics_match(got: dict, hand: dict) -> None:
+    """Accuracies are counts over the same images (exact up to float32 rounding); the loss
+    is a float32 mean over them."""
+    assert hand["images"] == 200
+    for key in ("accuracy", "top5_accuracy"):
+        assert got[key] == pytest.approx(hand[key], abs=1e-6), (key, got, hand)
+    assert got["loss"] == pytest.approx(hand["loss"], rel=1e-4), (got, hand)
+
+
+@pytest.fixture(scope="module")
 def request_inputs(shared_data):
     """Four real CIFAR test JPEGs of different classes, as `serving_default` takes them."""
     root = shared_data / "cifar10" / "test"
@@ -92,10 +132,12 @@ def test_image_folder_reader_and_val_carving(cifar_small, tmp_path):
         image_folder_splits(tmp_path)
 
 
-def test_tiny_trains_one_epoch_and_writes_run(tiny_run):
+def test_tiny_trains_one_epoch_and_writes_run(tiny_run, hand_counted):
     run_dir, metrics = tiny_run
     assert metrics["epochs"] == 2 and metrics["resumed_from_epoch"] == 0
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["examples_per_sec"] > 0
+    # the reported test metrics are those of the trained model's own answers
+    _assert_metrics_match(metrics, hand_counted)
+    assert metrics["examples_per_sec"] > 0
     assert [c[0] for c in checkpoints.list_checkpoints(run_dir / "checkpoints")] == [1, 2]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
     assert any((run_dir / "logs").rglob("events.out.tfevents.*"))
@@ -201,11 +243,13 @@ def test_cli_predict_and_clear_error(tiny_run, shared_data, tmp_path):
     assert proc.returncode == 2 and "Unknown image file format" in proc.stderr
 
 
-def test_cli_evaluate_matches_training_metrics(tiny_run, cifar_small):
+def test_cli_evaluate_matches_training_metrics(tiny_run, cifar_small, hand_counted):
     run_dir, metrics = tiny_run
     out = zoo("evaluate", "--model-dir", str(run_dir), "--data-dir", str(cifar_small)).stdout
     evaluated = json.loads(out[out.index("{") :])
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+    # both come from `recipe.evaluate`: each is checked against the hand count as well
+    _assert_metrics_match(evaluated, hand_counted)
 
 
 def test_finetune_keeps_features_and_replaces_the_head(tiny_run, shared_data, tmp_path):
