@@ -21,6 +21,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY zoo ./zoo
 COPY training ./training
+COPY catalogue ./catalogue
 COPY serving ./serving
 COPY tfzoo ./tfzoo
 COPY pretrained ./pretrained
@@ -33,7 +34,7 @@ RUN python3 -m venv /opt/venv \
 RUN --mount=type=bind,source=.,target=/src \
     if [ -d /src/models ]; then cp -r /src/models/. /models/; fi \
     && TFZOO_PRETRAINED=/app/pretrained TFZOO_OFFLINE=1 TFZOO_CACHE=/tmp/tfzoo-cache \
-       python -m training.bootstrap --models /models \
+       python -m catalogue.bootstrap --models /models \
     && rm -rf /tmp/tfzoo-cache \
     && chown -R serving /models
 USER 1000

@@ -41,7 +41,7 @@ format: $(STAMP)
 
 # Serve ./models on gRPC 8500 / REST 8501; installs the pretrained catalogue (pretrained/) first.
 serve: $(STAMP)
-	$(PY) -m training.bootstrap --models models
+	$(PY) -m catalogue.bootstrap --models models
 	$(VENV)/bin/zoo serve --port 8500 --rest_api_port 8501 --model_config_file models/models.config --model_config_file_poll_wait_seconds 30 --enable_web_ui
 
 # The server's image (podman or docker, whichever is present): BASE=... picks the base image.

@@ -10,10 +10,11 @@ sees them (`training.data.captions.caption_tokens_py`); the paper used BLEU or C
 
 Encoder and data are the captioner recipe's own: the `captioner/default` preset's encoder
 (GoogLeNet cut at `inception_4e`, 160 px) initialised from `--encoder-init`
-(`googlenet/imagenette@3` by default) through `CaptionerRecipe.initialized_encoder`, the
-images decoded by `captions.pixel_table` and encoded by `captions.feature_table`, as the
-recipe caches them for training; Flickr8k's `captions_train.csv` (800 images) are the
-neighbours and `captions_val.csv` (100 images x 5 references) the queries.
+(`googlenet/imagenette@3` by default, loaded by `catalogue.load_model`) through
+`CaptionerRecipe.initialized_encoder`, the images decoded by `captions.pixel_table` and
+encoded by `captions.feature_table`, as the recipe caches them for training; Flickr8k's
+`captions_train.csv` (800 images) are the neighbours and `captions_val.csv` (100 images x
+5 references) the queries.
 
 The metrics are the captioner's: coco-caption BLEU-1..4 and CIDEr
 (`training.recipes.captioner.coco_scores`), the captions holding "[UNK]", and the distinct
@@ -145,7 +146,7 @@ def scores(texts: list[str], references: list[list[str]]) -> dict[str, float]:
 
 def captioner_texts(reference: str, sources: list) -> list[str]:
     """The published captioner's captions (its export's default beam and decoding)."""
-    from training.pretrained import load_model
+    from catalogue import load_model
     from training.recipe import get_recipe
     from training.tasks.sequence_generation import decode_texts
 
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--captioner", default="captioner/default", help='"" for none')
     args = parser.parse_args()
 
+    import catalogue
     from training.data import captions
     from training.recipes.captioner import RECIPE
     from zoo.captioner.presets import PRESETS
@@ -171,7 +173,7 @@ def main() -> None:
     train = captions.load_split(folder, "train")
     val = captions.load_split(folder, "val")
     start = time.time()
-    encoder = RECIPE.initialized_encoder(config)
+    encoder = RECIPE.initialized_encoder(config, lambda source: catalogue.load_model(source)[0])
     size = int(config["image_size"])
     train_x = pooled_features(encoder, train.images, size)
     val_x = pooled_features(encoder, val.images, size)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.cold_start [--old] [--runs N] [--keep DIR]
 
-Runs `make serve`'s two steps as the Makefile does (`python -m training.bootstrap`, then
+Runs `make serve`'s two steps as the Makefile does (`python -m catalogue.bootstrap`, then
 `zoo serve` on the models.config it writes), with a fresh artifact cache and models folder
 in a temporary directory, offline, and polls the REST port's `GET /v2/health/ready` (every
 configured model has an AVAILABLE version, warmup included) every 50 ms:
@@ -40,9 +40,9 @@ from tests.conftest import free_port  # noqa: E402 (one reservation of ports)
 REPO = Path(__file__).resolve().parents[1]
 #: The old install: the archives' prebuilt SavedModels ignored, every run exported.
 EXPORT_INSTALL = (
-    "import sys; from training.pretrained import prebuilt; "
+    "import sys; from catalogue import prebuilt; "
     "prebuilt.carries_export = lambda run_dir: False; "
-    "from training import bootstrap; sys.exit(bootstrap.main(sys.argv[1:]))"
+    "from catalogue import bootstrap; sys.exit(bootstrap.main(sys.argv[1:]))"
 )
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _LOADING = re.compile(r"Loading servable: \{name: (\S+) version: (\d+)\}")
@@ -61,10 +61,10 @@ def children_cpu() -> float:
 
 
 def install(models: Path, cache: Path, old: bool = False) -> tuple[float, float]:
-    """(seconds, CPU seconds) of `python -m training.bootstrap --models MODELS` (the old
+    """(seconds, CPU seconds) of `python -m catalogue.bootstrap --models MODELS` (the old
     way: every artifact exported)."""
     command = [sys.executable, "-c", EXPORT_INSTALL] if old else [
-        sys.executable, "-m", "training.bootstrap"]  # fmt: skip
+        sys.executable, "-m", "catalogue.bootstrap"]  # fmt: skip
     cpu, start = children_cpu(), time.perf_counter()
     proc = subprocess.run([*command, "--models", str(models)], cwd=REPO, env=environment(cache),
                           capture_output=True, text=True)  # fmt: skip

@@ -15,7 +15,7 @@ the mean output length in words.
 
     python -m benchmarks.decoding_defaults [--families seq2seq captioner] [--limit N]
 
-Models are loaded with `training.pretrained.load_model` (a published reference or a run
+Models are loaded with `catalogue.load_model` (a published reference or a run
 directory: `--translator`, `--captioner`); data from `--data-dir` (../shared/data).
 
 Measured (2 shared CPU cores, TF 2.21; seq2seq/default@2 and captioner/default@1, the
@@ -59,8 +59,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from catalogue import load_model  # noqa: E402
 from training.data.vocab import UNK, UNK_ID  # noqa: E402
-from training.pretrained import load_model  # noqa: E402
 from training.recipe import get_recipe  # noqa: E402
 from training.tasks.sequence_generation import bleu, decode_texts  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from training import pretrained  # noqa: E402
+import catalogue  # noqa: E402
 from training.finetune_compare import (  # noqa: E402
     ARMS,
     COMPARISONS,
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             size, n_epochs = sizes.get(task, size), epochs.get(task, n_epochs)
             n_steps = steps.get(task, n_steps)
             comparison = COMPARISONS[task]
-            parent, _ = pretrained.run_dir_for(comparison.artifact, work / "cache", progress=False)
+            parent, _ = catalogue.run_dir_for(comparison.artifact, work / "cache", progress=False)
             start = time.perf_counter()
             results = run_comparison(
                 task, parent, Path(args.data_dir), work / task,

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.generate [--presets baby shakespeare_char] [--tokens 256]
         [--model-dir runs/gpt_baby] [--batch 1] [--repeats 3]
 
-Both paths run the same traced generation loop (`training.recipes.gpt.GenerationModule`,
+Both paths run the same traced generation loop (`training.exports.gpt.GenerationModule`,
 the code the SavedModel exports), greedy, from a one-character prompt: with the cache each
 step feeds one token; without it each step recomputes the whole context window, as a model
 without a cache must. Speed does not depend on the weights, so untrained presets are
@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from training.data.char_text import CharVocab  # noqa: E402
-from training.recipes.gpt import GenerationModule  # noqa: E402
+from training.data.char_vocab import CharVocab  # noqa: E402
+from training.exports.gpt import GenerationModule  # noqa: E402
 
 # 65 characters, the size of the tinyshakespeare vocabulary
 _CHARS = tuple(sorted(set(string.ascii_letters + string.digits + " \n.,;:!?'&-$")))[:65]
@@ -32,7 +32,7 @@ _CHARS = tuple(sorted(set(string.ascii_letters + string.digits + " \n.,;:!?'&-$"
 
 def _modules(preset: str, model_dir: str | None):
     if model_dir:
-        from training.generate import load_module
+        from tfzoo.verbs.generate import load_module
 
         cached, uncached = load_module(model_dir), load_module(model_dir, use_cache=False)
         return cached, uncached, f"{preset} (trained: {model_dir})"

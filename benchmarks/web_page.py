@@ -3,7 +3,7 @@ first answer, and the page's weight.
 
     .venv/bin/python -m benchmarks.web_page [--models models] [--runs 5]
 
-Serves the models folder of `make serve` (installed first by `training.bootstrap` when it is
+Serves the models folder of `make serve` (installed first by `catalogue.bootstrap` when it is
 missing) on free loopback ports, with the page on. For each panel, every run opens the page
 in a new browser context (nothing cached), does what a person does (chooses a photo, or types
 and presses the button) and stops the clock when the answer is on the page. The baseline, in
@@ -92,7 +92,7 @@ PANELS = [
 
 def _serve(models: Path) -> tuple[subprocess.Popen, int]:
     if not (models / "models.config").is_file():
-        subprocess.run([sys.executable, "-m", "training.bootstrap", "--models", str(models)],
+        subprocess.run([sys.executable, "-m", "catalogue.bootstrap", "--models", str(models)],
                        cwd=REPO, check=True)  # fmt: skip
     port = free_port()
     proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Fuzz target: unpacking a pretrained artifact (`training.pretrained.archive`) from any bytes.
+"""Fuzz target: unpacking a pretrained artifact (`catalogue.archive`) from any bytes.
 
 Each input is tried as the archive file twice: as given (the fuzzer may produce a .tar.gz)
 and gzipped (so the mutations reach the tar parser). Both `extract_into` (into an empty
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # noqa: E402
 
 archive_module = None
-PullError: type[Exception] = Exception  # training.pretrained.errors.PullError, once loaded
+PullError: type[Exception] = Exception  # catalogue.errors.PullError, once loaded
 
 #: Small caps, so a bomb is found quickly and a run stays fast.
 MAX_BYTES = 1 << 20
@@ -55,8 +55,8 @@ def _scratch() -> Path:
 def load() -> None:
     """Import the extraction code (under atheris' instrumentation when fuzzing)."""
     global archive_module, PullError
-    from training.pretrained import archive
-    from training.pretrained.errors import PullError as error
+    from catalogue import archive
+    from catalogue.errors import PullError as error
 
     archive_module, PullError = archive, error
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     """Fuzz with atheris (libFuzzer flags in argv); `--plain N` runs the plain loop."""
     harness.main(
         "fuzz_extract", load, test_one_input, seed_inputs, argv,
-        instrument=("training.pretrained",), tokens=TOKENS,
+        instrument=("catalogue",), tokens=TOKENS,
     )  # fmt: skip
 
 

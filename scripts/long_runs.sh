@@ -14,7 +14,7 @@ mkdir -p runs
 # trains broke that run's final evaluation once (its old function met the new source).
 SRC="runs/.src/$(git rev-parse --short HEAD)"
 if [ ! -d "$SRC" ]; then
-  mkdir -p "$SRC.tmp" && git archive HEAD tfzoo training zoo serving | tar -x -C "$SRC.tmp" && mv "$SRC.tmp" "$SRC"
+  mkdir -p "$SRC.tmp" && git archive HEAD tfzoo catalogue training zoo serving | tar -x -C "$SRC.tmp" && mv "$SRC.tmp" "$SRC"
 fi
 # -P: the snapshot first on the path, not the current folder (the working tree)
 ZOO="env PYTHONPATH=$PWD/$SRC TFZOO_PRETRAINED=$PWD/pretrained .venv/bin/python -P -m tfzoo"

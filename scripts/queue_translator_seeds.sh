@@ -28,7 +28,7 @@ RECIPE_FILES="zoo/seq2seq/presets.py training/schedules.py training/tasks/sequen
 SRC="runs/.src/translator-$(git rev-parse --short HEAD)-$(cat $RECIPE_FILES | sha1sum | cut -c1-8)"
 if [ ! -d "$SRC" ]; then
   rm -rf "$SRC.tmp" && mkdir -p "$SRC.tmp" \
-    && git archive HEAD tfzoo training zoo serving | tar -x -C "$SRC.tmp" \
+    && git archive HEAD tfzoo catalogue training zoo serving | tar -x -C "$SRC.tmp" \
     && for f in $RECIPE_FILES; do cp "$f" "$SRC.tmp/$f" || exit 1; done \
     && mv "$SRC.tmp" "$SRC" || { echo "[$(stamp)] could not snapshot the code"; exit 1; }
 fi

@@ -1,4 +1,4 @@
 """The application layer: the `zoo` command, at the top of the import graph.
 
-It imports `zoo` (models), `training` and `serving`; none of them imports it.
+It imports `zoo` (models), `training`, `catalogue` and `serving`; none of them imports it.
 """

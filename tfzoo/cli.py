@@ -1,8 +1,8 @@
 """The `zoo` command: list | card | train | finetune | evaluate | export | predict | caption |
 translate | pull | publish | pack | serve | generate.
 
-This is the application layer: subcommands import `training` / `serving` lazily, so
-`zoo list` stays fast and the model code in `zoo/` stays framework-free.
+This is the application layer: subcommands import `training` / `catalogue` / `serving`
+lazily, so `zoo list` stays fast and the model code in `zoo/` stays framework-free.
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfzoo import quiet
+
+if TYPE_CHECKING:
+    import keras
 
 #: Commands that do not import TensorFlow up front (`zoo list` answers in well under a
 #: second; `zoo pull` imports it only to export a run artifact).
@@ -35,9 +39,9 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from training.pretrained import Manifest
-    from training.pretrained.headline import format_metric
-    from training.pretrained.progress import format_size
+    from catalogue import Manifest
+    from catalogue.headline import format_metric
+    from catalogue.progress import format_size
     from zoo import catalog
 
     manifest = Manifest()
@@ -58,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from training.pretrained import Manifest
+    from catalogue import Manifest
 
     manifest = Manifest()
     release = manifest.resolve(args.name)
@@ -66,14 +70,25 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_source(source: str) -> keras.Model:
+    """A run directory or a published artifact NAME[@VERSION] as a trained Keras model: what
+    `train.run` initialises parts of a new model from (the captioner's `encoder_init`)."""
+    import catalogue
+
+    model, _ = catalogue.load_model(source)
+    return model
+
+
 def _train_kwargs(args: argparse.Namespace, **provenance) -> dict:
     """train.run's arguments; how the run was made goes into its run.json (for the card)."""
     command = shlex.join(["zoo", *args.argv])
     return dict(
+        load_source=load_source,
         provenance={"command": command, "data_dir": args.data_dir, **provenance},
         preset=args.preset,
         model_dir=args.model_dir,
         data_dir=args.data_dir,
+        data=getattr(args, "data", None),
         epochs=args.epochs,
         batch_size=args.batch_size,
         strategy=args.strategy,
@@ -95,19 +110,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from training import prepare
+
+    data = prepare.run(
+        args.model,
+        args.data_dir,
+        args.out,
+        preset=args.preset,
+        overrides=parse_overrides(args.set),
+        command=shlex.join(["zoo", *args.argv]),
+    )
+    rows = {s: len(next(iter(data.split(s).values()))) for s in data.splits}
+    print(json.dumps({"prepared": str(data.path), "preset": data.preset, "rows": rows}))
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from training import checkpoints, pretrained, train
+    import catalogue
+    from training import checkpoints, train
     from training.recipe import get_recipe
 
     source, parent = Path(args.source), {"run_dir": str(Path(args.source).resolve())}
     if not source.is_dir():  # a published artifact: its run directory, unpacked in the cache
         try:
-            source, target = pretrained.run_dir_for(
+            source, target = catalogue.run_dir_for(
                 args.source, args.cache, mirrors=args.mirror, log=_say
             )
-        except pretrained.PullError as err:
-            raise pretrained.PullError(f"{args.source} is not a run directory; {err}") from None
-        parent = pretrained.parent_record(target)
+        except catalogue.PullError as err:
+            raise catalogue.PullError(f"{args.source} is not a run directory; {err}") from None
+        parent = catalogue.parent_record(target)
     if checkpoints.latest_checkpoint(source / "checkpoints") is None:
         raise SystemExit(f"{source} has no completed checkpoint to fine-tune from")
     run_info = checkpoints.read_json(source / "run.json")
@@ -139,7 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from training import predict
+    from tfzoo.verbs import predict
 
     for line in predict.run(args.export_dir, args.inputs, args.signature, args.top_k):
         print(line)
@@ -147,7 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from training import caption
+    from tfzoo.verbs import caption
 
     lines = caption.run(
         args.model, args.images, args.beam_size, args.max_length, args.attention_plot
@@ -157,7 +189,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from training import translate
+    from tfzoo.verbs import translate
 
     lines = translate.run(
         args.model, args.sentences, args.beam_size, args.max_length, args.attention_plot
@@ -172,8 +204,8 @@ def _say(message: str) -> None:
 
 def sha256_arg(value: str) -> str:
     """argparse type of `--sha256`: exactly 64 hex digits, returned lowercased."""
-    from training.pretrained.cache import check_sha256
-    from training.pretrained.errors import PullError
+    from catalogue.cache import check_sha256
+    from catalogue.errors import PullError
 
     try:
         return check_sha256(value)
@@ -193,24 +225,24 @@ def seconds_arg(value: str) -> float:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from training import pretrained
+    import catalogue
 
-    cache = pretrained.Cache(args.cache)
-    target, fetched = pretrained.fetch_reference(
+    cache = catalogue.Cache(args.cache)
+    target, fetched = catalogue.fetch_reference(
         args.artifact, args.sha256, cache, mirrors=args.mirror, log=_say, deadline=args.timeout
     )
-    if pretrained.archive_kind(fetched.path) == pretrained.RUN:
+    if catalogue.archive_kind(fetched.path) == catalogue.RUN:
         quiet.import_tensorflow()  # a run artifact is exported into a SavedModel
-    path = pretrained.install_fetched(target, fetched, args.to, args.version, cache)
+    path = catalogue.install_fetched(target, fetched, args.to, args.version, cache)
     print(f"installed {path}")
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from training import pretrained
-    from training.pretrained.headline import format_metric
+    import catalogue
+    from catalogue.headline import format_metric
 
-    release = pretrained.publish(
+    release = catalogue.publish(
         args.run_dir,
         args.name,
         out=args.out,
@@ -226,14 +258,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
         f"published {release.reference}: {format_metric(release.metric)}, "
         f"{release.size:,} bytes, sha256 {release.sha256}"
     )
-    print(f"wrote {Path(args.out or pretrained.pretrained_dir()) / release.file} and its card")
+    print(f"wrote {Path(args.out or catalogue.pretrained_dir()) / release.file} and its card")
     return 0
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from training import pretrained
+    import catalogue
 
-    digest = pretrained.pack(args.version_dir, args.out)
+    digest = catalogue.pack(args.version_dir, args.out)
     print(f"{digest}  {args.out}")
     return 0
 
@@ -297,7 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model")
     p.add_argument("model")
     training_flags(p)
+    p.add_argument(
+        "--data",
+        default=None,
+        help="prepared arrays (`zoo prepare`) instead of --data-dir: any Keras backend, "
+        "no TensorFlow needed",
+    )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prepare", help="write a family's data as arrays for `train --data`")
+    p.add_argument("model")
+    p.add_argument("--data-dir", default=None, help="local data; default: TFDS (online)")
+    p.add_argument("--out", required=True, type=Path, help="folder to write (replaced whole)")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("finetune", help="continue from a trained run or artifact on new data")
     p.add_argument("source", help="run directory, or published artifact NAME[@VERSION]")
@@ -393,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_neutral(args: argparse.Namespace) -> bool:
+    """Commands that run on any Keras backend without importing TensorFlow themselves:
+    `prepare`, and `train --data` (Keras imports TensorFlow when it is the backend)."""
+    return args.command == "prepare" or (args.command == "train" and bool(args.data))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `zoo` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -400,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("serve", "generate"):
         quiet.import_tensorflow()
         return _forward(
-            {"serve": "serving.main", "generate": "training.generate"}[argv[0]], argv[1:]
+            {"serve": "serving.main", "generate": "tfzoo.verbs.generate"}[argv[0]], argv[1:]
         )
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        if args.command not in WITHOUT_TENSORFLOW:
+        if args.command not in WITHOUT_TENSORFLOW and not _backend_neutral(args):
             quiet.import_tensorflow()
         return args.func(args)
     except (KeyError, ValueError, OSError, RuntimeError) as err:

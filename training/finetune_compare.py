@@ -138,7 +138,7 @@ def run_comparison(
 ) -> dict[str, dict[str, Any]]:
     """The three runs of one task's comparison; arm -> the run's metrics.
 
-    `parent_dir` is the artifact's run directory (`pretrained.run_dir_for`). `steps` sets
+    `parent_dir` is the artifact's run directory (`catalogue.run_dir_for`). `steps` sets
     the iteration-based GPT's `max_iters` (the other tasks train `epochs` passes over the
     slice).
     """

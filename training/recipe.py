@@ -11,12 +11,18 @@ for every model.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tensorflow as tf
+import keras
 
-from training.export_module import ExportModule
+if TYPE_CHECKING:  # TensorFlow: not needed to train on prepared arrays
+    import numpy as np
+    import tensorflow as tf
+
+    from training.export_module import ExportModule
+    from training.prepared import Prepared
 
 
 @dataclass
@@ -37,9 +43,9 @@ class Data:
             time (class names, vocabularies, tokenizer tables). Saved in the run directory.
     """
 
-    train: tf.data.Dataset | None
-    val: tf.data.Dataset | None = None
-    test: tf.data.Dataset | None = None
+    train: tf.data.Dataset | keras.utils.PyDataset | None
+    val: tf.data.Dataset | keras.utils.PyDataset | None = None
+    test: tf.data.Dataset | keras.utils.PyDataset | None = None
     steps_per_epoch: int | None = None
     train_batches: int | None = None
     validation_steps: int | None = None
@@ -51,6 +57,8 @@ class Data:
         known = self.steps_per_epoch or self.train_batches
         if known or self.train is None:
             return known
+        if isinstance(self.train, keras.utils.PyDataset):
+            return len(self.train)
         cardinality = int(self.train.cardinality())
         return cardinality if cardinality > 0 else None
 
@@ -73,13 +81,53 @@ class Recipe:
         *,
         training: bool = True,
         assets: dict | None = None,
+        load_source: Callable[[str], keras.Model] | None = None,
     ) -> Data:
         """Build the datasets. `data_dir` None means TFDS (online); else local files.
 
         `assets` (from an earlier run: resume, evaluate) must be reused as they are
         (vocabularies, class names), never rebuilt from the data, so ids stay stable.
+        `load_source` resolves a source of trained weights the config names, for data
+        that needs a trained model (the captioner's cached encoder features); None:
+        run directories only (`training.sources`).
         """
         raise NotImplementedError
+
+    def prepare(
+        self, config: dict, data_dir: str | None, assets: dict | None = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        """The data as arrays for `zoo prepare` (`training.prepared`): split name -> array
+        name -> one row per example (decoded, tokenized, at the recipe's size, before any
+        random augmentation), and the assets. `assets` as in `load_data`."""
+        raise NotImplementedError(
+            f"{self.name} has no prepared-data route yet; train it with --data-dir"
+        )
+
+    def array_data(
+        self,
+        config: dict,
+        data: Prepared,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        seed: int | None = 0,
+    ) -> Data:
+        """`load_data`'s counterpart over prepared arrays (`training.array_datasets`), for
+        any Keras backend: the same batches, with random augmentation in `keras.ops`."""
+        raise NotImplementedError(
+            f"{self.name} has no prepared-data route yet; train it with --data-dir"
+        )
+
+    def evaluate_arrays(self, model, config: dict, data: Data) -> dict[str, float]:
+        """The metrics a run on prepared arrays reports: by default the compiled loss and
+        metrics on `data.test` (or `data.val`). Task metrics that need the exported
+        decoder (BLEU) come from `zoo evaluate` on the run."""
+        split = data.test if data.test is not None else data.val
+        if split is None:
+            raise ValueError("No test or validation data to evaluate on")
+        steps = data.validation_steps if split is data.val else None
+        results = model.evaluate(split, steps=steps, return_dict=True, verbose=0)
+        return {k: float(v) for k, v in results.items()}
 
     def default_batch_size(self, config: dict) -> int:
         """Global batch size used when the CLI does not set one."""
@@ -138,20 +186,20 @@ class Recipe:
         trained rows are kept, the new rows start fresh). None by default."""
         return []
 
-    def init_from(self, model, source, parts: list[str]) -> None:
-        """Initialise the named parts of `model` (e.g. ["backbone"]) from a trained run
-        directory or a published artifact NAME[@VERSION], whose model must have layers of
-        those names and shapes (a mismatch is an error, never a silent skip)."""
-        from training.pretrained import load_model
+    def init_from(self, model, source_model: keras.Model, parts: list[str]) -> None:
+        """Initialise the named parts of `model` (e.g. ["backbone"]) from `source_model`, an
+        already loaded trained model, which must have layers of those names and shapes (a
+        mismatch is an error, never a silent skip)."""
         from training.transfer import copy_parts
 
-        parent, _ = load_model(source)
-        copy_parts(parent, model, parts)
+        copy_parts(source_model, model, parts)
 
-    def initialize(self, model, config: dict) -> None:
+    def initialize(self, model, config: dict, load_source: Callable[[str], keras.Model]) -> None:
         """Prepare the freshly built model of a new run before its first step (not of a
         resumed run, nor of a fine-tuning one): e.g. its backbone from the trained run or
-        artifact its config names, through `init_from`. Nothing by default."""
+        artifact its config names, loaded by `load_source` (a source string -> a trained
+        Keras model; the caller resolves published names), through `init_from`. Nothing by
+        default."""
 
     def export(self, model, config: dict, assets: dict) -> ExportModule:
         """The trained model wrapped in an `ExportModule` with its serving signatures."""

@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 
-from training import checkpoints, plateau
+from training import checkpoints, plateau, prepared
 from training import provenance as training_provenance
-from training.distributed_loop import distributed_fit
-from training.export import load_trained
+from training.distribution import placement
 from training.recipe import get_recipe
-from training.strategy import is_chief, is_multi_worker, make_strategy
+from training.sources import LoadSource, run_directory
 from training.transfer import copy_weights
 
 
@@ -86,6 +84,19 @@ class TrainingRecord(keras.callbacks.Callback):
         self._write()
 
 
+def _prepared_config(spec, model_name: str, preset: str | None, source, overrides) -> tuple:
+    """The preset and config of a run on prepared data: the prepared ones, with `overrides`
+    (training settings) on top; an error when the data was prepared for another family or
+    preset."""
+    if source.family != model_name:
+        raise ValueError(f"{source.path} holds {source.family} data, not {model_name}'s")
+    if preset and preset != source.preset:
+        raise ValueError(f"{source.path} was prepared for preset {source.preset}, not {preset}")
+    base = spec.config(source.preset)
+    prepared_changes = {k: v for k, v in source.config.items() if base.get(k) != v}
+    return source.preset, spec.config(source.preset, **{**prepared_changes, **(overrides or {})})
+
+
 def _compile(recipe, model, config, data, jit_compile) -> None:
     recipe.compile(model, config, data, jit_compile=jit_compile)
     checkpoints.build_optimizer_state(model)
@@ -98,7 +109,7 @@ def run(
     data_dir: str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-    strategy: str | tf.distribute.Strategy = "auto",
+    strategy: Any = "auto",
     overrides: dict[str, Any] | None = None,
     steps_per_epoch: int | None = None,
     tpu: str | None = None,
@@ -108,6 +119,8 @@ def run(
     steps_per_execution: int = 1,
     verbose: int = 1,
     seed: int | None = 0,
+    load_source: LoadSource | None = None,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train `model_name` and return the metrics written to `<model_dir>/metrics.json`.
 
@@ -127,6 +140,15 @@ def run(
     weights, data order, augmentation and dropout (TensorFlow's multi-threaded CPU kernels
     still sum gradients in varying order, so the runs differ in the last bits). It is
     recorded in run.json; a resumed run keeps the seed it started with. None: unseeded.
+    `load_source` maps a source of trained weights that the config names (the captioner's
+    `encoder_init`) to a loaded Keras model; None accepts run directories only
+    (`training.sources.run_directory`). The catalogue's published NAME[@VERSION] need one
+    that resolves them: `zoo train` passes `catalogue.load_model`'s.
+    `data` (instead of `data_dir`) is a folder written by `zoo prepare`
+    (`training.prepared`): the recipe's arrays, read without TensorFlow, so the run works
+    on any Keras backend. Its preset, config and assets are the prepared ones (`overrides`
+    may change training settings). `strategy` is a name (`training.distribution`: under
+    JAX, `auto` is data parallelism over every device) or a tf.distribute strategy.
     """
     from zoo import registry
 
@@ -134,29 +156,51 @@ def run(
     recipe = get_recipe(model_name)
     model_dir = Path(model_dir)
     previous = checkpoints.read_json(model_dir / "run.json")
-    preset = preset or (previous or {}).get("preset") or spec.default_preset
-    config = spec.config(preset, **(overrides or {}))
+    if data is not None and data_dir is not None:
+        raise ValueError("pass prepared --data or a --data-dir, not both")
+    source = prepared.read(data) if data is not None else None
+    if source is not None:
+        preset, config = _prepared_config(spec, model_name, preset, source, overrides)
+    else:
+        preset = preset or (previous or {}).get("preset") or spec.default_preset
+        config = spec.config(preset, **(overrides or {}))
     if previous and (previous["model"], previous["config"]) != (model_name, config):
         raise ValueError(
             f"{model_dir} holds a run of {previous['model']} with another config; "
             "use a new --model-dir (or the same preset and settings to resume)"
         )
     epochs = int(epochs if epochs is not None else config.get("epochs", 1))
-    strategy = make_strategy(strategy, tpu) if isinstance(strategy, str) else strategy
+    place = placement(strategy, tpu) if isinstance(strategy, str) else placement(strategy=strategy)
     global_batch = int(batch_size or recipe.default_batch_size(config))
     if previous:
         seed = previous.get("seed")
     if seed is not None:  # before the data pipeline is built and the weights initialised
         keras.utils.set_random_seed(int(seed))
     assets = previous["assets"] if previous else None  # a resumed run keeps its vocabularies
-    data = recipe.load_data(config, data_dir, global_batch, training=True, assets=assets)
+    if source is not None:
+        if parent:
+            raise ValueError("fine-tuning reads --data-dir (the parent's vocabularies decide ids)")
+        if assets is not None and assets != source.assets:
+            raise ValueError(f"{model_dir} was trained on data with other assets than {data}")
+        train_data = recipe.array_data(config, source, global_batch, training=True, seed=seed)
+    else:
+        train_data = recipe.load_data(
+            config, data_dir, global_batch, training=True, assets=assets, load_source=load_source
+        )
     if parent and assets is None:  # fine-tuning: the parent's vocabularies, extended
         parent_assets = checkpoints.read_json(Path(parent) / "run.json")["assets"]
-        assets = recipe.extend_assets(parent_assets, data.assets, config)
-        if assets != data.assets:
-            data = recipe.load_data(config, data_dir, global_batch, training=True, assets=assets)
-    assets = assets or data.assets
-    chief = is_chief(strategy)
+        assets = recipe.extend_assets(parent_assets, train_data.assets, config)
+        if assets != train_data.assets:
+            train_data = recipe.load_data(
+                config,
+                data_dir,
+                global_batch,
+                training=True,
+                assets=assets,
+                load_source=load_source,
+            )
+    assets = assets or train_data.assets
+    chief = place.chief
     if chief:
         run_info = {
             "model": model_name,
@@ -164,6 +208,7 @@ def run(
             "config": config,
             "assets": assets,
             "seed": seed,
+            **({"prepared_data": source.info.get("command") or str(data)} if source else {}),
         }
         kept = {k: v for k, v in (previous or {}).items() if k not in run_info}
         checkpoints.write_json_atomic(
@@ -171,46 +216,52 @@ def run(
         )
 
     resume, history = checkpoints.resume_point(model_dir, repair=chief)
-    with strategy.scope():
+    with place.scope():
         model = recipe.build_model(config, assets)
         if parent and not resume:
+            from training.export import load_trained
+
             # before compile: the trained layers, not the old optimizer state
-            source, parent_info = load_trained(parent)
+            parent_model, parent_info = load_trained(parent)
             fresh = recipe.reinitialized_layers(
                 model, config, parent_info["config"], assets, parent_info["assets"]
             )
             grown = copy_weights(
-                source, model, reinitialized=fresh, grown=recipe.grown_layers(model)
+                parent_model, model, reinitialized=fresh, grown=recipe.grown_layers(model)
             )
             print(
                 f"[train] starting from {parent}; re-initialised: {', '.join(fresh) or 'none'}; "
                 f"new vocabulary rows in: {', '.join(grown) or 'none'}"
             )
         elif not resume:
-            recipe.initialize(model, config)  # e.g. a backbone from a trained run (init_from)
-        _compile(recipe, model, config, data, jit_compile)
+            # e.g. a backbone from a trained run (init_from)
+            recipe.initialize(model, config, load_source or run_directory)
+        _compile(recipe, model, config, train_data, jit_compile)
         model.steps_per_execution = int(steps_per_execution)
     initial_epoch = 0
     if resume:
         initial_epoch, path = resume
         model.load_weights(path)
         print(f"[train] resuming from {path.name}: epoch {initial_epoch} of {epochs} completed")
+    if hasattr(train_data.train, "set_epoch"):  # arrays: the order that epoch would have had
+        train_data.train.set_epoch(initial_epoch)
 
-    steps = steps_per_epoch or data.steps_per_epoch
-    throughput = Throughput(data.examples_per_step or global_batch)
+    steps = steps_per_epoch or train_data.steps_per_epoch
+    throughput = Throughput(train_data.examples_per_step or global_batch)
     monitor = config.get("checkpoint_monitor")
     callbacks = [throughput, *recipe.callbacks(config), *plateau.from_config(config, history)]
     # last, so it sees (and records) every other callback's logs
     callbacks.append(checkpoints.EpochCheckpoint(model_dir, write=chief, monitor=monitor))
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
+        if keras.backend.backend() == "tensorflow":  # its summary writer is TensorFlow's
+            callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
         callbacks.append(  # after the checkpoint: an epoch is recorded once it is saved
             TrainingRecord(
                 model_dir / "run.json",
                 initial_epoch,
                 (provenance or {}).get("command") or training_provenance.command_line(),
-                strategy=type(strategy).__name__,
-                replicas=strategy.num_replicas_in_sync,
+                strategy=place.name,
+                replicas=place.replicas,
                 environment=training_provenance.training_environment(model),
             )
         )
@@ -220,30 +271,36 @@ def run(
             epochs=epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
-            validation_data=data.val,
-            validation_steps=data.validation_steps,
+            validation_data=train_data.val,
+            validation_steps=train_data.validation_steps,
             callbacks=callbacks,
             verbose=verbose,
         )
-        if is_multi_worker(strategy):
-            distributed_fit(model, strategy, data.train, **fit_kwargs)
-        else:
-            model.fit(data.train, shuffle=False, **fit_kwargs)  # tf.data shuffles
+        if place.multi_worker and place.strategy is not None:
+            from training.distributed_loop import distributed_fit
+
+            distributed_fit(model, place.strategy, train_data.train, **fit_kwargs)
+        else:  # the data shuffles itself (tf.data, or the arrays' epoch order)
+            model.fit(train_data.train, shuffle=False, **fit_kwargs)
     train_seconds = time.perf_counter() - start
     best = checkpoints.best_checkpoint(model_dir / "checkpoints") if monitor else None
     if best is not None:
         model.load_weights(best)
         print(f"[train] evaluating the best epoch by {monitor} ({best.name})")
 
-    results = recipe.evaluate(model, config, data)
+    if source is not None:
+        results = recipe.evaluate_arrays(model, config, train_data)
+    else:
+        results = recipe.evaluate(model, config, train_data)
     metrics = {
         "model": model_name,
         "preset": preset,
         "epochs": epochs,
         "resumed_from_epoch": initial_epoch,
         "global_batch_size": global_batch,
-        "replicas": strategy.num_replicas_in_sync,
-        "strategy": type(strategy).__name__,
+        "backend": keras.backend.backend(),
+        "replicas": place.replicas,
+        "strategy": place.name,
         "train_seconds_this_run": train_seconds,
         "examples_per_sec": throughput.steady_rate(),
         "history": checkpoints.read_json(model_dir / "history.json", []),

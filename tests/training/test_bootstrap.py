@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from training import bootstrap
+from catalogue import bootstrap
 
 
 def test_config_lists_base_paths_with_versions(tmp_path):

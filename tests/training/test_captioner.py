@@ -146,16 +146,27 @@ def test_init_from_is_strict(googlenet_run):
     spec = registry.get("captioner")
     model = spec.build("tiny", target_vocab_size=40)
     before = model.get_layer("embedding").get_weights()[0].copy()
-    RECIPE.init_from(model, googlenet_run, ["backbone"])
     googlenet, _ = export.load_trained(googlenet_run)
+    RECIPE.init_from(model, googlenet, ["backbone"])
     conv = googlenet.get_layer("backbone").get_layer("conv1")
     np.testing.assert_array_equal(model.backbone.get_layer("conv1").kernel, conv.kernel)
     np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0], before)
     with pytest.raises(TransferError, match="no layer 'embedding'"):
-        RECIPE.init_from(model, googlenet_run, ["embedding"])
+        RECIPE.init_from(model, googlenet, ["embedding"])
     wider = spec.build("tiny", target_vocab_size=40, encoder_preset="imagenette")
     with pytest.raises(TransferError, match="shape"):
-        RECIPE.init_from(wider, googlenet_run, ["backbone"])
+        RECIPE.init_from(wider, googlenet, ["backbone"])
+
+
+def test_train_resolves_only_run_directories_without_a_load_source(tmp_path, flickr8k):
+    """Training never resolves a published name itself: without a `load_source` (the
+    CLI passes the catalogue's) anything but a run directory is a clear error."""
+    with pytest.raises(ValueError, match="is not a run directory; pass a load_source"):
+        train.run(
+            "captioner", "tiny", tmp_path / "run", str(flickr8k), verbose=0,
+            overrides={"encoder_init": "googlenet/imagenette", "train_images": 4,
+                       "val_images": 2},
+        )  # fmt: skip
 
 
 def test_awkward_inputs_in_process(keras_side):
@@ -301,7 +312,7 @@ def test_caption_reader_and_tokens(flickr8k):
 def test_zoo_caption_draws_one_panel_per_word(tiny_run, flickr8k, tmp_path):
     from matplotlib.image import imread
 
-    from training import caption, plots
+    from tfzoo.verbs import caption, plots
 
     version = export_tiny_run(tiny_run[0], "captioner")
     image = flickr8k / "images" / VAL_IMAGES[0]
@@ -361,7 +372,7 @@ def test_translate_alignment_plot(tmp_path):
     a real SavedModel (a toy word-by-word translator) at a base path."""
     from matplotlib.image import imread
 
-    from training import translate
+    from tfzoo.verbs import translate
 
     module = _WordByWord()
     signatures = {"translate_with_attention": module.translate_with_attention}

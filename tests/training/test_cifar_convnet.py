@@ -279,15 +279,15 @@ def test_init_from_copies_a_part_of_a_trained_run(tiny_run):
     source, _ = export.load_trained(run_dir)
     spec = registry.get("cifar_convnet")
     model = spec.build("tiny", num_classes=3)
-    RECIPE.init_from(model, run_dir, ["backbone"])
+    RECIPE.init_from(model, source, ["backbone"])
     for got, want in zip(backbone_of(model).weights, backbone_of(source).weights, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     assert model.get_layer("probabilities").kernel.shape[-1] == 3  # the head is its own
     with pytest.raises(TransferError, match="probabilities"):
-        RECIPE.init_from(model, run_dir, ["probabilities"])  # 10 classes do not fit 3
+        RECIPE.init_from(model, source, ["probabilities"])  # 10 classes do not fit 3
     wider = spec.build("tiny", num_classes=3, filters=[8, 32])
     with pytest.raises(TransferError, match="shape"):
-        RECIPE.init_from(wider, run_dir, ["backbone"])
+        RECIPE.init_from(wider, source, ["backbone"])
 
 
 def test_finetune_reinitializes_exactly_the_head_when_the_classes_change():

@@ -34,9 +34,9 @@ def artifact_cache(tmp_path_factory):
 
 @pytest.mark.parametrize("task", sorted(SMALL))
 def test_finetuning_beats_the_artifact_and_scratch(task, shared_data, artifact_cache, tmp_path):
-    from training import pretrained
+    import catalogue
 
-    parent, _ = pretrained.run_dir_for(COMPARISONS[task].artifact, artifact_cache, progress=False)
+    parent, _ = catalogue.run_dir_for(COMPARISONS[task].artifact, artifact_cache, progress=False)
     size, epochs, steps = SMALL[task]
     results = run_comparison(
         task, parent, shared_data, tmp_path, size=size, epochs=epochs, steps=steps

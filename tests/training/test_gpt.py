@@ -149,7 +149,8 @@ class TestEndToEnd(FamilyEndToEnd):
 
 
 def test_tiny_overfits_a_short_text(run_dir, trained):
-    from training.data.char_text import CharVocab, consecutive_windows, split_text
+    from training.data.char_text import consecutive_windows
+    from training.data.char_vocab import CharVocab, split_text
 
     model, run_info = trained
     vocab = CharVocab.from_assets(run_info["assets"])
@@ -174,7 +175,7 @@ def test_export_generates_and_scores_as_the_eager_keras_model(loaded, trained):
     """Greedy `generate` and `score` of the loaded SavedModel: the Keras model's, run eagerly."""
     from keras import ops
 
-    from training.data.char_text import CharVocab
+    from training.data.char_vocab import CharVocab
     from zoo.gpt import generate, score
 
     completions = _generate(loaded, PROMPTS, 20)
@@ -250,7 +251,7 @@ def test_ten_thousand_new_tokens(loaded):
 
 def test_zoo_generate_cli_same_text_from_run_and_export(run_dir, exported, capsys):
     """`zoo generate` on the run directory and on the SavedModel: one loop, same sample."""
-    from training.generate import main
+    from tfzoo.verbs.generate import main
 
     argv = ["--prompt", "Shall I", "--max-new-tokens", "30", "--seed", "3", "--temperature", "1"]
     assert main(["--model-dir", str(run_dir), *argv]) == 0
@@ -269,7 +270,7 @@ def test_finetune_keeps_known_characters_and_adds_rows_for_new_ones(tiny_run, tm
     new rows of the tied embedding. At learning rate 0 every known row and every other
     weight is bit-identical, and the fine-tuned model reads and writes the new characters."""
     from training import train
-    from training.data.char_text import CharVocab
+    from training.data.char_vocab import CharVocab
 
     subset = tmp_path / "subset.txt"
     subset.write_text("\n".join(SONNET.splitlines()[:7]) * 8)  # fewer characters

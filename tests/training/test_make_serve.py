@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from catalogue import Manifest
+from catalogue.bootstrap import serving_names
+from catalogue.manifest import REPO_PRETRAINED
 from tests.helpers import REPO_ROOT, subprocess_env
 from tests.server_process import start_server
-from training.bootstrap import serving_names
-from training.pretrained import Manifest
-from training.pretrained.manifest import REPO_PRETRAINED
 
 CATALOGUE = Manifest(REPO_PRETRAINED)
 SERVED = serving_names(CATALOGUE.names())  # artifact name -> served model name
@@ -129,7 +129,7 @@ def served(tmp_path_factory):
         pytest.skip("the catalogue is empty")
     root = tmp_path_factory.mktemp("make_serve")
     models = root / "models"
-    command = [sys.executable, "-m", "training.bootstrap", "--models", str(models)]
+    command = [sys.executable, "-m", "catalogue.bootstrap", "--models", str(models)]
     env = subprocess_env(TFZOO_CACHE=str(root / "cache"), TFZOO_OFFLINE="1")
     proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,7 +2,7 @@
 extraction and verification, without TensorFlow, byte for byte as exported at publish.
 
 A prebuilt SavedModel's variables data file travels with the checkpoint's weights zeroed
-(`training.pretrained.prebuilt`); installing writes them back from the checkpoint and checks
+(`catalogue.prebuilt`); installing writes them back from the checkpoint and checks
 the file's sha256. The tests here build such an artifact by hand (an h5 checkpoint, a data
 file holding its arrays as float32 among other bytes), and install the shipped catalogue.
 """
@@ -19,11 +19,11 @@ import h5py
 import numpy as np
 import pytest
 
+import catalogue
+from catalogue import PullError, prebuilt
+from catalogue.manifest import REPO_PRETRAINED, Manifest
 from serving.cost import COSTS_PATH
 from tests.helpers import REPO_ROOT, subprocess_env
-from training import pretrained
-from training.pretrained import PullError, prebuilt
-from training.pretrained.manifest import REPO_PRETRAINED, Manifest
 
 DATA = "variables/variables.data-00000-of-00001"
 CHECKPOINT = "checkpoints/ckpt-0003.weights.h5"
@@ -61,8 +61,8 @@ def _artifact(root: Path) -> tuple[Path, bytes]:
 def _pull(stage: Path, root: Path) -> Path:
     """Pack `stage` and pull it by path into `root/models/m`; returns the version dir."""
     archive = root / "artifact.tar.gz"
-    digest = pretrained.pack(stage, archive)
-    return pretrained.pull(str(archive), root / "models" / "m", sha256=digest, cache=root / "c")
+    digest = catalogue.pack(stage, archive)
+    return catalogue.pull(str(archive), root / "models" / "m", sha256=digest, cache=root / "c")
 
 
 def test_prebuilt_saved_model_installs_byte_for_byte(tmp_path):
@@ -131,7 +131,7 @@ def test_make_serve_installs_the_catalogue_without_tensorflow(tmp_path):
         pytest.skip("the catalogue is empty")
     models = tmp_path / "models"
     code = (
-        "import sys; from training import bootstrap; "
+        "import sys; from catalogue import bootstrap; "
         f"assert bootstrap.main(['--models', {str(models)!r}]) == 0; "
         "print('tensorflow' in sys.modules)"
     )

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+import catalogue
+from catalogue import Manifest, PublishError, PullError, Release, Source, prebuilt
+from catalogue.headline import format_metric
+from catalogue.manifest import MANIFEST
 from serving.card import CARD_PATH
 from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env, zoo
-from training import pretrained
-from training.pretrained import Manifest, PublishError, PullError, Release, Source, prebuilt
-from training.pretrained.headline import format_metric
-from training.pretrained.manifest import MANIFEST
 
 NAME = "cifar_convnet/tiny"
 #: Start-up lines `zoo` commands must not print on a machine without a GPU.
@@ -141,7 +141,7 @@ def _fake_saved_model(path: Path) -> Path:
 @pytest.fixture
 def saved_model_artifact(tmp_path) -> tuple[Path, str]:
     source = _fake_saved_model(tmp_path / "src" / "1")
-    return tmp_path / "model.tar.gz", pretrained.pack(source, tmp_path / "model.tar.gz")
+    return tmp_path / "model.tar.gz", catalogue.pack(source, tmp_path / "model.tar.gz")
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_publish_writes_artifact_card_and_manifest(published):
     assert not release.restricted and release.parameters > 1000
     archive = pub / release.file
     assert archive.stat().st_size == release.size
-    assert pretrained.sha256_of(archive) == release.sha256
+    assert catalogue.sha256_of(archive) == release.sha256
     assert prebuilt.archive_carries_export(archive)  # `zoo pull` installs it: no export
     card = (pub / release.card).read_text()
     for fact in (release.sha256, "zoo train cifar_convnet --preset tiny", "float16",
@@ -251,25 +251,25 @@ def test_publish_replaces_only_when_the_metric_improves(published, tmp_path):
     assert total == 80 and 0 < right < total, right  # else no folder scores higher
     better = _with_right_answers_twice(data, answers, tmp_path / "better")
 
-    first = pretrained.publish(run, NAME, out=out, data_dir=str(data), log=print)
+    first = catalogue.publish(run, NAME, out=out, data_dir=str(data), log=print)
     assert first.version == 1 and (out / first.file).is_file()
     assert first.metric["value"] == pytest.approx(right / total, abs=1e-6)  # counted here
     before = (out / MANIFEST).read_bytes()
     with pytest.raises(PublishError, match="does not improve"):
-        pretrained.publish(run, NAME, out=out, data_dir=str(data), log=print)
+        catalogue.publish(run, NAME, out=out, data_dir=str(data), log=print)
     assert (out / MANIFEST).read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, first.file, first.card])
-    second = pretrained.publish(run, NAME, out=out, data_dir=str(better), log=print)
+    second = catalogue.publish(run, NAME, out=out, data_dir=str(better), log=print)
     assert second.metric["value"] == pytest.approx(2 * right / (total + right), abs=1e-6)
     assert second.version == 2 and not (out / first.file).exists()  # replaced
     assert [r.version for r in Manifest(out).releases(NAME)] == [1, 2]  # the record stays
     # publishing the same run twice gives the same bytes: artifacts are reproducible
-    again = pretrained.publish(run, "cifar_convnet/again", out=out, data_dir=str(data))
-    twice = pretrained.publish(run, "cifar_convnet/again", out=tmp_path / "o2",
+    again = catalogue.publish(run, "cifar_convnet/again", out=out, data_dir=str(data))
+    twice = catalogue.publish(run, "cifar_convnet/again", out=tmp_path / "o2",
                                data_dir=str(data))  # fmt: skip
     assert again.sha256 == twice.sha256
     with pytest.raises(PublishError, match="trained cifar_convnet"):
-        pretrained.publish(run, "gpt/tiny", out=out, data_dir=str(data))
+        catalogue.publish(run, "gpt/tiny", out=out, data_dir=str(data))
 
 
 def test_zoo_list_is_fast_quiet_and_never_imports_tensorflow(published):
@@ -282,7 +282,7 @@ def test_zoo_list_is_fast_quiet_and_never_imports_tensorflow(published):
         "print('seconds', time.perf_counter() - start); "
         "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
         "print('heavy', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'})); "
-        "own = {'serving', 'tfzoo', 'training', 'zoo'}; "
+        "own = {'catalogue', 'serving', 'tfzoo', 'training', 'zoo'}; "
         "print('installed', sorted(new - set(sys.stdlib_module_names) - own))"
     )
     env = subprocess_env(TFZOO_PRETRAINED=str(published[0]))
@@ -331,9 +331,14 @@ def test_pull_by_name_installs_a_model_that_answers(published, mirror, env, tmp_
 
     image = sorted((data / "test" / "cat").iterdir())[0].read_bytes()
     pixels = tf.cast(tf.io.decode_jpeg(image, channels=3), tf.float32)[None]
-    model, run_info = pretrained.load_model(NAME, log=print)
+    model, run_info = catalogue.load_model(NAME, log=print)
     assert run_info["artifact"] == {"name": NAME, "version": 1, "sha256": release.sha256}
     expected = model(pixels, training=False).numpy()
+    # what `zoo train` resolves a config's source with (e.g. the captioner's encoder_init)
+    from tfzoo.cli import load_source
+
+    resolved = load_source(NAME)(pixels, training=False).numpy()
+    np.testing.assert_allclose(resolved, expected, rtol=1e-6, atol=1e-7)
     served = tf.saved_model.load(str(base / "1"))
     probabilities = served.signatures["predict_pixels"](pixels=pixels)["probabilities"].numpy()
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
@@ -361,10 +366,10 @@ def test_cut_transfer_resumes_then_verifies(published, mirror, env, tmp_path):
         part = cache / "artifacts" / f"{release.sha256}.part"
         assert part.stat().st_size == mirror.cut_at
         assert not (tmp_path / mode).exists()
-        run_dir, _ = pretrained.run_dir_for(NAME, cache, mirrors=[mirror.url(mode)], log=print)
+        run_dir, _ = catalogue.run_dir_for(NAME, cache, mirrors=[mirror.url(mode)], log=print)
         assert mirror.gets(mode)[-1][2] == f"bytes={mirror.cut_at}-"  # resumed, not restarted
         assert (run_dir / "run.json").is_file() and not part.exists()
-        assert pretrained.sha256_of(cache / "artifacts" / f"{release.sha256}.tar.gz") == (
+        assert catalogue.sha256_of(cache / "artifacts" / f"{release.sha256}.tar.gz") == (
             release.sha256
         )
 
@@ -374,7 +379,7 @@ def test_flipped_byte_is_refused_and_the_destination_untouched(published, mirror
     (base / "1").mkdir(parents=True)
     (base / "1" / "saved_model.pb").write_bytes(b"the version being served")
     with pytest.raises(PullError, match="wrong sha256"):
-        pretrained.pull(NAME, base, mirrors=[mirror.url("corrupt")], log=print)
+        catalogue.pull(NAME, base, mirrors=[mirror.url("corrupt")], log=print)
     assert [p.name for p in base.iterdir()] == ["1"]
     assert (base / "1" / "saved_model.pb").read_bytes() == b"the version being served"
     cache = Path(env["TFZOO_CACHE"]) / "artifacts"
@@ -386,7 +391,7 @@ def test_mirrors_are_tried_in_order_and_the_serving_one_is_named(published, mirr
     _, _, release, _, _ = published
     said: list[str] = []
     order = ["missing", "cut", "corrupt", "good"]
-    target, fetched = pretrained.fetch_reference(
+    target, fetched = catalogue.fetch_reference(
         NAME, mirrors=[mirror.url(m) for m in order], log=said.append
     )
     assert fetched.served_by == f"mirror {mirror.url('good')}"
@@ -398,31 +403,31 @@ def test_mirrors_are_tried_in_order_and_the_serving_one_is_named(published, mirr
     assert "404" in failures[0] and "cut" in failures[1] and "sha256" in failures[2]
     # the corrupt mirror continued the cut transfer, failed, and was retried from byte 0
     assert [r[2] for r in mirror.gets("corrupt")] == [f"bytes={mirror.cut_at}-", None]
-    assert pretrained.sha256_of(fetched.path) == release.sha256
+    assert catalogue.sha256_of(fetched.path) == release.sha256
 
 
 def test_cache_serves_a_second_pull_and_offline_use_makes_no_connection(
     published, mirror, env, tmp_path, monkeypatch
 ):
     base = tmp_path / "models" / "m"
-    first = pretrained.pull(NAME, base, mirrors=[mirror.url("good")], log=print)
+    first = catalogue.pull(NAME, base, mirrors=[mirror.url("good")], log=print)
     assert first == base / "1" and (first / "saved_model.pb").is_file()
     mirror.stop()  # the server is gone: the second pull must come from the cache
     said: list[str] = []
-    second = pretrained.pull(NAME, base, mirrors=[mirror.url("good")], log=said.append)
+    second = catalogue.pull(NAME, base, mirrors=[mirror.url("good")], log=said.append)
     assert second == base / "2" and "served by the cache" in said[-1]
 
     fresh = Mirror(published[0])
     try:
         monkeypatch.setenv("TFZOO_OFFLINE", "1")
-        run_dir, _ = pretrained.run_dir_for(NAME, mirrors=[fresh.url("good")], log=print)
+        run_dir, _ = catalogue.run_dir_for(NAME, mirrors=[fresh.url("good")], log=print)
         assert (run_dir / "run.json").is_file()
         with pytest.raises(PullError, match="TFZOO_OFFLINE"):  # a cold cache, offline
-            pretrained.run_dir_for(NAME, tmp_path / "cold", mirrors=[fresh.url("good")])
+            catalogue.run_dir_for(NAME, tmp_path / "cold", mirrors=[fresh.url("good")])
         assert fresh.connections == 0
         monkeypatch.delenv("TFZOO_OFFLINE")
         with pytest.raises(PullError, match="give a mirror"):  # the catalogue has no file
-            pretrained.run_dir_for(NAME, tmp_path / "cold")
+            catalogue.run_dir_for(NAME, tmp_path / "cold")
     finally:
         fresh.stop()
 
@@ -475,7 +480,7 @@ def test_finetune_from_a_pulled_artifact_at_learning_rate_zero(published, mirror
     run_info = json.loads((run / "run.json").read_text())
     assert run_info["parent"] == {"name": NAME, "version": 1, "sha256": release.sha256}
     assert run_info["command"].startswith(f"zoo finetune {NAME}")
-    parent, _ = pretrained.load_model(NAME, log=print)
+    parent, _ = catalogue.load_model(NAME, log=print)
     child, _ = load_trained(run)
     compared = 0
     for old, new in zip(parent.layers, child.layers, strict=True):
@@ -506,7 +511,7 @@ def test_restricted_licence_is_printed_on_pull(saved_model_artifact, tmp_path, m
     manifest.save()
     monkeypatch.setenv("TFZOO_PRETRAINED", str(catalog))
     said: list[str] = []
-    path = pretrained.pull("tagger/x", tmp_path / "m", cache=tmp_path / "c", log=said.append)
+    path = catalogue.pull("tagger/x", tmp_path / "m", cache=tmp_path / "c", log=said.append)
     assert (path / "saved_model.pb").is_file()
     assert any("CC BY-SA 4.0" in line and "restricted" in line for line in said)
     assert f"served by {catalog} (local)" in said[-2]
@@ -518,14 +523,14 @@ def test_pull_by_url_installs_next_version_and_reuses_cache(saved_model_artifact
     try:
         base, cache = tmp_path / "models" / "m", tmp_path / "cache"
         url = f"{server.url('good')}/{archive.name}"
-        first = pretrained.pull(url, base, digest, cache, log=print)
+        first = catalogue.pull(url, base, digest, cache, log=print)
         assert first == base / "1" and (first / "saved_model.pb").exists()
         assert not (first / CARD_PATH).exists()  # an unpublished URL has no card to carry
         assert (first / "variables" / "variables.index").read_bytes() == bytes(range(256)) * 40
-        assert pretrained.pull(url, base, digest, cache, log=print) == base / "2"
+        assert catalogue.pull(url, base, digest, cache, log=print) == base / "2"
         assert len(server.gets()) == 1  # the second pull came from the verified cache
         with pytest.raises(PullError, match="wrong sha256"):
-            pretrained.pull(url, base, "0" * 64, tmp_path / "c2", log=print)
+            catalogue.pull(url, base, "0" * 64, tmp_path / "c2", log=print)
         assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
     finally:
         server.stop()
@@ -534,18 +539,18 @@ def test_pull_by_url_installs_next_version_and_reuses_cache(saved_model_artifact
 def test_corrupt_archive_and_unknown_names_are_refused(tmp_path, monkeypatch):
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(b"\x1f\x8b this is not gzip data")
-    digest = pretrained.sha256_of(corrupt)
+    digest = catalogue.sha256_of(corrupt)
     base = tmp_path / "models" / "m"
     with pytest.raises(PullError, match="corrupt"):
-        pretrained.pull(str(corrupt), base, digest, tmp_path / "cache", log=print)
+        catalogue.pull(str(corrupt), base, digest, tmp_path / "cache", log=print)
     assert not base.exists() or not list(base.iterdir())
     with pytest.raises(PullError, match="neither a SavedModel"):
-        pretrained.pack(tmp_path, tmp_path / "x.tar.gz")
+        catalogue.pack(tmp_path, tmp_path / "x.tar.gz")
     monkeypatch.setenv("TFZOO_PRETRAINED", str(tmp_path))
     with pytest.raises(PullError, match="no published artifact"):
-        pretrained.pull("no/such-model", base, log=print)
+        catalogue.pull("no/such-model", base, log=print)
     with pytest.raises(PullError, match="--sha256 is required"):
-        pretrained.pull(str(corrupt), base, log=print)
+        catalogue.pull(str(corrupt), base, log=print)
 
 
 def test_cli_pack_and_pull(saved_model_artifact, tmp_path):
@@ -564,8 +569,8 @@ def test_cli_pack_and_pull(saved_model_artifact, tmp_path):
 def test_fetch_offline_skips_network_sources(tmp_path):
     said: list[str] = []
     with pytest.raises(PullError, match="TFZOO_OFFLINE"):
-        pretrained.fetch([Source("http://127.0.0.1:9/x.tar.gz", "mirror")], "a" * 64,
-                         pretrained.Cache(tmp_path), offline=True, log=said.append)  # fmt: skip
+        catalogue.fetch([Source("http://127.0.0.1:9/x.tar.gz", "mirror")], "a" * 64,
+                         catalogue.Cache(tmp_path), offline=True, log=said.append)  # fmt: skip
     assert said == []
 
 
@@ -575,7 +580,7 @@ def test_make_serve_installs_the_catalogue_without_training(published, env, tmp_
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from training import bootstrap
+    from catalogue import bootstrap
 
     monkeypatch.setenv("TFZOO_PRETRAINED", str(published[0]))  # the archive beside its manifest
     models = tmp_path / "models"

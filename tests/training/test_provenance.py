@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
+from catalogue.card import trained_on
 from tests.helpers import small_image_folder, zoo
 from training import device_route, provenance
-from training.pretrained.card import trained_on
 
 NAME = "cifar_convnet/provenance"
 TRAIN = ["train", "cifar_convnet", "--preset", "tiny", "--steps-per-epoch", "2", "--verbose", "0"]

@@ -25,20 +25,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz.fuzz_extract import check_tree  # one check of an extracted tree, shared
-from tests.helpers import zoo
-from tests.training.test_pretrained import _fake_saved_model
-from tfzoo.cli import build_parser
-from training import pretrained
-from training.pretrained import Cache, Manifest, PullError, Release, Source
-from training.pretrained.archive import (
+import catalogue
+from catalogue import Cache, Manifest, PullError, Release, Source
+from catalogue.archive import (
     MAX_UNPACKED_BYTES,
     archive_kind,
     extract_into,
     member_parts,
     unpack,
 )
-from training.pretrained.download import download
+from catalogue.download import download
+from fuzz.fuzz_extract import check_tree  # one check of an extracted tree, shared
+from tests.helpers import zoo
+from tests.training.test_pretrained import _fake_saved_model
+from tfzoo.cli import build_parser
 
 # ------------------------------------------------------------------ archives made here
 
@@ -86,7 +86,7 @@ def artifact(tmp_path) -> tuple[Path, str, Path]:
     """A packed fake SavedModel: (archive, sha256, source directory)."""
     source = _fake_saved_model(tmp_path / "src" / "1")
     archive = tmp_path / "model.tar.gz"
-    return archive, pretrained.pack(source, archive), source
+    return archive, catalogue.pack(source, archive), source
 
 
 # ------------------------------------------------------------------ unpacking
@@ -205,10 +205,10 @@ def test_pack_refuses_links_and_round_trips_within_exact_caps(artifact, tmp_path
 
     (source / "variables" / "link").symlink_to("variables.index")
     with pytest.raises(PullError, match="is a symbolic link"):
-        pretrained.pack(source, tmp_path / "linked.tar.gz")
+        catalogue.pack(source, tmp_path / "linked.tar.gz")
     assert not (tmp_path / "linked.tar.gz").exists()
     (source / "variables" / "link").unlink()
-    assert pretrained.pack(source, tmp_path / "again.tar.gz") == digest
+    assert catalogue.pack(source, tmp_path / "again.tar.gz") == digest
 
 
 def test_gzip_bombs_are_refused_with_bounded_writes(tmp_path):
@@ -345,7 +345,7 @@ def test_a_flooding_mirror_is_cut_just_past_the_manifest_size(artifact, catalog,
     try:
         start = time.perf_counter()
         with pytest.raises(PullError, match=f"more than the manifest's {catalog.size:,} bytes"):
-            pretrained.pull("tagger/x", base, cache=cache, mirrors=[server.url("flood")],
+            catalogue.pull("tagger/x", base, cache=cache, mirrors=[server.url("flood")],
                             log=print)  # fmt: skip
         assert server.done.wait(10)
     finally:
@@ -378,7 +378,7 @@ def test_a_trickling_mirror_hits_the_deadline_and_leaves_only_a_part(artifact, c
     try:
         start = time.perf_counter()
         with pytest.raises(PullError, match=r"exceeded its deadline of 1.5 s after \d+ bytes"):
-            pretrained.pull("tagger/x", base, cache=cache, mirrors=[server.url("trickle")],
+            catalogue.pull("tagger/x", base, cache=cache, mirrors=[server.url("trickle")],
                             log=print, deadline=1.5)  # fmt: skip
         elapsed = time.perf_counter() - start
         # the command line: --timeout, one line on stderr, nothing installed
@@ -406,7 +406,7 @@ def test_bad_sha256_is_refused_before_any_path_is_made(artifact, tmp_path):
             parser.parse_args(["pull", str(archive), "--to", "m", "--sha256", value])
         assert exit_.value.code == 2
         with pytest.raises(PullError, match="exactly 64 hex digits"):
-            pretrained.pull(str(archive), tmp_path / "m", value or "x", tmp_path / "c", log=print)
+            catalogue.pull(str(archive), tmp_path / "m", value or "x", tmp_path / "c", log=print)
         with pytest.raises(PullError, match="exactly 64 hex digits"):
             Cache(tmp_path / "c").part(value)
     upper = parser.parse_args(["pull", str(archive), "--to", "m", "--sha256", digest.upper()])
@@ -416,7 +416,7 @@ def test_bad_sha256_is_refused_before_any_path_is_made(artifact, tmp_path):
     assert proc.returncode == 2 and "--sha256: a sha256 is exactly 64 hex digits" in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["model.tar.gz", "src"]  # no cache, no model dir
     # a valid upper-case hash installs: it is lowercased
-    path = pretrained.pull(str(archive), tmp_path / "m", digest.upper(), tmp_path / "c", log=print)
+    path = catalogue.pull(str(archive), tmp_path / "m", digest.upper(), tmp_path / "c", log=print)
     assert (path / "saved_model.pb").is_file()
     assert (tmp_path / "c" / "artifacts" / f"{digest}.tar.gz").is_file()
 
@@ -424,7 +424,7 @@ def test_bad_sha256_is_refused_before_any_path_is_made(artifact, tmp_path):
 def test_a_local_source_longer_than_the_manifest_is_not_copied(artifact, tmp_path):
     archive, digest, _ = artifact
     with pytest.raises(PullError, match="more than the manifest's 100"):
-        pretrained.fetch([Source(str(archive), "local")], digest, Cache(tmp_path / "c"),
+        catalogue.fetch([Source(str(archive), "local")], digest, Cache(tmp_path / "c"),
                          size=100, log=print)  # fmt: skip
     assert sorted(p.suffix for p in (tmp_path / "c" / "artifacts").iterdir()) == [".lock"]
 

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from training.data.char_text import CharTokenizer, CharVocab
-from training.recipes.gpt import GenerationModule
+from training.data.char_text import CharTokenizer
+from training.data.char_vocab import CharVocab
+from training.exports.gpt import GenerationModule
 from zoo import registry
 from zoo.gpt import GPT, generate, sample_logits, score
 

@@ -27,8 +27,10 @@ between words split (not in short forms like `b/c`, `w/o`).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:  # `tokenize_graph` only: `tokenize` needs no TensorFlow
+    import tensorflow as tf
 
 # Whitespace of all kinds becomes an ASCII space; the patterns below then only ever see " ".
 _SPACES = (
@@ -166,6 +168,8 @@ def tokenize(text: str) -> list[str]:
 
 
 def _apply_rules_graph(text: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
     text = tf.strings.join([" ", text, " "])
     for pattern, rewrite in RULES:
         text = tf.strings.regex_replace(text, pattern, rewrite)
@@ -179,6 +183,8 @@ def tokenize_graph(sentences: tf.Tensor) -> tf.RaggedTensor:
     Like `tokenize`: split on whitespace into chunks; a URL / e-mail chunk keeps its body
     whole (the rules only see what wraps it), every other chunk goes through the rules.
     """
+    import tensorflow as tf
+
     text = tf.strings.unicode_transcode(
         sentences, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
     )

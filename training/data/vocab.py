@@ -2,15 +2,18 @@
 
 Layout of ids: 0 is padding (""), 1 is "[UNK]", then the optional specials in the order
 given, then the tokens by descending frequency (ties broken alphabetically). The JSON form
-is just the id -> token list, so it fits in `Data.assets`.
+is just the id -> token list, so it fits in `Data.assets`. Only the in-graph tables need
+TensorFlow (imported when they are built), so the vocabulary itself works without it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:  # the in-graph tables only
+    import tensorflow as tf
 
 PAD = ""
 UNK = "[UNK]"
@@ -102,6 +105,8 @@ class Vocabulary:
 
         Note: the padding token "" maps to 0, so padded string tensors become padded ids.
         """
+        import tensorflow as tf
+
         init = tf.lookup.KeyValueTensorInitializer(
             tf.constant(self.tokens, tf.string),
             tf.range(len(self.tokens), dtype=tf.int64),
@@ -110,6 +115,8 @@ class Vocabulary:
 
     def inverse_table(self) -> tf.lookup.StaticHashTable:
         """In-graph int64 id -> string table; out-of-range ids map to "[UNK]"."""
+        import tensorflow as tf
+
         init = tf.lookup.KeyValueTensorInitializer(
             tf.range(len(self.tokens), dtype=tf.int64),
             tf.constant(self.tokens, tf.string),

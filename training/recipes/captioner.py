@@ -6,11 +6,12 @@ or TFDS `coco_captions`. The vocabulary is built from the training captions
 than `min_count` times are "[UNK]").
 
 Encoder: the config's zoo backbone, cut at `feature_map`. `encoder_init` (a trained run
-directory or published artifact of that family, e.g. runs/googlenet_imagenette) initialises
-it when a run starts (`init_from(model, source, ["backbone"])`, layer by layer by name,
-strictly). A frozen, initialised encoder's feature maps are computed once per image before
-training (`cache_features`), and the run records a fingerprint of the encoder's weights so
-that a resumed run refuses a changed `encoder_init`.
+directory or published artifact of that family, e.g. runs/googlenet_imagenette, loaded by
+the caller's `load_source`: `training.sources`) initialises it when a run starts
+(`init_from(model, source_model, ["backbone"])`, layer by layer by name, strictly). A
+frozen, initialised encoder's feature maps are computed once per image before training
+(`cache_features`), and the run records a fingerprint of the encoder's weights so that a
+resumed run refuses a changed `encoder_init`.
 
 Loss, decoding and its clamps are the sequence-generation task's; the metrics are
 coco-caption's (`pycocoevalcap`): BLEU-1..4 and CIDEr against every reference caption of an
@@ -56,6 +57,7 @@ from training.data import captions
 from training.data.images import decode_image
 from training.data.vocab import Vocabulary
 from training.export_module import image_cost, signature
+from training.sources import LoadSource, run_directory
 from training.tasks.sequence_generation import (
     BEAM_SIZE,
     BOS,
@@ -284,11 +286,12 @@ class CaptionerRecipe(SequenceGenerationRecipe):
     vocabulary_layers = ("embedding", "logits")
 
     def load_data(
-        self, config, data_dir, global_batch_size, *, training=True, assets=None
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
     ) -> GenerationData:
         """Captioned images, one example per caption; vocabulary from train unless `assets`.
         Training batches carry the cached feature maps when `caches_features`, else the
-        pixels (so does every evaluation: the model's own encoder runs on them)."""
+        pixels (so does every evaluation: the model's own encoder runs on them); the
+        encoder comes from `encoder_init` through `load_source` (None: run directories)."""
         train = None
         if training or assets is None:
             train = captions.load_split(data_dir, "train", int(config["train_images"]))
@@ -306,7 +309,8 @@ class CaptionerRecipe(SequenceGenerationRecipe):
 
         key, encoder = "pixels", None
         if training and self.caches_features(config):
-            key, encoder = "features", self.initialized_encoder(config)
+            encoder = self.initialized_encoder(config, load_source or run_directory)
+            key = "features"
             new_assets["encoder_fingerprint"] = fingerprint(encoder)
             if (
                 assets is not None
@@ -356,36 +360,37 @@ class CaptionerRecipe(SequenceGenerationRecipe):
             config["cache_features"] and not config["train_encoder"] and config["encoder_init"]
         )
 
-    def initialized_encoder(self, config: dict) -> keras.Model:
-        """The config's encoder on its own, initialised from `encoder_init`."""
+    def initialized_encoder(self, config: dict, load_source: LoadSource) -> keras.Model:
+        """The config's encoder on its own, initialised from `encoder_init`, which
+        `load_source` loads (a run directory, or e.g. a published artifact's name)."""
         encoder = encoder_backbone(
             config["encoder"], config["encoder_preset"], config["image_size"], config["feature_map"]
         )
-        self.copy_parts_from(config["encoder_init"], {BACKBONE: encoder})
+        self.copy_parts_from(load_source(config["encoder_init"]), {BACKBONE: encoder})
         return encoder
 
-    def initialize(self, model, config: dict) -> None:
-        """A new run's encoder comes from `encoder_init`, when the config names one."""
+    def initialize(self, model, config: dict, load_source: LoadSource) -> None:
+        """A new run's encoder comes from `encoder_init`, when the config names one,
+        loaded by `load_source`."""
         if config["encoder_init"]:
-            self.init_from(model, config["encoder_init"], [BACKBONE])
+            self.init_from(model, load_source(config["encoder_init"]), [BACKBONE])
             print(f"[train] encoder initialised from {config['encoder_init']}")
 
-    def init_from(self, model, source, parts: list[str]) -> None:
-        """Initialise the named parts of `model` from a trained run or artifact: the
-        "backbone" (the encoder) layer by layer by name from the source's backbone, which
+    def init_from(self, model, source_model: keras.Model, parts: list[str]) -> None:
+        """Initialise the named parts of `model` from `source_model`, a loaded trained model:
+        the "backbone" (the encoder) layer by layer by name from the source's backbone, which
         may go deeper; every layer with weights must find its match, of the same shapes."""
-        self.copy_parts_from(source, {part: model.get_layer(part) for part in parts})
+        self.copy_parts_from(source_model, {part: model.get_layer(part) for part in parts})
 
     @staticmethod
-    def copy_parts_from(source, targets: dict) -> None:
-        from training.pretrained import load_model
-
-        parent, _ = load_model(source)
+    def copy_parts_from(source_model: keras.Model, targets: dict) -> None:
+        """Copy each `targets` layer (part name -> layer) from the same-named layer of
+        `source_model`, by name (`copy_by_name`)."""
         for part, target in targets.items():
             try:
-                match = parent.get_layer(part)
+                match = source_model.get_layer(part)
             except ValueError:
-                raise TransferError(f"{source} has no layer {part!r}") from None
+                raise TransferError(f"{source_model.name} has no layer {part!r}") from None
             copy_by_name(match, target, part)
 
     def evaluate(self, model, config: dict, data) -> dict[str, float]:

@@ -20,27 +20,15 @@ Export signatures (core TF ops only):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import keras
-import numpy as np
-import tensorflow as tf
 
-from training.data.char_text import (
-    CharTokenizer,
-    CharVocab,
-    consecutive_windows,
-    random_windows,
-    read_text,
-    split_text,
-)
-from training.export_module import ExportModule, signature
+from training.array_datasets import ConsecutiveWindows, RandomWindows
+from training.data.char_vocab import CharVocab, read_text, split_text
+from training.distribution import accelerator_present
 from training.recipe import Data, Recipe
-
-#: the most tokens one request may ask for (a bound on request cost, not on the model)
-MAX_NEW_TOKENS = 10_000
 
 
 def _load_texts(config: dict, data_dir: str | None) -> tuple[str, str]:
@@ -61,176 +49,8 @@ def resolve_dtype_policy(config: dict) -> str:
     """ "auto" -> mixed_bfloat16 when a GPU is visible, float32 otherwise."""
     policy = config.get("dtype_policy", "auto")
     if policy == "auto":
-        return "mixed_bfloat16" if tf.config.list_physical_devices("GPU") else "float32"
+        return "mixed_bfloat16" if accelerator_present() else "float32"
     return policy
-
-
-class GenerationModule(ExportModule):
-    """The model plus its tokenizer, with every serving function as a signature method.
-
-    The same object backs the export, `zoo generate` and the Python API
-    (`training.generate.generate_text`), so all run one traced generation loop. The
-    signatures are traced without AutoGraph: the loop is an explicit while_loop, and
-    converting Keras internals only slows tracing down.
-    """
-
-    def __init__(self, model, vocab: CharVocab, config: dict, use_cache: bool = True):
-        super().__init__("gpt_generation", model=model)
-        self.tokenizer = CharTokenizer(vocab)
-        self.use_cache = use_cache
-        self.defaults = {
-            "max_new_tokens": int(config.get("max_new_tokens", 200)),
-            "temperature": float(config.get("temperature", 0.8)),
-            "top_k": int(config.get("top_k", 0)),
-            "top_p": float(config.get("top_p", 1.0)),
-        }
-        self.vocab_json = json.dumps(
-            {
-                "chars": list(vocab.chars),
-                "unknown_id": vocab.unknown_id,
-                "tokens": list(vocab.table),
-            },
-            ensure_ascii=False,
-        )
-
-    @signature(tf.TensorSpec([None], tf.string, "prompt"), autograph=False)
-    def serving_default(self, prompt):
-        n = tf.shape(prompt)[0]
-        d = self.defaults
-        return self.generate(
-            prompt,
-            tf.fill([n], d["max_new_tokens"]),
-            tf.fill([n], d["temperature"]),
-            tf.fill([n], d["top_k"]),
-            tf.fill([n], d["top_p"]),
-            tf.zeros([n], tf.int32),
-            tf.fill([n], ""),
-        )
-
-    @signature(
-        tf.TensorSpec([None], tf.string, "prompt"),
-        tf.TensorSpec([None], tf.int32, "max_new_tokens"),
-        tf.TensorSpec([None], tf.float32, "temperature"),
-        tf.TensorSpec([None], tf.int32, "top_k"),
-        tf.TensorSpec([None], tf.float32, "top_p"),
-        tf.TensorSpec([None], tf.int32, "seed"),
-        tf.TensorSpec([None], tf.string, "stop"),
-        autograph=False,
-    )
-    def generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop):
-        from zoo.gpt.generation import STOP_MAX, generate
-
-        n = tf.shape(prompt)[0]
-        params = (max_new_tokens, temperature, top_k, top_p, seed, stop)
-        checks = [
-            tf.debugging.assert_equal(
-                tf.stack([tf.shape(t)[0] for t in params]),
-                n,
-                message="every input needs one value per prompt",
-            ),
-            tf.debugging.assert_non_negative(max_new_tokens, message="max_new_tokens must be >= 0"),
-            tf.debugging.assert_less_equal(
-                max_new_tokens,
-                MAX_NEW_TOKENS,
-                message=f"max_new_tokens must be <= {MAX_NEW_TOKENS}",
-            ),
-            tf.debugging.assert_greater_equal(
-                temperature, 0.0, message="temperature must be >= 0 (0 = greedy)"
-            ),
-            tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = all)"),
-            tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]"),
-            tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]"),
-        ]
-        stop_ids = self.tokenizer.encode(stop)
-        stop_lengths = tf.cast(stop_ids.row_lengths(), tf.int32)
-        checks.append(
-            tf.debugging.assert_less_equal(
-                stop_lengths, STOP_MAX, message=f"stop must be at most {STOP_MAX} characters"
-            )
-        )
-        with tf.control_dependencies(checks):
-            ids = self.tokenizer.encode(prompt)
-            tokens, starts, ends = generate(
-                self.model,
-                ids.to_tensor(0),
-                tf.cast(ids.row_lengths(), tf.int32),
-                max_new_tokens,
-                temperature,
-                top_k,
-                top_p,
-                seed,
-                stop_ids.to_tensor(0, shape=[None, STOP_MAX]),
-                stop_lengths,
-                start_id=self.tokenizer.start_id,
-                use_cache=self.use_cache,
-            )
-        return {"completion": self.tokenizer.decode(tokens, starts, ends)}
-
-    @signature(tf.TensorSpec([None], tf.string, "text"), autograph=False)
-    def score(self, text):
-        from zoo.gpt.generation import score
-
-        ids = self.tokenizer.encode(text)
-        mean, count = score(
-            self.model,
-            ids.to_tensor(0),
-            tf.cast(ids.row_lengths(), tf.int32),
-            start_id=self.tokenizer.start_id,
-        )
-        return {"log_likelihood": mean, "num_tokens": count}
-
-    @signature(tf.TensorSpec([None, None], tf.int32, "token_ids"), autograph=False)
-    def logits(self, token_ids):
-        checks = [
-            tf.debugging.assert_less_equal(
-                tf.shape(token_ids)[1],
-                self.model.block_size,
-                message=f"at most {self.model.block_size} tokens (the context length)",
-            ),
-            tf.debugging.assert_non_negative(token_ids, message="token ids must be >= 0"),
-            tf.debugging.assert_less(
-                token_ids, self.model.vocab_size, message="token id beyond the vocabulary"
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            return {"logits": self.model(token_ids, training=False)}
-
-    def request_costs(self):
-        prompt = {"prompt": {"kind": "text"}}
-        return {
-            "serving_default": {"inputs": prompt, "new_tokens": self.defaults["max_new_tokens"]},
-            "generate": {
-                "inputs": {
-                    **prompt,
-                    "max_new_tokens": {"kind": "new_tokens"},
-                    "stop": {"kind": "text"},
-                }
-            },
-            "score": {"inputs": {"text": {"kind": "text"}}},
-            "logits": {"inputs": {"token_ids": {"kind": "tokens"}}},
-        }
-
-    def warmup(self):
-        prompt = np.array([b"ROMEO:", b""])
-        return [
-            ("serving_default", {"prompt": prompt}),
-            (
-                "generate",
-                {
-                    "prompt": prompt,
-                    "max_new_tokens": np.array([8, 8], np.int32),
-                    "temperature": np.array([0.8, 0.0], np.float32),
-                    "top_k": np.array([40, 0], np.int32),
-                    "top_p": np.array([0.9, 1.0], np.float32),
-                    "seed": np.array([1, 2], np.int32),
-                    "stop": np.array([b"\n", b""]),
-                },
-            ),
-            ("score", {"text": np.array([b"To be, or not to be", b""])}),
-        ]
-
-    def extra_assets(self) -> dict[str, str]:
-        return {"vocab.json": self.vocab_json}
 
 
 class GPTRecipe(Recipe):
@@ -238,23 +58,68 @@ class GPTRecipe(Recipe):
 
     name = "gpt"
 
-    def load_data(self, config, data_dir, global_batch_size, *, training=True, assets=None) -> Data:
+    def prepare(self, config, data_dir, assets=None):
+        """The training and validation text as character ids, and the vocabulary."""
         train_text, val_text = _load_texts(config, data_dir)
         # a resumed run (and evaluation) keeps the characters it was started with
         vocab = (
             CharVocab.from_assets(assets) if assets else CharVocab.from_text(train_text + val_text)
         )
-        train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
+        splits = {
+            "train": {"ids": vocab.encode(train_text)},
+            "val": {"ids": vocab.encode(val_text)},
+        }
+        return splits, vocab.to_assets()
+
+    def load_data(
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
+    ) -> Data:
+        from training.data.char_text import consecutive_windows, random_windows
+
+        splits, assets = self.prepare(config, data_dir, assets)
+        train_ids, val_ids = splits["train"]["ids"], splits["val"]["ids"]
         block, seed = int(config["block_size"]), int(config.get("seed", 0))
-        epochs = max(int(config.get("epochs", 1)), 1)
-        return Data(
+        return self._data(
+            config,
+            global_batch_size,
+            assets,
             train=random_windows(train_ids, block, global_batch_size, seed) if training else None,
             val=random_windows(val_ids, block, global_batch_size, seed + 1),
             test=consecutive_windows(val_ids, block, max(global_batch_size, 64)),
-            steps_per_epoch=max(int(config["max_iters"]) // epochs, 1),
+        )
+
+    def array_data(self, config, data, global_batch_size, *, training=True, seed=0) -> Data:
+        """nanoGPT's `get_batch` over the prepared ids (the config's data seed, as
+        `load_data`; each epoch draws new windows)."""
+        train_ids, val_ids = data.split("train")["ids"], data.split("val")["ids"]
+        block, seed = int(config["block_size"]), int(config.get("seed", 0))
+        steps = self._steps_per_epoch(config)
+        return self._data(
+            config,
+            global_batch_size,
+            data.assets,
+            train=(
+                RandomWindows(train_ids, block, global_batch_size, steps, seed=seed)
+                if training
+                else None
+            ),
+            val=RandomWindows(
+                val_ids, block, global_batch_size, int(config.get("eval_iters", 20)), seed=seed + 1
+            ),
+            test=ConsecutiveWindows(val_ids, block, max(global_batch_size, 64)),
+        )
+
+    @staticmethod
+    def _steps_per_epoch(config: dict) -> int:
+        return max(int(config["max_iters"]) // max(int(config.get("epochs", 1)), 1), 1)
+
+    def _data(self, config: dict, global_batch_size: int, assets: dict, **splits) -> Data:
+        return Data(
+            **splits,
+            steps_per_epoch=self._steps_per_epoch(config),
             validation_steps=int(config.get("eval_iters", 20)),
-            examples_per_step=global_batch_size * block,  # tokens per step
-            assets=vocab.to_assets(),
+            examples_per_step=global_batch_size * int(config["block_size"]),  # tokens per step
+            assets=assets,
         )
 
     def extend_assets(self, parent_assets: dict, data_assets: dict, config: dict) -> dict:
@@ -312,10 +177,13 @@ class GPTRecipe(Recipe):
             "val_bits_per_char": loss / math.log(2.0),
         }
 
-    def export(
-        self, model, config: dict, assets: dict, *, use_cache: bool = True
-    ) -> GenerationModule:
-        """The generation module; `use_cache=False` recomputes the window at every step."""
+    evaluate_arrays = evaluate  # the same figure on either route: Keras alone computes it
+
+    def export(self, model, config: dict, assets: dict, *, use_cache: bool = True):
+        """The generation module (`training.exports.gpt`); `use_cache=False` recomputes the
+        window at every step."""
+        from training.exports.gpt import GenerationModule
+
         model = float32_copy(model, config, assets)
         return GenerationModule(model, CharVocab.from_assets(assets), config, use_cache)
 

@@ -205,7 +205,7 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
     vocabulary_layers = ("source_embedding", "target_embedding", "logits")
 
     def load_data(
-        self, config, data_dir, global_batch_size, *, training=True, assets=None
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
     ) -> GenerationData:
         """Multi30k-style `<split>.<lang>` files; vocabularies from train unless `assets`."""
         if data_dir is None:

@@ -324,7 +324,7 @@ class TaggerRecipe(Recipe):
     name = "tagger"
 
     def load_data(
-        self, config, data_dir, global_batch_size, *, training=True, assets=None
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
     ) -> TaggerData:
         """EWT (or any CoNLL-U train/dev files) as bucketed batches.
 

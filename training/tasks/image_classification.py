@@ -210,7 +210,9 @@ class ImageClassificationRecipe(Recipe):
         auxiliary = self.auxiliary_outputs(config)
         return [PROBABILITIES, *auxiliary] if auxiliary else None
 
-    def load_data(self, config, data_dir, global_batch_size, *, training=True, assets=None) -> Data:
+    def load_data(
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
+    ) -> Data:
         decoded, folder_names, train_count = decoded_splits(
             data_dir, self.tfds_name, decode_size(config)
         )

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training import plots
-from training.predict import resolve_version_dir
+from tfzoo.verbs import plots
+from tfzoo.verbs.predict import resolve_version_dir
 
 SIGNATURE = "caption_with_attention"
 _SPECIAL = {"", "<s>", "</s>"}

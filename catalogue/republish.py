@@ -1,4 +1,4 @@
-"""`python -m training.pretrained.republish [--catalogue DIR]`: give the published artifacts
+"""`python -m catalogue.republish [--catalogue DIR]`: give the published artifacts
 of a catalogue their prebuilt SavedModel (`prebuilt`), so that `zoo pull` and `make serve`
 install them by extraction instead of exporting them with TensorFlow.
 
@@ -20,15 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from catalogue.archive import RUN, archive_kind, pack, sha256_of, unpack
+from catalogue.errors import PullError
+from catalogue.prebuilt import archive_carries_export, install_export, prebuild
 from serving.layout import replace_file, write_text_atomic
-from training.pretrained.archive import RUN, archive_kind, pack, sha256_of, unpack
-from training.pretrained.errors import PullError
-from training.pretrained.prebuilt import archive_carries_export, install_export, prebuild
 
 
 def _card_with_archive(card: str, file: str, size: int, sha256: str) -> str:
     """The published card with its archive rows (size, sha256) replaced."""
-    from training.pretrained.progress import format_size
+    from catalogue.progress import format_size
 
     lines = []
     for line in card.splitlines():
@@ -45,8 +45,8 @@ def add_exports(catalogue: Path, log=print) -> list[str]:
     manifest.json) a prebuilt SavedModel when its archive lacks one; returns the references
     republished. The run files and weights stay as they are; the archive, its manifest
     record (sha256, size) and its card's archive rows are replaced."""
-    from training.bootstrap import serving_names
-    from training.pretrained.manifest import Manifest
+    from catalogue.bootstrap import serving_names
+    from catalogue.manifest import Manifest
 
     manifest = Manifest(catalogue)
     done = []
@@ -82,8 +82,8 @@ def add_exports(catalogue: Path, log=print) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.pretrained.republish [--catalogue DIR]`."""
-    from training.pretrained.manifest import pretrained_dir
+    """`python -m catalogue.republish [--catalogue DIR]`."""
+    from catalogue.manifest import pretrained_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalogue", type=Path, default=None, help="default: pretrained/")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.pretrained.datasets import Dataset
-from training.pretrained.headline import format_metric
-from training.pretrained.progress import format_size
+from catalogue.datasets import Dataset
+from catalogue.headline import format_metric
+from catalogue.progress import format_size
 
 INTENDED_USE: dict[str, str] = {
     "image_classification": (
@@ -196,7 +196,7 @@ def render(facts: CardFacts, archive: dict[str, Any] | None = None) -> str:
         "```",
         "",
         "```python",
-        "from training.pretrained import load_model",
+        "from catalogue import load_model",
         "",
         f'model, run_info = load_model("{facts.name}")',
         "```",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catalogue.errors import PullError
 from serving.layout import write_json_atomic
-from training.pretrained.errors import PullError
 
 REPO_PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 MANIFEST = "manifest.json"

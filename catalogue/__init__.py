@@ -20,16 +20,20 @@ version directories can be packed and pulled too.
 
 Nothing here imports TensorFlow until a model is built (install, evaluate, load_model), so
 `zoo list` and the download machinery stay fast.
+
+The catalogue sits above `training`: it imports training (export, evaluate) to publish and
+install runs, and training never imports it (a recipe that starts from published weights
+gets them from a `load_source` its caller builds on `load_model`: `training.sources`).
 """
 
-from training.pretrained.archive import RUN, SAVED_MODEL, archive_kind, pack, sha256_of
-from training.pretrained.cache import Cache, default_cache
-from training.pretrained.errors import PublishError, PullError
-from training.pretrained.fetch import Source, fetch
-from training.pretrained.install import install
-from training.pretrained.manifest import Manifest, Release, pretrained_dir
-from training.pretrained.publish import publish
-from training.pretrained.pull import (
+from catalogue.archive import RUN, SAVED_MODEL, archive_kind, pack, sha256_of
+from catalogue.cache import Cache, default_cache
+from catalogue.errors import PublishError, PullError
+from catalogue.fetch import Source, fetch
+from catalogue.install import install
+from catalogue.manifest import Manifest, Release, pretrained_dir
+from catalogue.publish import publish
+from catalogue.pull import (
     fetch_reference,
     install_fetched,
     load_model,

@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalogue.errors import PullError
 from serving.layout import staged_directory, staged_file
-from training.pretrained.errors import PullError
 
 CHUNK = 1 << 20
 RUN = "run"

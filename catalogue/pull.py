@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.pretrained.cache import Cache, check_sha256
-from training.pretrained.errors import PullError
-from training.pretrained.fetch import Fetched, Log, Source, fetch, log_to_stderr
-from training.pretrained.install import card_facts, install
-from training.pretrained.manifest import Manifest, Release
+from catalogue.cache import Cache, check_sha256
+from catalogue.errors import PullError
+from catalogue.fetch import Fetched, Log, Source, fetch, log_to_stderr
+from catalogue.install import card_facts, install
+from catalogue.manifest import Manifest, Release
 
 
 def mirrors_from_env() -> list[str]:

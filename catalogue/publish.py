@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catalogue import headline, prebuilt
+from catalogue.archive import pack, sha256_of
+from catalogue.card import CardFacts, intended_use, render
+from catalogue.datasets import Dataset, infer_dataset
+from catalogue.errors import PublishError, PullError
+from catalogue.fetch import Log, log_to_stderr
+from catalogue.manifest import Manifest, Release, check_name, pretrained_dir
+from catalogue.weights import weights_only
 from serving.layout import replace_file, write_json_atomic, write_text_atomic
-from training.pretrained import headline, prebuilt
-from training.pretrained.archive import pack, sha256_of
-from training.pretrained.card import CardFacts, intended_use, render
-from training.pretrained.datasets import Dataset, infer_dataset
-from training.pretrained.errors import PublishError, PullError
-from training.pretrained.fetch import Log, log_to_stderr
-from training.pretrained.manifest import Manifest, Release, check_name, pretrained_dir
-from training.pretrained.weights import weights_only
 from zoo import catalog
 
 Evaluate = Callable[[Path, str | None, int | None], dict[str, Any]]

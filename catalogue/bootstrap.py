@@ -3,7 +3,7 @@
 Every artifact in the manifest (`pretrained/manifest.json`) is pulled from the repository's
 `pretrained/` folder (or the cache, or a mirror), verified and installed as a SavedModel
 version under `models/<serving name>`, unless that base path already holds a version: no
-training, no export (the archives carry their SavedModel, `training.pretrained.prebuilt`:
+training, no export (the archives carry their SavedModel, `catalogue.prebuilt`:
 extraction and checks only, no TensorFlow), and a second `make serve` starts at once. A base
 path whose newest version predates the request-cost declaration (`serving.cost`) gets the
 artifact again as a new version. Then `models.config` (TF Serving's ModelServerConfig text
@@ -57,10 +57,10 @@ def serving_names(names: list[str]) -> dict[str, str]:
 def install_catalogue(models: Path, cache: str | None = None, log=print) -> dict[str, Path]:
     """Install the newest version of every artifact in the catalogue (`pretrained_dir()`)
     that `models` lacks; returns serving name -> version directory for those installed now."""
-    from training import pretrained
+    import catalogue
 
     installed = {}
-    for name, served_as in serving_names(pretrained.Manifest().names()).items():
+    for name, served_as in serving_names(catalogue.Manifest().names()).items():
         base = models / served_as
         versions = version_dirs(base)
         if versions and (versions[-1][1] / COSTS_PATH).is_file():
@@ -68,7 +68,7 @@ def install_catalogue(models: Path, cache: str | None = None, log=print) -> dict
         if versions:  # exported before the server bounded request costs: a new version
             log(f"[bootstrap] {base} declares no request costs: exporting {name} again")
         log(f"[bootstrap] installing {name} as {base}")
-        installed[served_as] = pretrained.pull(name, base, cache=cache, progress=False)
+        installed[served_as] = catalogue.pull(name, base, cache=cache, progress=False)
     return installed
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="artifact cache (default: ~/.cache/tfzoo)")
     args = parser.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
-    from training.pretrained import PullError
+    from catalogue import PullError
 
     try:
         install_catalogue(args.models, cache=args.cache)

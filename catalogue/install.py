@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from catalogue import prebuilt
+from catalogue.archive import RUN, SAVED_MODEL, archive_kind, directory_kind, unpack
+from catalogue.cache import Cache
+from catalogue.errors import PullError
+from catalogue.headline import format_metric
+from catalogue.manifest import Release
 from serving.card import CARD_PATH
 from serving.layout import next_version, staged_directory, write_json_atomic
-from training.pretrained import prebuilt
-from training.pretrained.archive import RUN, SAVED_MODEL, archive_kind, directory_kind, unpack
-from training.pretrained.cache import Cache
-from training.pretrained.errors import PullError
-from training.pretrained.headline import format_metric
-from training.pretrained.manifest import Release
 
 #: The artifact's tree inside the version's staging directory, before it is hoisted.
 _INNER = ".zoo-install"

@@ -27,8 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from training.pretrained.errors import PullError
-from training.pretrained.progress import Progress
+from catalogue.errors import PullError
+from catalogue.progress import Progress
 
 CHUNK = 1 << 16
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")

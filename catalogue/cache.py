@@ -23,8 +23,8 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from training.pretrained.archive import RUN, directory_kind, sha256_of, unpack
-from training.pretrained.errors import PullError
+from catalogue.archive import RUN, directory_kind, sha256_of, unpack
+from catalogue.errors import PullError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from training import plots
-from training.caption import load_signature, numbered
+from tfzoo.verbs import plots
+from tfzoo.verbs.caption import load_signature, numbered
 
 SIGNATURE = "translate_with_attention"
 

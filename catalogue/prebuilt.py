@@ -18,7 +18,7 @@ and checks the sha256: the installed version is byte for byte the export made at
 Only a float dataset of the checkpoint whose float32 bytes occur in a data file is blanked,
 at the offset where they occur; anything else (seed states, the object graph, a weight the
 checkpoint does not hold) stays in the file as it is. `zoo publish` adds the prebuilt
-SavedModel to every artifact it writes; `python -m training.pretrained.republish` adds one to
+SavedModel to every artifact it writes; `python -m catalogue.republish` adds one to
 the artifacts of a catalogue published before.
 """
 
@@ -32,9 +32,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from catalogue.archive import member_names, member_parts, sha256_of
+from catalogue.errors import PullError
 from serving.layout import staged_directory
-from training.pretrained.archive import member_names, member_parts, sha256_of
-from training.pretrained.errors import PullError
 
 SAVED_MODEL_DIR = "saved_model"
 RECIPE = "saved_model.json"
@@ -127,7 +127,7 @@ from pathlib import Path
 import keras
 keras.utils.set_random_seed(0)
 from training import checkpoints, export
-from training.pretrained.prebuilt import settle
+from catalogue.prebuilt import settle
 settle(export.run(sys.argv[1], sys.argv[2], version=1, model_name=sys.argv[3]))
 print(checkpoints.exported_checkpoint(Path(sys.argv[1]) / "checkpoints"))
 """

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalogue.archive import sha256_of
+from catalogue.cache import Cache, check_sha256
+from catalogue.download import copy_local, download, is_network
+from catalogue.errors import PullError
 from serving.layout import replace_file
-from training.pretrained.archive import sha256_of
-from training.pretrained.cache import Cache, check_sha256
-from training.pretrained.download import copy_local, download, is_network
-from training.pretrained.errors import PullError
 
 Log = Callable[[str], None]
 

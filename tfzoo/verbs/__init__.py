@@ -1,0 +1,1 @@
+"""The `zoo` verbs that run a trained model: predict, caption, translate, generate, plots."""

@@ -1,0 +1,1 @@
+"""SavedModel wrappers of the families whose export is theirs alone (TensorFlow)."""
