@@ -30,6 +30,7 @@ from catalogue.fetch import Log, log_to_stderr
 from catalogue.manifest import Manifest, Release, check_name, pretrained_dir
 from catalogue.weights import weights_only
 from serving.layout import replace_file, write_json_atomic, write_text_atomic
+from training import run_files
 from zoo import catalog
 
 Evaluate = Callable[[Path, str | None, int | None], dict[str, Any]]
@@ -191,7 +192,7 @@ def publish(
         stage = Path(tmp) / "artifact"
         weights = stage / "checkpoints" / f"ckpt-{run.epoch:04d}.weights.h5"
         weights.parent.mkdir(parents=True)
-        write_json_atomic(stage / "run.json", run.info)
+        run_files.write_info(stage, run.info)
         stored = weights_only(run.checkpoint, weights, half=half)
         dtype = "float16" if stored.half_arrays else "float32"
         metrics = evaluate(stage, run.data_dir, batch_size)

@@ -216,3 +216,39 @@ class ConsecutiveWindows(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
         return self.x[part], self.y[part]
+
+
+class WholeReplicaBatches(keras.utils.PyDataset):
+    """`dataset`'s batches cut to a multiple of `replicas` rows, for data parallelism over
+    `keras.distribution` (each device takes an equal share of a batch): a short batch loses
+    its last `rows % replicas` examples, and a batch of fewer rows than `replicas` is left
+    out. Only the last batch of an evaluation split, or of a length bucket, is ever short."""
+
+    def __init__(self, dataset: keras.utils.PyDataset, replicas: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dataset, self.replicas = dataset, int(replicas)
+        self._length = len(dataset)
+        if self._length and _rows(dataset[self._length - 1]) < self.replicas:
+            self._length -= 1  # only the last batch of a dataset can be that short
+        if not self._length:
+            raise ValueError(f"{len(dataset)} batches hold fewer examples than {replicas} devices")
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int):
+        batch = self.dataset[index]
+        keep = _rows(batch) - _rows(batch) % self.replicas
+        return keras.tree.map_structure(lambda a: a[:keep], batch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The wrapped dataset's `set_epoch` (a resumed run)."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def on_epoch_end(self) -> None:
+        self.dataset.on_epoch_end()
+
+
+def _rows(batch) -> int:
+    return int(keras.tree.flatten(batch)[0].shape[0])

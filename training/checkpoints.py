@@ -15,8 +15,8 @@ from typing import Any
 
 import keras
 
-# write_json_atomic is also what training/train.py calls as checkpoints.write_json_atomic
-from serving.layout import staged_file, write_json_atomic
+from serving.layout import staged_file
+from training import run_files
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.weights\.h5$")
 BEST = "best.weights.h5"
@@ -108,13 +108,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not self.write:
             return
         completed = epoch + 1
-        history = read_json(self.run_dir / "history.json", [])
+        history = run_files.read_history(self.run_dir)
         history = [h for h in history if h.get("epoch", 0) < completed]
         history.append({"epoch": completed, **{k: float(v) for k, v in (logs or {}).items()}})
         best = bool(self.monitor) and is_best(history, self.monitor)
         if best:
             history[-1]["best"] = 1.0
-        write_json_atomic(self.run_dir / "history.json", history)
+        run_files.write_history(self.run_dir, history)
         path = self.ckpt_dir / f"ckpt-{completed:04d}.weights.h5"
         save_weights_atomic(self.model, path)
         if best:
@@ -143,7 +143,7 @@ def resume_point(
     run_dir = Path(run_dir)
     latest = latest_checkpoint(run_dir / "checkpoints")
     epoch = latest[0] if latest else 0
-    history = [h for h in read_json(run_dir / "history.json", []) if h.get("epoch", 0) <= epoch]
+    history = [h for h in run_files.read_history(run_dir) if h.get("epoch", 0) <= epoch]
     marked = history and history[-1].get("epoch") == epoch and history[-1].get("best")
     if repair and latest and marked:
         copy_best(latest[1])

@@ -134,10 +134,10 @@ def _open_shard(path: Path, spec: dict) -> np.ndarray:
     return shard
 
 
-def _shards(array: np.ndarray) -> list[np.ndarray]:
-    """`array` cut along axis 0 into pieces of at most `SHARD_BYTES` (at least one row each)."""
+def _shards(array: np.ndarray, shard_bytes: int) -> list[np.ndarray]:
+    """`array` cut along axis 0 into pieces of at most `shard_bytes` (at least one row each)."""
     row_bytes = max(int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize, 1)
-    rows = max(SHARD_BYTES // row_bytes, 1)
+    rows = max(shard_bytes // row_bytes, 1)
     count = max(math.ceil(len(array) / rows), 1)
     return [array[k * rows : (k + 1) * rows] for k in range(count)]
 
@@ -151,12 +151,14 @@ def write(
     assets: Mapping[str, Any],
     splits: Mapping[str, Mapping[str, np.ndarray]],
     command: str | None = None,
+    shard_bytes: int = SHARD_BYTES,
 ) -> Path:
     """Write a prepared-data folder at `out` atomically (an existing one is replaced whole).
 
     `splits` maps a split name ("train", "val", "test") to its arrays, which must all have
     the same number of rows (one row per example), except where a recipe stores one long
-    array (a text's ids) as the split's only array.
+    array (a text's ids) as the split's only array. Each array is cut into shard files of
+    at most `shard_bytes`.
     """
     out = Path(out)
     staging = out.with_name(f".{out.name}.tmp")
@@ -179,7 +181,7 @@ def write(
             if array.dtype == object:
                 raise TypeError(f"{split}/{name}: object arrays cannot be prepared")
             files = []
-            for k, shard in enumerate(_shards(array)):
+            for k, shard in enumerate(_shards(array, shard_bytes)):
                 files.append(f"{name}-{k:05d}.npy")
                 np.save(staging / split / files[-1], shard, allow_pickle=False)
             specs[name] = {

@@ -19,7 +19,7 @@ from typing import Any
 
 import keras
 
-from training import checkpoints, plateau, prepared
+from training import checkpoints, plateau, prepared, run_files
 from training import provenance as training_provenance
 from training.distribution import placement
 from training.recipe import get_recipe
@@ -60,19 +60,18 @@ class TrainingRecord(keras.callbacks.Callback):
     and seconds of `fit` so far (wall time, validation included), so a run killed midway
     keeps the record of what it trained."""
 
-    def __init__(self, run_json: Path, first_epoch: int, command: str, **segment: Any):
+    def __init__(self, run_dir: Path, first_epoch: int, command: str, **segment: Any):
         super().__init__()
-        self.run_json, self.first_epoch = run_json, first_epoch
+        self.run_dir, self.first_epoch = run_dir, first_epoch
         self.command, self.segment = command, segment
 
     def _write(self) -> None:
-        info = checkpoints.read_json(self.run_json)
-        checkpoints.write_json_atomic(self.run_json, {**info, "training": self.record})
+        run_files.update_info(self.run_dir, training=self.record)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
         self.record = training_provenance.start_segment(
-            checkpoints.read_json(self.run_json).get("training"),
+            (run_files.read_info(self.run_dir) or {}).get("training"),
             command=self.command,
             first_epoch=self.first_epoch,
             **self.segment,
@@ -95,6 +94,22 @@ def _prepared_config(spec, model_name: str, preset: str | None, source, override
     base = spec.config(source.preset)
     prepared_changes = {k: v for k, v in source.config.items() if base.get(k) != v}
     return source.preset, spec.config(source.preset, **{**prepared_changes, **(overrides or {})})
+
+
+def _whole_replica_batches(data, replicas: int, global_batch: int):
+    """`data` with every PyDataset's batches cut to a multiple of `replicas` rows."""
+    import dataclasses
+
+    from training.array_datasets import WholeReplicaBatches
+
+    if global_batch % replicas:
+        raise ValueError(f"a global batch of {global_batch} does not split over {replicas} devices")
+    splits = {
+        name: WholeReplicaBatches(split, replicas)
+        for name in ("train", "val", "test")
+        if isinstance(split := getattr(data, name), keras.utils.PyDataset)
+    }
+    return dataclasses.replace(data, **splits)
 
 
 def _compile(recipe, model, config, data, jit_compile) -> None:
@@ -155,7 +170,7 @@ def run(
     spec = registry.get(model_name)
     recipe = get_recipe(model_name)
     model_dir = Path(model_dir)
-    previous = checkpoints.read_json(model_dir / "run.json")
+    previous = run_files.read_info(model_dir)
     if data is not None and data_dir is not None:
         raise ValueError("pass prepared --data or a --data-dir, not both")
     source = prepared.read(data) if data is not None else None
@@ -188,7 +203,7 @@ def run(
             config, data_dir, global_batch, training=True, assets=assets, load_source=load_source
         )
     if parent and assets is None:  # fine-tuning: the parent's vocabularies, extended
-        parent_assets = checkpoints.read_json(Path(parent) / "run.json")["assets"]
+        parent_assets = run_files.read_info(parent)["assets"]
         assets = recipe.extend_assets(parent_assets, train_data.assets, config)
         if assets != train_data.assets:
             train_data = recipe.load_data(
@@ -200,6 +215,8 @@ def run(
                 load_source=load_source,
             )
     assets = assets or train_data.assets
+    if place.strategy is None and place.replicas > 1:  # keras.distribution: even shares
+        train_data = _whole_replica_batches(train_data, place.replicas, global_batch)
     chief = place.chief
     if chief:
         run_info = {
@@ -211,9 +228,7 @@ def run(
             **({"prepared_data": source.info.get("command") or str(data)} if source else {}),
         }
         kept = {k: v for k, v in (previous or {}).items() if k not in run_info}
-        checkpoints.write_json_atomic(
-            model_dir / "run.json", {**run_info, **(provenance or {}), **kept}
-        )
+        run_files.write_info(model_dir, {**run_info, **(provenance or {}), **kept})
 
     resume, history = checkpoints.resume_point(model_dir, repair=chief)
     with place.scope():
@@ -247,6 +262,8 @@ def run(
         train_data.train.set_epoch(initial_epoch)
 
     steps = steps_per_epoch or train_data.steps_per_epoch
+    if isinstance(train_data.train, keras.utils.PyDataset) and not steps_per_epoch:
+        steps = None  # its length is the epoch (Keras warns when told it again)
     throughput = Throughput(train_data.examples_per_step or global_batch)
     monitor = config.get("checkpoint_monitor")
     callbacks = [throughput, *recipe.callbacks(config), *plateau.from_config(config, history)]
@@ -257,7 +274,7 @@ def run(
             callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))
         callbacks.append(  # after the checkpoint: an epoch is recorded once it is saved
             TrainingRecord(
-                model_dir / "run.json",
+                model_dir,
                 initial_epoch,
                 (provenance or {}).get("command") or training_provenance.command_line(),
                 strategy=place.name,
@@ -272,7 +289,11 @@ def run(
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
             validation_data=train_data.val,
-            validation_steps=train_data.validation_steps,
+            validation_steps=(
+                None
+                if isinstance(train_data.val, keras.utils.PyDataset)
+                else train_data.validation_steps
+            ),
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -303,9 +324,9 @@ def run(
         "strategy": place.name,
         "train_seconds_this_run": train_seconds,
         "examples_per_sec": throughput.steady_rate(),
-        "history": checkpoints.read_json(model_dir / "history.json", []),
+        "history": run_files.read_history(model_dir),
         **results,
     }
     if chief:
-        checkpoints.write_json_atomic(model_dir / "metrics.json", metrics)
+        run_files.write_metrics(model_dir, metrics)
     return metrics

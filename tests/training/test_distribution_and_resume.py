@@ -139,7 +139,7 @@ def test_one_seed_starts_alike_and_is_kept_on_resume(cifar_tiny_folder, tmp_path
 def test_resume_point_forgets_an_epoch_whose_checkpoint_never_landed(tmp_path):
     """A kill between an epoch's history entry and its checkpoint: the entry is left out and
     the epoch runs again; a kill between a best checkpoint and its copy: the copy is redone."""
-    from training import checkpoints
+    from training import checkpoints, run_files
 
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
@@ -148,7 +148,7 @@ def test_resume_point_forgets_an_epoch_whose_checkpoint_never_landed(tmp_path):
     (ckpts / checkpoints.BEST).write_bytes(b"weights 1")
     history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0, "best": 1.0},
                {"epoch": 3, "loss": 0.5, "best": 1.0}]  # fmt: skip
-    checkpoints.write_json_atomic(tmp_path / "history.json", history)
+    run_files.write_history(tmp_path, history)
     latest, kept = checkpoints.resume_point(tmp_path, repair=False)
     assert latest == (2, ckpts / "ckpt-0002.weights.h5")
     assert kept == history[:2]

@@ -56,6 +56,7 @@ CASES: dict[str, Case] = {
     "gpt": Case(
         data=_sonnet,
         request={"prompt": np.array(["Shall I compare", "", "So long"], dtype=object)},
+        prepare=("val_fraction=0.3",),  # validation windows for two devices
         train=("max_iters=200", "epochs=2", "eval_iters=2", "learning_rate=0.01"),
     ),
 }
@@ -151,3 +152,131 @@ def _family_class(family: str) -> type:
 
 for _family in CASES:
     globals()[f"Test{_family.title()}UnderJax"] = _family_class(_family)
+
+
+def _checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a `.weights.h5` checkpoint (model and optimizer) by its path."""
+    import h5py
+
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: arrays.update({name: obj[()]}) if hasattr(obj, "shape") else None
+        )
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def gpt_prepared(tmp_path_factory) -> Path:
+    return prepare("gpt", tmp_path_factory.mktemp("gpt-prepared"), shared_data_dir())
+
+
+def test_a_resumed_jax_run_continues_where_it_stopped(gpt_prepared, tmp_path):
+    """One epoch, then a second start of the same command resumes from its checkpoint and
+    ends where an uninterrupted run ends: step counter, schedule, optimizer moments, data
+    order and weights."""
+    straight = train_on("gpt", gpt_prepared, tmp_path / "straight")
+    train_on("gpt", gpt_prepared, tmp_path / "resumed", "--epochs", "1")
+    first = _checkpoint(tmp_path / "resumed" / "checkpoints" / "ckpt-0001.weights.h5")
+    resumed = train_on("gpt", gpt_prepared, tmp_path / "resumed")
+    assert resumed["resumed_from_epoch"] == 1 and straight["resumed_from_epoch"] == 0
+    a = _checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-0002.weights.h5")
+    b = _checkpoint(tmp_path / "resumed" / "checkpoints" / "ckpt-0002.weights.h5")
+    assert int(first["optimizer/vars/0"]) == 100  # 200 iterations in 2 epochs
+    assert int(a["optimizer/vars/0"]) == int(b["optimizer/vars/0"]) == 200
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(first["optimizer/vars/1"], a["optimizer/vars/1"])  # it trained on
+    losses = [[h["loss"] for h in m["history"]] for m in (straight, resumed)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    info = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert [s["epochs"] for s in info["training"]["segments"]] == [[0, 1], [1, 2]]
+
+
+def test_two_jax_devices_split_the_global_batch(gpt_prepared, tmp_path):
+    """`XLA_FLAGS=--xla_force_host_platform_device_count=2`: `auto` is data parallelism
+    over both devices, the batch of 16 is laid out across them (8 rows each), and training
+    follows the one-device run's curve (the same global batch, split)."""
+    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    one = train_on("gpt", gpt_prepared, tmp_path / "one")
+    both = train_on("gpt", gpt_prepared, tmp_path / "two", env=two)
+    assert both["strategy"] == "DataParallel" and both["replicas"] == 2
+    assert both["global_batch_size"] == one["global_batch_size"] == 16
+    (segment,) = json.loads((tmp_path / "two" / "run.json").read_text())["training"]["segments"]
+    assert segment["environment"]["devices"] == [{"count": 2, "kind": "CPU", "name": "cpu"}]
+    np.testing.assert_allclose(
+        [h["loss"] for h in both["history"]], [h["loss"] for h in one["history"]], rtol=1e-3
+    )
+    layout = subprocess.run(
+        [sys.executable, "-c", SHARDS],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(KERAS_BACKEND="jax", **two),
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert layout.returncode == 0, layout.stderr
+    assert json.loads(layout.stdout.strip().splitlines()[-1]) == [[8, 32], [8, 32]]
+
+
+#: how `training.distribution` lays a batch of 16 windows of 32 ids over the devices
+SHARDS = """
+import json, jax, numpy as np
+from training.distribution import placement
+import keras
+place = placement("auto")
+assert place.replicas == 2, place
+layout = keras.distribution.distribution().get_data_layout((16, 32))
+batch = keras.distribution.distribute_tensor(np.zeros((16, 32), "int32"), layout)
+print(json.dumps([list(s.data.shape) for s in batch.addressable_shards]))
+"""
+
+
+def test_damaged_prepared_data_is_a_clear_error(gpt_prepared, tmp_path):
+    """A truncated shard, a missing one, another family's data or a folder that is not
+    prepared data are refused before training starts, naming the problem."""
+    import shutil
+
+    from training import prepared, train
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(gpt_prepared, damaged)
+    shard = damaged / "train" / "ids-00000.npy"
+    shard.write_bytes(shard.read_bytes()[:200])
+    with pytest.raises(ValueError, match="ids-00000.npy"):
+        prepared.read(damaged).split("train")
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        prepared.read(damaged).split("train")
+    with pytest.raises(KeyError, match="no split 'test'"):
+        prepared.read(gpt_prepared).split("test")
+    with pytest.raises(ValueError, match="holds gpt data, not tagger's"):
+        train.run("tagger", data=gpt_prepared, model_dir=tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="not prepared data"):
+        train.run("gpt", data=tmp_path, model_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_sharded_arrays_read_back_whole(tmp_path):
+    """Arrays larger than a shard are cut into several files and read back, in any row
+    order, as the array written."""
+    from training import prepared
+
+    images = np.arange(50 * 8 * 8, dtype=np.uint8).reshape(50, 8, 8)
+    labels = np.arange(50, dtype=np.int32)
+    prepared.write(
+        tmp_path / "p",
+        family="f",
+        preset="p",
+        config={},
+        assets={},
+        splits={"train": {"images": images, "labels": labels}},
+        shard_bytes=1000,
+    )
+    split = prepared.read(tmp_path / "p").split("train")
+    assert len(split["images"].shards) == 4  # 15 rows of 64 bytes per shard
+    order = np.random.default_rng(0).permutation(50)
+    np.testing.assert_array_equal(split["images"][order], images[order])
+    np.testing.assert_array_equal(split["labels"].read(), labels)
+    assert split["images"].shape == (50, 8, 8)
