@@ -33,6 +33,11 @@ run() {  # run directory name, artifact name, data dir for publish, then zoo tra
   fi
 }
 run gpt_baby gpt/baby "$DATA" gpt --preset baby --data-dir "$DATA"
+# nanoGPT's shakespeare_char (issue 23: val loss <= 1.47, nanoGPT 1.4697): 5,000 iterations
+# of 64 x 256 characters, about 6.7 s each on this 2-core CPU (~9 h), 20 checkpoints on the
+# way; on a lent device: `zoo prepare gpt` here, `KERAS_BACKEND=jax zoo train gpt --data` there
+run gpt_shakespeare_char gpt/shakespeare_char "$DATA" gpt --preset shakespeare_char \
+  --data-dir "$DATA"
 run tagger_default tagger/default "$DATA/ud_english_ewt" \
   tagger --preset default --data-dir "$DATA/ud_english_ewt"
 run cifar_paper cifar_convnet/paper "$DATA/cifar10" \
