@@ -79,16 +79,6 @@ DATASETS: dict[str, Dataset] = {
     ]
 }
 
-#: The dataset a family trains on when nothing else says (its reference data).
-FAMILY_DATASETS = {
-    "cifar_convnet": "cifar10",
-    "googlenet": "imagenette",
-    "tagger": "ud_english_ewt",
-    "seq2seq": "multi30k",
-    "gpt": "tinyshakespeare",
-    "captioner": "flickr8k",
-}
-
 
 def _mentioned(values: Iterable[Any]) -> str | None:
     """The first dataset key that appears as a path component of one of `values`."""
@@ -108,9 +98,12 @@ def infer_dataset(
     explicit: str | None = None,
 ) -> Dataset:
     """The dataset a run trained on: `explicit`, else a dataset folder named in `data_dir`
-    or in the config (e.g. gpt's `text_file`), else the family's reference dataset."""
+    or in the config (e.g. gpt's `text_file`), else the family's reference dataset (its
+    SPEC's `reference_dataset`)."""
+    from zoo import registry
+
     key = explicit or _mentioned([data_dir]) or _mentioned(config.values())
-    key = key or FAMILY_DATASETS.get(family)
+    key = key or registry.get(family).reference_dataset
     if key not in DATASETS:
         known = ", ".join(sorted(DATASETS))
         raise KeyError(f"unknown dataset {key!r} for {family}; pass --dataset (one of {known})")

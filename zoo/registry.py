@@ -40,6 +40,8 @@ class ModelSpec:
         example_inputs: `(config, numpy Generator) -> inputs` for a model built from that
             config: a small batch of the documented `call` input (the contract tests use it).
         example_sizes: values for the `DATA_DECIDED` keys, to build a model without data.
+        reference_dataset: the dataset the family trains on when nothing else says (a
+            folder name of ../shared/data, the key of the catalogue's dataset facts).
     """
 
     name: str
@@ -50,6 +52,7 @@ class ModelSpec:
     default_preset: str
     example_inputs: Callable[[dict[str, Any], np.random.Generator], Any]
     example_sizes: dict[str, int] = field(default_factory=dict)
+    reference_dataset: str | None = None
 
     def config(self, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
         """A copy of a preset's config with overrides applied (unknown keys are an error)."""

@@ -35,6 +35,7 @@ def example_inputs(config: dict, rng: np.random.Generator) -> dict[str, np.ndarr
 
 SPEC = registry.ModelSpec(
     name="captioner",
+    reference_dataset="flickr8k",
     task="captioning",
     description="Show, Attend and Tell: LSTM with soft attention over GoogLeNet's feature grid",
     builder=build,

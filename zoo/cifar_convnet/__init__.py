@@ -15,6 +15,7 @@ def example_pixels(config: dict, rng: np.random.Generator) -> np.ndarray:
 
 SPEC = registry.ModelSpec(
     name="cifar_convnet",
+    reference_dataset="cifar10",
     task="image_classification",
     description="The classic Keras CIFAR-10 convnet (4 conv, 2 dense; ~1.25M parameters)",
     builder=build_cifar_convnet,

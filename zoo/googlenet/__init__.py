@@ -24,6 +24,7 @@ def example_inputs(config: dict[str, Any], rng: np.random.Generator) -> np.ndarr
 
 SPEC = registry.ModelSpec(
     name="googlenet",
+    reference_dataset="imagenette",
     task="image_classification",
     description="GoogLeNet / Inception v1 (Szegedy et al., 2014; ~7.0M parameters "
     "without the auxiliary heads), LRN or batch-norm variant",

@@ -36,6 +36,7 @@ def example_inputs(config: dict[str, Any], rng: np.random.Generator) -> np.ndarr
 
 SPEC = registry.ModelSpec(
     name="gpt",
+    reference_dataset="tinyshakespeare",
     task="language_modeling",
     description="GPT-2 style character language model (nanoGPT), KV-cached sampling",
     builder=build_gpt,

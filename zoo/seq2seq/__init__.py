@@ -34,6 +34,7 @@ def example_inputs(config: dict, rng: np.random.Generator) -> dict[str, np.ndarr
 
 SPEC = registry.ModelSpec(
     name="seq2seq",
+    reference_dataset="multi30k",
     task="translation",
     description="BiLSTM encoder + LSTM decoder with attention; greedy and beam search",
     builder=build,

@@ -17,6 +17,7 @@ def example_inputs(config: dict, rng: np.random.Generator) -> dict[str, np.ndarr
 
 SPEC = registry.ModelSpec(
     name="tagger",
+    reference_dataset="ud_english_ewt",
     task="tagging",
     description="BiLSTM part-of-speech tagger with word embeddings and a character CNN (UPOS)",
     builder=build_tagger,
