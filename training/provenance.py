@@ -1,7 +1,7 @@
 """Where and how a run trained, as the framework itself reports it (run.json's `training`).
 
-Every start or resume of `zoo train` that trains at least one epoch adds a segment; the
-device route's import (`training.device_route`) adds the one segment the device recorded.
+Every start or resume of `zoo train` that trains at least one epoch adds a segment, on
+whichever backend and machine it ran (TensorFlow here, JAX on a lent accelerator).
 A resumed run may continue on another machine, so each segment carries its own
 environment, and `seconds` sums the segments:
 

@@ -11,7 +11,7 @@ import pytest
 
 from catalogue.card import trained_on
 from tests.helpers import small_image_folder, zoo
-from training import device_route, provenance
+from training import provenance
 
 NAME = "cifar_convnet/provenance"
 TRAIN = ["train", "cifar_convnet", "--preset", "tiny", "--steps-per-epoch", "2", "--verbose", "0"]
@@ -96,26 +96,29 @@ def _environment(kind: str, name: str | None, policy: str = "float32") -> dict:
     }
 
 
-def _summary(**extra) -> dict:
-    return {"seed": 0, "epochs": 3, "train_seconds": 41.6, "history": [], **extra}
+def _record(environment: dict | None, epochs: int = 3, seconds: float = 41.6) -> dict:
+    """A `training` record of one segment, as `zoo train` keeps it."""
+    record = provenance.start_segment(None, command="zoo train ...", first_epoch=0,
+                                      environment=environment)  # fmt: skip
+    provenance.end_epoch(record, epochs, seconds)
+    return record
 
 
-def test_a_device_run_without_a_recorded_environment_names_no_machine():
-    record = device_route._training_record(_summary(), "python scripts/device_x.py ...")
+def test_a_run_without_a_recorded_environment_names_no_machine():
+    record = _record(None)
     (segment,) = record["segments"]
     assert segment["environment"] is None and segment["epochs"] == [0, 3]
     assert record["seconds"] == pytest.approx(41.6)
     assert trained_on(record) is None  # the card leaves the line out
 
 
-def test_a_device_run_is_described_by_what_jax_reported():
+def test_a_jax_run_is_described_by_what_jax_reported():
     environment = _environment("GPU", "NVIDIA H100 80GB HBM3", "mixed_bfloat16")
-    record = device_route._training_record(_summary(environment=environment), "cmd")
-    assert trained_on(record) == (
+    assert trained_on(_record(environment)) == (
         "1 x GPU (NVIDIA H100 80GB HBM3), Keras backend jax, dtype policy mixed_bfloat16; "
         "42 s of training"
     )
-    cpu = device_route._training_record(_summary(environment=_environment("CPU", "cpu")), "c")
+    cpu = _record(_environment("CPU", "cpu"))
     assert trained_on(cpu) == "1 x CPU, Keras backend jax, dtype policy float32; 42 s of training"
 
 

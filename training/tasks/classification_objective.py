@@ -1,8 +1,7 @@
 """How an image classifier is compiled: optimizer, losses and metrics (Keras only).
 
-Shared by `ImageClassificationRecipe.compile` (`zoo train`, TensorFlow) and the device route
-(`scripts/device_googlenet.py`, JAX, where TensorFlow is not installed), so both train the
-same objective.
+`ImageClassificationRecipe.compile` uses it on every backend (`zoo train` on TensorFlow, or
+on JAX over prepared arrays, where TensorFlow need not be installed).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """How a sequence-generation model is compiled: optimizer, loss and metric (Keras only).
 
-Shared by `SequenceGenerationRecipe.compile` (`zoo train`, TensorFlow) and the device route
-(`scripts/device_seq2seq.py`, JAX, where TensorFlow is not installed), so both train the
-same objective.
+`SequenceGenerationRecipe.compile` uses it on every backend (`zoo train` on TensorFlow, or
+on JAX over prepared arrays, where TensorFlow need not be installed).
 
 Config keys: `learning_rate` and the schedule's keys (`training/schedules.py`), `clipnorm`,
 and `label_smoothing` (optional, default 0: plain cross-entropy).

@@ -93,7 +93,8 @@ _PAPER: dict[str, Any] = {
 
 #: Imagenette (10 ImageNet classes, ~9.5k training images): the BN variant. These values
 #: gave googlenet/imagenette@3, 90.6% val top-1 (120 epochs, 328 s on one H200 through
-#: scripts/device_googlenet.py; about 9 h on a 2-core CPU). Measured on the way:
+#: the device script that `zoo prepare` / `zoo train --data` replaced; about 9 h on a 2-core
+#: CPU). Measured on the way:
 #: 128 px for 30 epochs with crops from 35% of the area gave 86.9% (@2), and those weights
 #: tested at 160 px gave 88.1%, so the input is 160 px (Imagenette's own shorter side).
 _IMAGENETTE: dict[str, Any] = {
