@@ -16,8 +16,9 @@ from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_ru
 from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training import train
+from training.data.tagging_graph import featurizer_from_assets
 from training.data.ud_tokenize import tokenize
-from training.recipes.tagger import TaggerModule, featurizer_from_assets
+from training.exports.tagger import TaggerModule
 from zoo.tagger import PRESETS, CharCNN, build_tagger
 
 SENTENCES = [

@@ -1,202 +1,39 @@
 """Training recipe of the BiLSTM tagger: CoNLL-U data, masked loss, UPOS accuracy, export.
 
-The same in-graph featurizer (normalization, vocabulary lookups, characters of words) feeds
-training (in tf.data) and the exported signatures, so the served model sees exactly what
-the trained one saw. `evaluate` scores the exported module itself: on gold words, and on
-the raw `# text` of each sentence, aligning predicted tokens with gold words by their
-character spans.
+The data side is `training.data.tagging` (CoNLL-U splits, vocabularies, NumPy features and
+the prepared arrays' batches, no TensorFlow) and `training.data.tagging_graph` (the same
+features in-graph, and the tf.data pipeline of `--data-dir` training); the SavedModel is
+`training.exports.tagger`. The in-graph featurizer (normalization, vocabulary lookups,
+characters of words) feeds the tf.data pipeline and the exported signatures, so the served
+model sees exactly what the trained one saw; prepared arrays hold the ids it computes.
+`evaluate` scores the exported module itself: on gold words, and on the raw `# text` of each
+sentence, aligning predicted tokens with gold words by their character spans.
+
+This module imports no TensorFlow: `zoo prepare tagger` and `zoo train tagger --data` run
+under any Keras backend.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass, field
-from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from training.data.bucketing import bucket_batch_count
-from training.data.conllu import Sentence, read_conllu
-from training.data.ud_tokenize import token_spans, tokenize_graph
-from training.data.vocab import UNK_ID, Vocabulary, extend_tokens
-from training.export_module import ExportModule, signature
+from training.data.conllu import Sentence
+from training.data.tagging import (
+    UNKNOWN_TAG,
+    TagEncoder,
+    TaggedBatches,
+    build_vocabularies,
+    check_assets,
+    check_tagset,
+    count_batches,
+    read_splits,
+)
+from training.data.vocab import extend_tokens
 from training.recipe import Data, Recipe
 from training.schedules import learning_rate_schedule
-
-_BUCKETS = [8, 16, 24, 32, 48, 64, 96]
-
-
-def find_split(data_dir: str, split: str) -> str | None:
-    """The `.conllu` file of a split (`train`, `dev`, `test`) in a folder, or None."""
-    if os.path.isfile(data_dir):
-        return data_dir if split == "train" else None
-    matches = sorted(glob.glob(os.path.join(data_dir, f"*{split}*.conllu")))
-    if len(matches) > 1:
-        raise ValueError(f"several {split} files in {data_dir}: {matches}")
-    return matches[0] if matches else None
-
-
-def load_tfds_sentences(split: str) -> list[Sentence]:
-    """UD English EWT from TFDS (`universal_dependencies/en_ewt`); needs the internet."""
-    import tensorflow_datasets as tfds
-
-    sentences = []
-    for example in tfds.as_numpy(tfds.load("universal_dependencies/en_ewt", split=split)):
-        words = [w.decode() for w in example["tokens"]]
-        sentences.append(
-            Sentence(
-                words=words,
-                upos=[t.decode() for t in example["upos"]],
-                xpos=[t.decode() for t in example["xpos"]],
-                text=example["text"].decode(),
-                tokens=list(words),
-                token_words=[(i, i + 1) for i in range(len(words))],
-            )
-        )
-    return sentences
-
-
-class Featurizer(tf.Module):
-    """Tokens [N, T] ("" = padding) -> model inputs, with core TF ops and lookup tables.
-
-    Word forms are lowercased and their digits replaced by 0 before the word lookup; the
-    characters keep their case. Words longer than `max_word_length` characters keep their
-    first half and last half of that many characters (prefixes and suffixes matter most).
-    """
-
-    def __init__(self, words: Vocabulary, chars: Vocabulary, max_word_length: int):
-        super().__init__()
-        self.word_table = words.lookup_table()
-        self.char_table = chars.lookup_table()
-        self.max_word_length = int(max_word_length)
-
-    @staticmethod
-    def normalize(tokens: tf.Tensor) -> tf.Tensor:
-        """The word-vocabulary form of tokens: lowercase, digits as 0."""
-        lowered = tf.strings.lower(tokens, encoding="utf-8")
-        return tf.strings.regex_replace(lowered, "[0-9]", "0")
-
-    def word_ids(self, tokens: tf.Tensor) -> tf.Tensor:
-        """Word ids [N, T] int32 (0 for "", the [UNK] id for unknown words)."""
-        return tf.cast(self.word_table.lookup(self.normalize(tokens)), tf.int32)
-
-    def char_ids(self, tokens: tf.Tensor) -> tf.Tensor:
-        """Character ids [N, T, max_word_length] int32, 0-padded."""
-        size = self.max_word_length
-        head = size // 2
-        flat = tf.reshape(tokens, [-1])
-        chars = tf.strings.unicode_split(flat, "UTF-8", errors="replace")
-        starts, lengths = chars.row_starts(), chars.row_lengths()
-        head_idx = tf.ragged.range(starts, starts + tf.minimum(lengths, head))
-        tail_from = tf.maximum(tf.cast(head, tf.int64), lengths - (size - head))
-        tail_idx = tf.ragged.range(starts + tail_from, starts + lengths)
-        kept = tf.gather(chars.values, tf.concat([head_idx, tail_idx], axis=1))
-        ids = tf.ragged.map_flat_values(self.char_table.lookup, kept)
-        dense = ids.to_tensor(default_value=0, shape=[None, size])
-        shape = tf.concat([tf.shape(tokens, out_type=tf.int64), [size]], axis=0)
-        return tf.cast(tf.reshape(dense, shape), tf.int32)
-
-    def features(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Model inputs for tokens [N, T]."""
-        return {"words": self.word_ids(tokens), "chars": self.char_ids(tokens)}
-
-
-def build_vocabularies(sentences: list[Sentence], config: dict) -> dict[str, Any]:
-    """Word, character and tag vocabularies of the training sentences (the run's assets)."""
-    words = [w for s in sentences for w in s.words]
-    normalized = [t.decode() for t in Featurizer.normalize(tf.constant(words)).numpy()]
-    word_vocab = Vocabulary.build(
-        [normalized],
-        max_size=int(config["word_vocab_max"]),
-        min_count=int(config["word_min_count"]),
-    )
-    char_vocab = Vocabulary.build([list(w) for w in words], min_count=int(config["char_min_count"]))
-    tags = sorted({t for s in sentences for t in s.tags(config["tagset"])})
-    return {
-        "words": word_vocab.to_json(),
-        "chars": char_vocab.to_json(),
-        "tags": tags,
-        "tagset": config["tagset"],
-        "max_word_length": int(config["max_word_length"]),
-    }
-
-
-_ASSET_KEYS = ("words", "chars", "tags", "tagset", "max_word_length")
-
-
-def check_assets(assets: dict, config: dict) -> None:
-    """Raise a clear error when saved assets do not fit this tagger config."""
-    missing = [k for k in _ASSET_KEYS if k not in assets]
-    if missing:
-        raise ValueError(f"tagger assets lack {missing} (not a tagger run's assets?)")
-    if assets["tagset"] != config["tagset"]:
-        raise ValueError(
-            f"the assets were built for tagset {assets['tagset']!r}, "
-            f"the config asks for {config['tagset']!r}"
-        )
-
-
-def count_batches(sentences: list[Sentence], batch_size: int) -> int:
-    """Batches per epoch of `make_dataset`."""
-    return bucket_batch_count((len(s.words) for s in sentences), _BUCKETS, batch_size)
-
-
-def featurizer_from_assets(assets: dict) -> Featurizer:
-    """The featurizer of a run from its saved assets."""
-    return Featurizer(
-        Vocabulary.from_json(assets["words"]),
-        Vocabulary.from_json(assets["chars"]),
-        int(assets["max_word_length"]),
-    )
-
-
-def make_dataset(
-    sentences: list[Sentence],
-    assets: dict,
-    featurizer: Featurizer,
-    batch_size: int,
-    *,
-    training: bool,
-    word_dropout: float = 0.0,
-    seed: int = 0,
-) -> tf.data.Dataset:
-    """Batched ((words, chars), tag ids, weights) with length bucketing; unknown tags -> 0."""
-    tag_index = {t: i for i, t in enumerate(assets["tags"])}
-    tokens = tf.ragged.constant([s.words for s in sentences], dtype=tf.string)
-    tags = tf.ragged.constant(
-        [[tag_index.get(t, 0) for t in s.tags(assets["tagset"])] for s in sentences],
-        dtype=tf.int32,
-    )
-    splits = tokens.row_splits
-    ds = tf.data.Dataset.range(len(sentences)).map(
-        lambda i: (
-            tokens.values[splits[i] : splits[i + 1]],
-            tags.values[splits[i] : splits[i + 1]],
-        )
-    )
-    if training:
-        ds = ds.shuffle(len(sentences), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.bucket_by_sequence_length(
-        lambda tok, tag: tf.shape(tok)[0],
-        bucket_boundaries=_BUCKETS,
-        bucket_batch_sizes=[batch_size] * (len(_BUCKETS) + 1),
-        padding_values=("", 0),
-        drop_remainder=False,
-    )
-
-    def featurize(tok, tag):
-        features = featurizer.features(tok)
-        if training and word_dropout > 0:
-            drop = tf.random.uniform(tf.shape(tok)) < word_dropout
-            words = features["words"]
-            features["words"] = tf.where(drop & (words > 0), tf.constant(UNK_ID, tf.int32), words)
-        weights = tf.cast(tf.not_equal(tok, ""), tf.float32)
-        return features, tag, weights
-
-    return ds.map(featurize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 @dataclass
@@ -204,118 +41,6 @@ class TaggerData(Data):
     """`Data` plus the evaluation sentences (for raw-text scoring)."""
 
     eval_sentences: list[Sentence] = field(default_factory=list)
-
-
-class TaggerModule(ExportModule):
-    """The exported tagger: raw sentences or tokens in, tag strings out (core TF ops).
-
-    Signatures:
-        serving_default  sentences [N] string -> tokens [N, T], tags [N, T] (padded with "")
-                         and lengths [N] int32.
-        tag_tokens       tokens [N, T] string ("" = padding) -> tags [N, T] ("" at padding).
-    """
-
-    def __init__(self, model: keras.Model, assets: dict):
-        super().__init__("tagger", model=model)
-        self.featurizer = featurizer_from_assets(assets)
-        tags = list(assets["tags"])
-        self.tags_text = "".join(f"{tag}\n" for tag in tags)
-        self.tag_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.range(len(tags), dtype=tf.int64), tf.constant(tags, tf.string)
-            ),
-            default_value="",
-        )
-
-    def _tag(self, tokens: tf.Tensor) -> tf.Tensor:
-        tokens = tf.convert_to_tensor(tokens, tf.string)
-        # a zero-length batch or sentence still runs the model on one padded column
-        n, t = tf.shape(tokens)[0], tf.shape(tokens)[1]
-        padded = tf.pad(tokens, [[0, tf.maximum(1 - n, 0)], [0, tf.maximum(1 - t, 0)]])
-        probs = self.model(self.featurizer.features(padded), training=False)
-        ids = tf.argmax(probs, axis=-1, output_type=tf.int64)[:n, :t]
-        tags = self.tag_table.lookup(ids)
-        return tf.where(tf.equal(tokens, ""), tf.constant("", tf.string), tags)
-
-    @signature(tf.TensorSpec([None], tf.string, name="sentences"))
-    def serving_default(self, sentences):
-        """Raw sentences [N] -> tokens [N, T], tags [N, T] (padded with "") and lengths [N]."""
-        ragged = tokenize_graph(sentences)
-        tokens = ragged.to_tensor(default_value="")
-        return {
-            "tokens": tokens,
-            "tags": self._tag(tokens),
-            "lengths": tf.cast(ragged.row_lengths(), tf.int32),
-        }
-
-    @signature(tf.TensorSpec([None, None], tf.string, name="tokens"))
-    def tag_tokens(self, tokens):
-        """Pre-tokenized words [N, T] ("" = padding) -> tags [N, T] ("" at padding)."""
-        return {"tags": self._tag(tokens)}
-
-    def warmup(self):
-        return [
-            ("serving_default", {"sentences": np.array([b"She sells seashells."], dtype=object)}),
-            ("tag_tokens", {"tokens": np.array([[b"She", b"sells", b"seashells"]], dtype=object)}),
-        ]
-
-    def request_costs(self):
-        # measured: 64 sentences of 256 one-letter words (32 KB padded) took 292 MB, of 1,024
-        # words 1.1 GB: about 8.6 KB a padded byte, so a byte weighs 8 (a token 16)
-        return {
-            "serving_default": {"inputs": {"sentences": {"kind": "text", "weight": 8}}},
-            "tag_tokens": {"inputs": {"tokens": {"kind": "tokens", "weight": 16}}},
-        }
-
-    def extra_assets(self) -> dict[str, str]:
-        return {"tags.txt": self.tags_text}
-
-
-def _decode(rows: np.ndarray, lengths) -> list[list[str]]:
-    return [[v.decode() for v in row[:n]] for row, n in zip(rows, lengths, strict=True)]
-
-
-def score(module: TaggerModule, sentences: list[Sentence], tagset: str, batch_size: int = 64):
-    """Tag accuracy on gold words and on raw text (span-aligned), via the export module.
-
-    Raw-text accuracy: gold words whose character span is exactly a predicted token's span
-    and whose tag matches, over all gold words; precision divides by predicted tokens.
-    """
-    gold_correct = gold_total = raw_correct = raw_predicted = 0
-    for start in range(0, len(sentences), batch_size):
-        batch = sentences[start : start + batch_size]
-        width = max(len(s.words) for s in batch)
-        tokens = np.array([s.words + [""] * (width - len(s.words)) for s in batch], dtype=object)
-        tags = _decode(
-            module.tag_tokens(tf.constant(tokens))["tags"].numpy(), [len(s.words) for s in batch]
-        )
-        out = module.serving_default(tf.constant([s.text for s in batch]))
-        lengths = out["lengths"].numpy()
-        raw_tokens, raw_tags = (
-            _decode(out["tokens"].numpy(), lengths),
-            _decode(out["tags"].numpy(), lengths),
-        )
-        for s, predicted, toks, ttags in zip(batch, tags, raw_tokens, raw_tags, strict=True):
-            gold = s.tags(tagset)
-            gold_correct += sum(p == g for p, g in zip(predicted, gold, strict=True))
-            gold_total += len(gold)
-            by_span = dict(zip(token_spans(s.text, toks), ttags, strict=True))
-            raw_correct += sum(
-                by_span.get(span) == g for span, g in zip(s.word_spans(), gold, strict=True)
-            )
-            raw_predicted += len(toks)
-    raw_recall = raw_correct / max(gold_total, 1)
-    raw_precision = raw_correct / max(raw_predicted, 1)
-    return {
-        f"{tagset}_accuracy": gold_correct / max(gold_total, 1),
-        f"{tagset}_accuracy_raw_text": raw_recall,
-        f"{tagset}_f1_raw_text": 2
-        * raw_recall
-        * raw_precision
-        / max(raw_recall + raw_precision, 1e-9),
-        "eval_words": gold_total,
-        "eval_sentences": len(sentences),
-    }
 
 
 class TaggerRecipe(Recipe):
@@ -333,13 +58,14 @@ class TaggerRecipe(Recipe):
         `training=False` only the evaluation sentences are read (dev, else test, else the
         given file), so `zoo evaluate` needs no training file.
         """
-        if config["tagset"] not in ("upos", "xpos"):
-            raise ValueError(f"tagset must be 'upos' or 'xpos', not {config['tagset']!r}")
+        from training.data.tagging_graph import featurizer_from_assets, make_dataset
+
+        check_tagset(config)
         if assets is not None:
             check_assets(assets, config)
         if not training and assets is None:
             raise ValueError("evaluation (training=False) needs the run's assets")
-        train, dev = self._sentences(config, data_dir, training)
+        train, dev = read_splits(config, data_dir, training)
         assets = assets if assets is not None else build_vocabularies(train, config)
         featurizer = featurizer_from_assets(assets)
         train_ds = None
@@ -366,39 +92,70 @@ class TaggerRecipe(Recipe):
             train_batches=count_batches(train, global_batch_size) if training else None,
         )
 
-    @staticmethod
-    def _sentences(
-        config: dict, data_dir: str | None, training: bool
-    ) -> tuple[list[Sentence], list[Sentence]]:
-        """(train, evaluation) sentences; train is empty when not training."""
-        limit = int(config["train_limit"]) if config.get("train_limit") else None
-        dev_limit = max(limit // 4, 1) if limit else None
-        if data_dir is None:
-            train = load_tfds_sentences("train") if training else []
-            dev = load_tfds_sentences("validation")
-        elif training:
-            train_file, dev_file = find_split(data_dir, "train"), find_split(data_dir, "dev")
-            if train_file is None:
-                raise FileNotFoundError(f"no *train*.conllu file in {data_dir}")
-            train = read_conllu(train_file, limit=limit)
-            dev = read_conllu(dev_file, limit=dev_limit) if dev_file else []
-        else:
-            train = []
-            eval_file = (
-                data_dir
-                if os.path.isfile(data_dir)
-                else find_split(data_dir, "dev") or find_split(data_dir, "test")
+    def prepare(self, config, data_dir, assets=None):
+        """The training and dev sentences as id arrays (`training.data.tagging`: splits
+        `train` and `val` of sentence lengths, `train_words` and `val_words` of word, char
+        and tag ids, unpadded), and the vocabularies `load_data` builds (or `assets`)."""
+        check_tagset(config)
+        if assets is not None:
+            check_assets(assets, config)
+        train, dev = read_splits(config, data_dir, training=True)
+        assets = assets if assets is not None else build_vocabularies(train, config)
+        encoder = TagEncoder(assets)
+        splits = encoder.encode(train, "train")
+        if dev:
+            splits.update(encoder.encode(dev, "val"))
+        return splits, assets
+
+    def array_data(self, config, data, global_batch_size, *, training=True, seed=0) -> Data:
+        """`load_data`'s batches over the prepared arrays (`TaggedBatches`): the same length
+        buckets, padding weights and word dropout, each batch padded to its bucket's width
+        (and a short one to the batch size, with empty rows of weight 0) so that JAX
+        compiles a step once per bucket."""
+        check_tagset(config)
+        check_assets(data.assets, config)
+        val = None
+        if "val" in data.splits:
+            val = TaggedBatches(
+                data.split("val"), data.split("val_words"), global_batch_size, training=False
             )
-            if eval_file is None:
-                raise FileNotFoundError(f"no *dev*.conllu or *test*.conllu file in {data_dir}")
-            dev = read_conllu(eval_file, limit=dev_limit)
-        if limit:  # TFDS splits are read whole
-            train, dev = train[:limit], dev[:dev_limit]
-        if training and not train:
-            raise ValueError(f"no training sentences found in {data_dir}")
-        if not training and not dev:
-            raise ValueError(f"no evaluation sentences found in {data_dir}")
-        return train, dev
+        train = None
+        if training:
+            train = TaggedBatches(
+                data.split("train"),
+                data.split("train_words"),
+                global_batch_size,
+                training=True,
+                word_dropout=float(config["word_dropout"]),
+                seed=seed,
+            )
+        return Data(train=train, val=val, examples_per_step=global_batch_size, assets=data.assets)
+
+    def evaluate_arrays(self, model, config, data) -> dict[str, float]:
+        """The gold-word tag accuracy as `evaluate` computes it (padding left out; a tag the
+        vocabulary lacks is a wrong answer) and the cross-entropy per word (`loss`) on the
+        prepared dev sentences. Raw-text figures need the exported tokenizer: `zoo evaluate`
+        on the run."""
+        if data.val is None:
+            raise ValueError("No validation data to evaluate on")
+        correct = total = 0
+        loss = 0.0
+        for index in range(len(data.val)):
+            features, tags, weights = data.val.gold(index)
+            probs = np.asarray(model.predict_on_batch(features), np.float64)
+            real = weights > 0
+            known = real & (tags != UNKNOWN_TAG)
+            correct += int(np.sum((np.argmax(probs, axis=-1) == tags) & known))
+            total += int(np.sum(real))
+            # as the training loss: a tag the vocabulary lacks counts as tag 0
+            picked = np.take_along_axis(probs, np.maximum(tags, 0)[..., None], axis=-1)[..., 0]
+            loss -= float(np.sum(np.log(np.clip(picked[real], 1e-7, 1 - 1e-7))))
+        return {
+            "loss": loss / max(total, 1),
+            f"{config['tagset']}_accuracy": correct / max(total, 1),
+            "eval_words": total,
+            "eval_sentences": len(data.val.lengths),
+        }
 
     def model_config(self, config, assets):
         """Vocabulary sizes, tag count and word length of the run's vocabularies."""
@@ -434,7 +191,12 @@ class TaggerRecipe(Recipe):
         return ["word_embedding", "char_cnn", "tags"]
 
     def compile(self, model, config, data, *, jit_compile) -> None:
-        # XLA would recompile for every new batch shape (sentence lengths vary)
+        """Adam with gradient clipping, masked cross-entropy, weighted token accuracy.
+
+        XLA would recompile TensorFlow's steps for every new batch shape (sentence lengths
+        vary), so "auto" is off there; JAX without jit runs op by op, so "auto" is on there
+        (the prepared arrays' batches come in a bounded set of widths)."""
+        jit = jit_compile is True or (jit_compile == "auto" and keras.backend.backend() == "jax")
         model.compile(
             optimizer=keras.optimizers.Adam(
                 learning_rate_schedule(config, data.batches_per_epoch() if data else None),
@@ -442,16 +204,22 @@ class TaggerRecipe(Recipe):
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=jit_compile is True,
+            jit_compile=jit,
         )
 
     def evaluate(self, model, config, data) -> dict[str, float]:
+        """Accuracy on gold words and on raw text, through the export module."""
         sentences = getattr(data, "eval_sentences", None)
         if not sentences:
             return super().evaluate(model, config, data)
+        from training.exports.tagger import TaggerModule, score
+
         return score(TaggerModule(model, data.assets), sentences, config["tagset"])
 
-    def export(self, model, config, assets) -> TaggerModule:
+    def export(self, model, config, assets):
+        """The tagger's SavedModel module (`training.exports.tagger.TaggerModule`)."""
+        from training.exports.tagger import TaggerModule
+
         return TaggerModule(model, assets)
 
 
