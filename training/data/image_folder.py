@@ -10,10 +10,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
-
-from training.data.images import decode_image
+if TYPE_CHECKING:  # TensorFlow: the tf.data side only (`zoo prepare` reads files without it)
+    import tensorflow as tf
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 _SPLIT_NAMES = {
@@ -131,6 +131,10 @@ def _carve_validation(everything: LabeledFiles, val_fraction: float, seed: int) 
 
 def decoded_dataset(files: LabeledFiles, image_size: int) -> tf.data.Dataset:
     """(uint8 image, int label) pairs decoded in parallel, not batched, not cached."""
+    import tensorflow as tf
+
+    from training.data.images import decode_image
+
     ds = tf.data.Dataset.from_tensor_slices((files.paths, files.labels))
     return ds.map(
         lambda path, label: (decode_image(tf.io.read_file(path), image_size), label),
@@ -169,6 +173,8 @@ def batched(
     seed: int | None = None,
 ) -> tf.data.Dataset:
     """cache -> shuffle -> batch (global batch size) -> augment -> float32 -> prefetch."""
+    import tensorflow as tf
+
     if cache:
         ds = ds.cache()
     if shuffle:

@@ -21,129 +21,139 @@ here, driven by config keys (absent keys switch a step off):
     top_k                        classes returned by `serving_default` (default 5)
     feature_map                  backbone output returned by the `features` signature
 
+Two data routes feed one model the same inputs (float32 pixels in [0, 255], int labels):
+`load_data` (TensorFlow: tf.data from an image folder or TFDS, augmentation in `tf.image`;
+`training.data.image_pipeline`), and `prepare` + `array_data` for any Keras backend (the
+images decoded once into uint8 arrays by `zoo prepare`, batches augmented in `keras.ops`
+by `array_augment`). The export is TensorFlow's (`training.exports.image_classifier`);
+this module, and so the recipes, import without TensorFlow.
+
 With only `shift` and `horizontal_flip` (the CIFAR convnet) the pipeline is the classic
 Keras example's: decode -> cache -> shuffle -> batch -> translate -> flip.
 """
 
 from __future__ import annotations
 
-import math
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from training.array_datasets import ShuffledBatches
 from training.data import image_folder
-from training.data.images import decode_image
-from training.export_module import ExportModule, image_cost, signature
+from training.data.image_arrays import center_crop, decode_size, read_images
 from training.recipe import Data, Recipe
 from training.tasks.classification_objective import compile_classifier
-from zoo.tasks.image_classifier import PROBABILITIES, backbone_of, head_layers, inference_model
+from training.tasks.random_resized_crop import RandomResizedCropFlip
+from zoo.tasks.image_classifier import PROBABILITIES, head_layers
 
-#: TFDS split names -> the zoo's (`image_folder_splits` uses train / val / test).
-_TFDS_SPLITS = {"validation": "val"}
+if TYPE_CHECKING:
+    from training.export_module import ExportModule
+    from training.prepared import Prepared
 
-
-# ---------------------------------------------------------------------------- data
-
-
-def decode_size(config: dict) -> int:
-    """Side at which images are decoded: `image_size`, or `image_size / eval_crop_fraction`
-    when evaluation and serving take a central crop (and training a random one)."""
-    size = int(config["image_size"])
-    fraction = config.get("eval_crop_fraction")
-    return int(round(size / float(fraction))) if fraction else size
-
-
-def center_crop(images: tf.Tensor, size: int) -> tf.Tensor:
-    """The central `size` x `size` crop of images [..., side, side, channels] (static side)."""
-    offset = (int(images.shape[-2]) - size) // 2
-    return images[..., offset : offset + size, offset : offset + size, :]
+#: The TensorFlow side's names, importable from here as before it moved; loaded on first
+#: use, so that importing this module needs no TensorFlow.
+_PIPELINE_NAMES = (
+    "decoded_splits",
+    "random_resized_crop",
+    "color_jitter",
+    "make_augment",
+    "make_eval_transform",
+)
 
 
-def decoded_splits(
-    data_dir: str | None, tfds_name: str, size: int
-) -> tuple[dict[str, tf.data.Dataset], list[str], int]:
-    """(uint8 image [size, size, 3], label) datasets per split ("train", "val", "test"), the
-    data's class names and the number of training images; an image folder, else TFDS."""
-    if data_dir:
-        splits = image_folder.image_folder_splits(data_dir)
-        decoded = {k: image_folder.decoded_dataset(v, size) for k, v in splits.items()}
-        return decoded, splits["train"].class_names, len(splits["train"])
-    raw, class_names = image_folder.tfds_splits(tfds_name)
-    decoded = {
-        _TFDS_SPLITS.get(k, k): ds.map(lambda x, y: (decode_image(tf.io.encode_png(x), size), y))
-        for k, ds in raw.items()
-    }
-    return decoded, list(class_names), int(raw["train"].cardinality())
+def __getattr__(name: str) -> Any:
+    if name in _PIPELINE_NAMES:
+        from training.data import image_pipeline
+
+        return getattr(image_pipeline, name)
+    if name == "ImageClassifierExport":
+        from training.exports.image_classifier import ImageClassifierExport
+
+        return ImageClassifierExport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def random_resized_crop(
-    images: tf.Tensor, size: int, area: tuple, aspect: tuple, seed: int | None = None
-) -> tf.Tensor:
-    """Inception-style crops of a batch [N, H, W, 3]: for each image a box of a random
-    fraction of the area in `area` and aspect ratio (width / height, log-uniform) in
-    `aspect`, clipped to the image, at a random place, resized bilinearly to `size`."""
-    n = tf.shape(images)[0]
-    fraction = tf.random.uniform([n], float(area[0]), float(area[1]), seed=seed)
-    log_aspect = [math.log(float(a)) for a in aspect]
-    ratio = tf.exp(tf.random.uniform([n], *log_aspect, seed=None if seed is None else seed + 1))
-    width = tf.minimum(tf.sqrt(fraction * ratio), 1.0)
-    height = tf.minimum(tf.sqrt(fraction / ratio), 1.0)
-    top = tf.random.uniform([n], seed=None if seed is None else seed + 2) * (1.0 - height)
-    left = tf.random.uniform([n], seed=None if seed is None else seed + 3) * (1.0 - width)
-    boxes = tf.stack([top, left, top + height, left + width], axis=1)
-    return tf.image.crop_and_resize(images, boxes, tf.range(n), [size, size])
+# ---------------------------------------------------------------------------- arrays
+
+#: ITU-R 601 luma weights, as `tf.image.rgb_to_grayscale`
+_LUMA = (0.2989, 0.5870, 0.1140)
 
 
-def color_jitter(images: tf.Tensor, strength: float, seed: int | None = None) -> tf.Tensor:
-    """Brightness, contrast and saturation of each image of a batch of float pixels in
-    [0, 255], each scaled by its own random factor in [1 - strength, 1 + strength]."""
-    n = tf.shape(images)[0]
-
-    def factor(k: int) -> tf.Tensor:
-        s = None if seed is None else seed + k
-        return tf.random.uniform([n, 1, 1, 1], 1.0 - strength, 1.0 + strength, seed=s)
-
-    def blend(images: tf.Tensor, towards: tf.Tensor, k: int) -> tf.Tensor:
-        return tf.clip_by_value(towards + (images - towards) * factor(k), 0.0, 255.0)
-
-    images = blend(images, 0.0, 0)  # brightness: towards black
-    mean = tf.reduce_mean(tf.image.rgb_to_grayscale(images), axis=[1, 2, 3], keepdims=True)
-    images = blend(images, mean, 1)  # contrast: towards the mean gray
-    return blend(images, tf.image.rgb_to_grayscale(images), 2)  # saturation: towards gray
+def _grayscale(images):
+    return ops.sum(images * ops.convert_to_tensor(_LUMA, "float32"), axis=-1, keepdims=True)
 
 
-def make_augment(config: dict, seed: int | None = None):
-    """Batched training augmentation from the config: random-resized crop (or the central
-    crop when images are decoded larger), shift, horizontal flip, color jitter; None when
-    the config asks for none of them."""
+def random_shift(images, factor: float, seed: keras.random.SeedGenerator):
+    """Each image of a float batch [N, H, W, C] translated by its own random fraction in
+    [-factor, factor] of each side, bilinearly, edges repeated: `keras.layers.
+    RandomTranslation(factor, factor, fill_mode="nearest")`'s transform, drawn as it draws
+    (the same images from a generator of the same seed)."""
+    n, height, width = ops.shape(images)[0], int(images.shape[1]), int(images.shape[2])
+    dy = keras.random.uniform([n, 1], -factor, factor, seed=seed) * float(height)
+    dx = keras.random.uniform([n, 1], -factor, factor, seed=seed) * float(width)
+    ones, zeros = ops.ones([n, 1]), ops.zeros([n, 1])
+    transforms = ops.concatenate([ones, zeros, -dx, zeros, ones, -dy, zeros, zeros], axis=1)
+    return ops.image.affine_transform(
+        images, transforms, interpolation="bilinear", fill_mode="nearest"
+    )
+
+
+def random_flip(images, seed: keras.random.SeedGenerator):
+    """Half the images of a batch [N, H, W, C], at random, flipped left to right (as
+    `keras.layers.RandomFlip("horizontal")` draws them)."""
+    flips = keras.random.uniform([ops.shape(images)[0], 1, 1, 1], seed=seed) <= 0.5
+    return ops.where(flips, ops.flip(images, axis=2), images)
+
+
+def jitter_colors(images, strength: float, seed: keras.random.SeedGenerator):
+    """`training.data.image_pipeline.color_jitter` in `keras.ops`: brightness, contrast
+    and saturation of each image of a batch of float pixels in [0, 255], each scaled by
+    its own random factor in [1 - strength, 1 + strength]."""
+    n = ops.shape(images)[0]
+
+    def blend(images, towards):
+        factor = keras.random.uniform([n, 1, 1, 1], 1.0 - strength, 1.0 + strength, seed=seed)
+        return ops.clip(towards + (images - towards) * factor, 0.0, 255.0)
+
+    images = blend(images, 0.0)  # brightness: towards black
+    images = blend(images, ops.mean(_grayscale(images), axis=(1, 2, 3), keepdims=True))
+    return blend(images, _grayscale(images))  # saturation: towards gray
+
+
+def array_augment(config: dict, seed: int | None = None):
+    """`make_augment`'s counterpart in `keras.ops`, for batches of prepared arrays on any
+    backend: uint8 images [N, decode_size, decode_size, 3] -> float32 pixels [N, image_size,
+    image_size, 3] in [0, 255], by a random-resized crop and flip (`RandomResizedCropFlip`)
+    or the central crop, shift, flip, color jitter as the config asks; None when it asks for
+    none of them. The random streams are Keras' (seeded from `seed`), not tf.random's; the
+    Keras preprocessing layers are not used, as they look for TensorFlow when it is present
+    (`keras.src.utils.backend_utils.in_tf_graph`)."""
     size, source = int(config["image_size"]), decode_size(config)
+    seeds = [keras.random.SeedGenerator(None if seed is None else seed + k) for k in range(3)]
+    flip = bool(config.get("horizontal_flip"))
     steps = []
     if config.get("random_resized_crop_area"):
         area = config["random_resized_crop_area"]
         aspect = config.get("random_resized_crop_aspect") or (1.0, 1.0)
-        steps.append(lambda images: random_resized_crop(images, size, area, aspect, seed))
+        crop = RandomResizedCropFlip(size, area, aspect, flip=flip, seed=seed)
+        steps.append(lambda images: crop(images, training=True))
+        flip = False  # done with the crop
     elif source != size:
         steps.append(lambda images: center_crop(images, size))
-    layers = []
     if config.get("shift"):
-        shift = float(config["shift"])
-        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed))
-    if config.get("horizontal_flip"):
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if layers:
-        pipeline = keras.Sequential(layers)
-        steps.append(lambda images: pipeline(images, training=True))
+        steps.append(partial(random_shift, factor=float(config["shift"]), seed=seeds[0]))
+    if flip:
+        steps.append(partial(random_flip, seed=seeds[1]))
     if config.get("color_jitter"):
-        strength = float(config["color_jitter"])
-        steps.append(lambda images: color_jitter(images, strength, seed))
+        steps.append(partial(jitter_colors, strength=float(config["color_jitter"]), seed=seeds[2]))
     if not steps:
         return None
-    if len(steps) == 1:
-        return steps[0]
 
-    def augment(images: tf.Tensor) -> tf.Tensor:
+    def augment(images):
+        images = ops.cast(images, "float32")
         for step in steps:
             images = step(images)
         return images
@@ -151,12 +161,14 @@ def make_augment(config: dict, seed: int | None = None):
     return augment
 
 
-def make_eval_transform(config: dict):
-    """The evaluation (and serving) counterpart: the central crop, or None."""
-    size = int(config["image_size"])
-    if decode_size(config) == size:
-        return None
-    return lambda images: center_crop(images, size)
+def _image_batch(rows: dict[str, np.ndarray], *, size: int, augment, outputs) -> tuple:
+    """`ShuffledBatches`' make_batch: (float32 pixels, labels, or a label per head)."""
+    images, labels = rows["images"], rows["labels"]
+    if augment is not None:
+        x = augment(images)
+    else:  # evaluation: the central crop (a no-op for held-out rows, stored cropped)
+        x = center_crop(images, size).astype(np.float32)
+    return x, ({name: labels for name in outputs} if outputs else labels)
 
 
 def dtype_policy(setting: str | None) -> str | None:
@@ -165,15 +177,41 @@ def dtype_policy(setting: str | None) -> str | None:
         return None
     if setting != "auto":
         return setting
-    return "mixed_bfloat16" if tf.config.list_logical_devices("TPU") else "mixed_float16"
+    return "mixed_bfloat16" if _on_tpu() else "mixed_float16"
+
+
+def _on_tpu() -> bool:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("TPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "tpu" for d in jax.devices())
+    return False
 
 
 def _fast_half_precision() -> bool:
-    if tf.config.list_logical_devices("TPU"):
+    """A TPU, or a GPU of compute capability 7 or more (tensor cores)."""
+    if _on_tpu():
         return True
-    for gpu in tf.config.list_physical_devices("GPU"):
-        if tf.config.experimental.get_device_details(gpu).get("compute_capability", (0,)) >= (7,):
-            return True
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            if details.get("compute_capability", (0,)) >= (7,):
+                return True
+    elif backend == "jax":
+        import jax
+
+        for device in jax.devices():
+            capability = getattr(device, "compute_capability", None)  # "9.0" on CUDA
+            if device.platform == "gpu" and capability and float(capability) >= 7:
+                return True
     return False
 
 
@@ -210,12 +248,9 @@ class ImageClassificationRecipe(Recipe):
         auxiliary = self.auxiliary_outputs(config)
         return [PROBABILITIES, *auxiliary] if auxiliary else None
 
-    def load_data(
-        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
-    ) -> Data:
-        decoded, folder_names, train_count = decoded_splits(
-            data_dir, self.tfds_name, decode_size(config)
-        )
+    def _class_names(self, config: dict, folder_names: list[str], assets: dict | None) -> list:
+        """The data's class names as stored (`display_names`), checked against an earlier
+        run's (`assets`) and the config's `num_classes`."""
         class_names = self.display_names(folder_names)
         if assets and list(assets["class_names"]) != class_names:
             raise ValueError(
@@ -226,6 +261,17 @@ class ImageClassificationRecipe(Recipe):
                 f"The data has {len(class_names)} classes but the preset expects "
                 f"{config['num_classes']}; pass --set num_classes={len(class_names)}"
             )
+        return class_names
+
+    def load_data(
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
+    ) -> Data:
+        from training.data.image_pipeline import decoded_splits, make_augment, make_eval_transform
+
+        decoded, folder_names, train_count = decoded_splits(
+            data_dir, self.tfds_name, decode_size(config)
+        )
+        class_names = self._class_names(config, folder_names, assets)
         outputs = self.output_names(config)
         if outputs:  # every head learns the same label
             decoded = {
@@ -249,6 +295,86 @@ class ImageClassificationRecipe(Recipe):
             val=held_out.get("val", held_out.get("test")),
             test=held_out.get("test"),
             assets={"class_names": class_names},
+        )
+
+    def prepare(
+        self, config: dict, data_dir: str | None, assets: dict | None = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        """Per split, uint8 `images` and int32 `labels`: training images decoded at
+        `decode_size` (random crops take fractions of the whole image), held-out ones as
+        evaluation sees them (decoded at `decode_size`, center-cropped to `image_size`);
+        an image folder is read with Pillow (`training.data.image_arrays`), TFDS data with
+        TensorFlow. The assets are `load_data`'s: the class names."""
+        size, side = int(config["image_size"]), decode_size(config)
+        if data_dir:
+            folders = image_folder.image_folder_splits(data_dir)
+            folder_names = folders["train"].class_names
+            splits = {
+                split: {
+                    "images": read_images(files.paths, side, None if split == "train" else size),
+                    "labels": np.asarray(files.labels, np.int32),
+                }
+                for split, files in folders.items()
+            }
+        else:
+            from training.data.image_pipeline import tfds_arrays
+
+            splits, folder_names = tfds_arrays(self.tfds_name, config)
+        return splits, {"class_names": self._class_names(config, folder_names, assets)}
+
+    def array_data(
+        self,
+        config: dict,
+        data: Prepared,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        seed: int | None = 0,
+    ) -> Data:
+        """`load_data`'s batches over prepared arrays: training batches shuffled each epoch
+        (whole batches only) and augmented in `keras.ops` (`array_augment`); evaluation
+        batches in order, the central crop, unaugmented. Inputs are float32 pixels in
+        [0, 255] (the model rescales), labels int32 (one per head with auxiliary heads)."""
+        size, side = int(config["image_size"]), decode_size(config)
+        splits = {
+            name: data.split(name) for name in ("train", "val", "test") if name in data.splits
+        }
+        for name, arrays in splits.items():
+            got = arrays["images"].row_shape
+            allowed = [(side, side, 3)] if name == "train" else [(size, size, 3), (side, side, 3)]
+            if got not in allowed:
+                raise ValueError(
+                    f"{data.path}: {name} images of {got}, where this config decodes at "
+                    f"{side} px for {size} px inputs; prepare the data for this config"
+                )
+        if len(data.assets["class_names"]) != int(config["num_classes"]):
+            raise ValueError(
+                f"{data.path} holds {len(data.assets['class_names'])} classes but the config "
+                f"expects {config['num_classes']}"
+            )
+        outputs = self.output_names(config)
+        evaluation = partial(_image_batch, size=size, augment=None, outputs=outputs)
+        augment = array_augment(config, seed) if training else None
+        train = ShuffledBatches(
+            splits["train"],
+            global_batch_size,
+            partial(_image_batch, size=size, augment=augment, outputs=outputs),
+            shuffle=training,
+            drop_remainder=training,
+            seed=seed,
+        )
+        held_out = {
+            name: ShuffledBatches(
+                splits[name], global_batch_size, evaluation, shuffle=False, drop_remainder=False
+            )
+            for name in ("val", "test")
+            if name in splits
+        }
+        return Data(
+            train=train,
+            val=held_out.get("val", held_out.get("test")),
+            test=held_out.get("test"),
+            assets=dict(data.assets),
         )
 
     def build_model(self, config: dict, assets: dict):
@@ -285,13 +411,21 @@ class ImageClassificationRecipe(Recipe):
 
     def evaluate(self, model, config, data) -> dict[str, float]:
         """`loss`, `accuracy` (top-1) and `top5_accuracy` of the main head."""
-        results = super().evaluate(model, config, data)
+        return self._main_head(config, super().evaluate(model, config, data))
+
+    def evaluate_arrays(self, model, config, data) -> dict[str, float]:
+        """`evaluate`'s metrics on prepared arrays (`model.evaluate`)."""
+        return self._main_head(config, super().evaluate_arrays(model, config, data))
+
+    def _main_head(self, config: dict, results: dict[str, float]) -> dict[str, float]:
         if not self.output_names(config):
             return results
         prefix = f"{PROBABILITIES}_"
         return {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)}
 
     def export(self, model, config, assets) -> ExportModule:
+        from training.exports.image_classifier import ImageClassifierExport
+
         if model.dtype_policy.name != "float32":  # serve in float32: rebuild, same weights
             trained, model = model, self._build(config, assets, "float32")
             model.set_weights(trained.get_weights())
@@ -303,92 +437,3 @@ class ImageClassificationRecipe(Recipe):
             top_k=int(config.get("top_k", 5)),
             feature_map=config.get("feature_map") or self.feature_map,
         )
-
-
-# ---------------------------------------------------------------------------- export
-
-
-class ImageClassifierExport(ExportModule):
-    """Signatures of an image classifier (auxiliary heads never reach the SavedModel):
-
-    - `serving_default`: `image_bytes` [N] (JPEG/PNG/GIF/BMP, any size) -> the top k
-      classes, best first: `classes` [N, k] (names), `class_ids` [N, k] (int64) and
-      `probabilities` [N, k]; k = min(top_k, number of classes).
-    - `predict_pixels`: `pixels` [N, image_size, image_size, 3] float32 in [0, 255] ->
-      `probabilities` [N, num_classes].
-    - `features`: `image_bytes` [N] -> `features` [N, h, w, c], the backbone's
-      `feature_map` output (for models built on the trained backbone, e.g. a captioner).
-
-    Images are decoded at `decode_size` (resized, as in training) and center-cropped to
-    `image_size`, exactly as the evaluation pipeline does.
-    """
-
-    def __init__(
-        self,
-        model: keras.Model,
-        *,
-        image_size: int,
-        decode_size: int,
-        class_names: list[str],
-        top_k: int = 5,
-        feature_map: str,
-    ):
-        backbone = backbone_of(model)
-        extractor = keras.Model(backbone.input, backbone.output[feature_map], name="features")
-        super().__init__("image_classifier", model=inference_model(model), extractor=extractor)
-        self.image_size, self.decode_size = image_size, decode_size
-        self.labels = "".join(f"{name}\n" for name in class_names)
-        self.class_names = tf.constant(list(class_names))
-        self.top_k = min(int(top_k), len(class_names))
-
-    def _pixels(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        side = self.decode_size
-        images = tf.map_fn(
-            lambda b: decode_image(b, side),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([side, side, 3], tf.uint8),
-        )
-        return center_crop(tf.cast(images, tf.float32), self.image_size)
-
-    @signature(tf.TensorSpec([None], tf.string, name="image_bytes"))
-    def serving_default(self, image_bytes):
-        probabilities = self.model(self._pixels(image_bytes), training=False)
-        top = tf.math.top_k(probabilities, k=self.top_k)
-        return {
-            "classes": tf.gather(self.class_names, top.indices),
-            "class_ids": tf.cast(top.indices, tf.int64),
-            "probabilities": top.values,
-        }
-
-    @signature(
-        lambda self: [
-            tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32, "pixels")
-        ]
-    )
-    def predict_pixels(self, pixels):
-        return {"probabilities": self.model(pixels, training=False)}
-
-    @signature(tf.TensorSpec([None], tf.string, name="image_bytes"))
-    def features(self, image_bytes):
-        return {"features": self.extractor(self._pixels(image_bytes), training=False)}
-
-    def warmup(self):
-        gray = np.full((self.decode_size, self.decode_size, 3), 128, np.uint8)
-        jpeg = np.array([tf.io.encode_jpeg(gray).numpy()], dtype=object)
-        pixels = np.full((1, self.image_size, self.image_size, 3), 128, np.float32)
-        return [
-            ("serving_default", {"image_bytes": jpeg}),
-            ("predict_pixels", {"pixels": pixels}),
-            ("features", {"image_bytes": jpeg}),
-        ]
-
-    def request_costs(self):
-        image = {"image_bytes": image_cost(self.decode_size)}
-        return {
-            "serving_default": {"inputs": image},
-            "features": {"inputs": image},
-            "predict_pixels": {"inputs": {"pixels": image_cost(self.image_size, "pixels")}},
-        }
-
-    def extra_assets(self):
-        return {"labels.txt": self.labels}

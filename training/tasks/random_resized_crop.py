@@ -1,11 +1,10 @@
 """Inception-style random-resized crops and flips as a Keras layer (`keras.ops` only).
 
-The device route (`scripts/device_googlenet.py`, JAX, no TensorFlow) augments on the
-accelerator inside the compiled training step, where `tf.data` and
-`tf.image.crop_and_resize` are not available. `crop_and_resize` samples exactly as
+`zoo train --data` (prepared arrays, any Keras backend, no TensorFlow needed) augments on
+the device with it, where `tf.data` and `tf.image.crop_and_resize` are not available. `crop_and_resize` samples exactly as
 `tf.image.crop_and_resize` does (bilinear, box corners on pixel centres, no antialiasing),
 which `tests/training/test_random_resized_crop.py` checks; the boxes follow
-`training.tasks.image_classification.random_resized_crop`'s distribution.
+`training.data.image_pipeline.random_resized_crop`'s distribution.
 """
 
 from __future__ import annotations
