@@ -15,39 +15,13 @@ from catalogue.datasets import Dataset
 from catalogue.headline import format_metric
 from catalogue.progress import format_size
 
-INTENDED_USE: dict[str, str] = {
-    "image_classification": (
-        "Classifying photographs into the classes it was trained on ({classes}), and a "
-        "starting point for fine-tuning on another small image folder (a new head for a new "
-        "class set). Not for decisions about people, nor for images unlike its training data."
-    ),
-    "tagging": (
-        "Part-of-speech tagging of English text like its treebank's, and a starting point for "
-        "fine-tuning on another treebank or tag set. Accuracy drops on other domains."
-    ),
-    "translation": (
-        "Translating short descriptive sentences ({source_lang} -> {target_lang}) like its "
-        "training data's image captions, and a starting point for fine-tuning on more parallel "
-        "data in the same pair. Not a general-purpose translator."
-    ),
-    "language_modeling": (
-        "Generating text character by character in the style of its training text: "
-        "demonstrations, teaching and a starting point for fine-tuning on another text. Its "
-        "output is not factual."
-    ),
-    "captioning": (
-        "Describing a photograph in one English sentence, for research; a starting point for "
-        "fine-tuning on another folder of captioned images."
-    ),
-}
 
-
-def intended_use(task: str, config: dict[str, Any], assets: dict[str, Any]) -> str:
-    """The default intended-use paragraph of a task, filled in from the run."""
+def intended_use(text: str, config: dict[str, Any], assets: dict[str, Any]) -> str:
+    """A recipe's default intended-use paragraph (`Recipe.intended_use`), filled in from
+    the run: `{classes}` from its class names, other fields from its config."""
     classes = ", ".join(assets.get("class_names", [])[:10])
     if len(assets.get("class_names", [])) > 10:
         classes += ", ..."
-    text = INTENDED_USE.get(task, "Research and a starting point for fine-tuning.")
     return text.format(
         **{"classes": classes or "its classes", "source_lang": "?", "target_lang": "?", **config}
     )

@@ -1,35 +1,21 @@
-"""The headline metric of each task: which number a card, the manifest and `zoo list` show,
-and which direction is better (an artifact is replaced only when it improves)."""
+"""The headline metric in the catalogue: picked from an evaluation by the recipe's
+`Headline` (the task layer says which number a card, the manifest and `zoo list` show, and
+which direction is better), formatted, and compared (an artifact is replaced only when it
+improves)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.recipe import Headline
 
 
-@dataclass(frozen=True)
-class Headline:
-    """How to pick and show one task's headline metric."""
-
-    key: str  # may name config keys: "{tagset}_accuracy"
-    higher_is_better: bool = True
-    percent: bool = False
-
-
-HEADLINES: dict[str, Headline] = {
-    "image_classification": Headline("accuracy", percent=True),
-    "tagging": Headline("{tagset}_accuracy", percent=True),
-    "translation": Headline("bleu"),
-    "captioning": Headline("bleu"),
-    "language_modeling": Headline("val_loss", higher_is_better=False),
-}
-
-
-def pick(task: str, config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's `metric` record: name, value, direction and display style."""
-    headline = HEADLINES.get(task)
+def pick(headline: Headline | None, config: dict[str, Any], metrics: dict[str, Any]) -> dict:
+    """The manifest's `metric` record (name, value, direction and display style) of a
+    recipe's `headline` (`training.recipe.Headline`)."""
     if headline is None:
-        raise KeyError(f"no headline metric is defined for the task {task!r}")
+        raise KeyError("the family's recipe names no headline metric")
     key = headline.key.format(**{"tagset": "upos", **config})
     if key not in metrics:
         raise KeyError(f"the evaluation has no {key!r} metric (it has {sorted(metrics)})")

@@ -31,6 +31,7 @@ from catalogue.manifest import Manifest, Release, check_name, pretrained_dir
 from catalogue.weights import weights_only
 from serving.layout import replace_file, write_json_atomic, write_text_atomic
 from training import run_files
+from training.recipe import get_recipe
 from zoo import catalog
 
 Evaluate = Callable[[Path, str | None, int | None], dict[str, Any]]
@@ -196,7 +197,7 @@ def publish(
         stored = weights_only(run.checkpoint, weights, half=half)
         dtype = "float16" if stored.half_arrays else "float32"
         metrics = evaluate(stage, run.data_dir, batch_size)
-        metric = headline.pick(run.family.task, run.config, metrics)
+        metric = headline.pick(get_recipe(run.family.name).headline, run.config, metrics)
         if not headline.improves(metric, previous.metric if previous else None):
             raise PublishError(
                 f"{headline.format_metric(metric)} does not improve on {previous.reference}'s "
@@ -209,7 +210,9 @@ def publish(
         run_metrics = _read_json(run.path / "metrics.json") or {}
         run_metric = None  # the float32 run's own figure, beside the float16 artifact's
         if dtype == "float16" and metric["name"] in run_metrics:
-            run_metric = headline.pick(run.family.task, run.config, run_metrics)
+            run_metric = headline.pick(
+                get_recipe(run.family.name).headline, run.config, run_metrics
+            )
             _half_check(metric, run_metric, log)
         write_json_atomic(
             stage / "metrics.json",
@@ -226,7 +229,11 @@ def publish(
             weights_sha256=sha256_of(weights),
             weights_dtype=dtype,
             intended_use=use
-            or intended_use(run.family.task, run.config, run.info.get("assets", {})),
+            or intended_use(
+                get_recipe(run.family.name).intended_use,
+                run.config,
+                run.info.get("assets", {}),
+            ),
             run_metric=run_metric,
         )
         write_text_atomic(stage / "card.md", render(facts))

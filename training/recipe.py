@@ -25,6 +25,16 @@ if TYPE_CHECKING:  # TensorFlow: not needed to train on prepared arrays
     from training.prepared import Prepared
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A task's headline metric: the number a card, the manifest and `zoo list` show, and
+    which direction is better (an artifact is replaced only when it improves)."""
+
+    key: str  # may name config keys: "{tagset}_accuracy"
+    higher_is_better: bool = True
+    percent: bool = False
+
+
 @dataclass
 class Data:
     """Datasets for one run. Training data is batched by the *global* batch size.
@@ -72,6 +82,11 @@ class Recipe:
 
     #: registry name of the model family
     name: str = ""
+    #: the metric of `evaluate` that cards and the catalogue lead with (None: not publishable)
+    headline: Headline | None = None
+    #: a card's default intended-use paragraph; `{key}` fields are filled from the run's
+    #: config, `{classes}` from its class names
+    intended_use: str = "Research and a starting point for fine-tuning."
 
     def load_data(
         self,

@@ -28,7 +28,7 @@ import keras
 from training.array_datasets import ConsecutiveWindows, RandomWindows
 from training.data.char_vocab import CharVocab, read_text, split_text
 from training.distribution import accelerator_present
-from training.recipe import Data, Recipe
+from training.recipe import Data, Headline, Recipe
 
 
 def _load_texts(config: dict, data_dir: str | None) -> tuple[str, str]:
@@ -57,6 +57,12 @@ class GPTRecipe(Recipe):
     """nanoGPT's shakespeare_char training, as a zoo recipe."""
 
     name = "gpt"
+    headline = Headline("val_loss", higher_is_better=False)
+    intended_use = (
+        "Generating text character by character in the style of its training text: "
+        "demonstrations, teaching and a starting point for fine-tuning on another text. Its "
+        "output is not factual."
+    )
 
     def prepare(self, config, data_dir, assets=None):
         """The training and validation text as character ids, and the vocabulary."""

@@ -32,7 +32,7 @@ from training.data.tagging import (
     read_splits,
 )
 from training.data.vocab import extend_tokens
-from training.recipe import Data, Recipe
+from training.recipe import Data, Headline, Recipe
 from training.schedules import learning_rate_schedule
 
 
@@ -47,6 +47,11 @@ class TaggerRecipe(Recipe):
     """CoNLL-U in, per-word tags out."""
 
     name = "tagger"
+    headline = Headline("{tagset}_accuracy", percent=True)
+    intended_use = (
+        "Part-of-speech tagging of English text like its treebank's, and a starting point for "
+        "fine-tuning on another treebank or tag set. Accuracy drops on other domains."
+    )
 
     def load_data(
         self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None

@@ -44,7 +44,7 @@ from keras import ops
 from training.array_datasets import ShuffledBatches
 from training.data import image_folder
 from training.data.image_arrays import center_crop, decode_size, read_images
-from training.recipe import Data, Recipe
+from training.recipe import Data, Headline, Recipe
 from training.tasks.classification_objective import compile_classifier
 from training.tasks.random_resized_crop import RandomResizedCropFlip
 from zoo.tasks.image_classifier import PROBABILITIES, head_layers
@@ -226,6 +226,12 @@ class ImageClassificationRecipe(Recipe):
     may rename classes (`display_names`) and declare auxiliary outputs.
     """
 
+    headline = Headline("accuracy", percent=True)
+    intended_use = (
+        "Classifying photographs into the classes it was trained on ({classes}), and a "
+        "starting point for fine-tuning on another small image folder (a new head for a new "
+        "class set). Not for decisions about people, nor for images unlike its training data."
+    )
     #: TFDS dataset used when no data folder is given
     tfds_name: str = ""
     #: backbone output returned by the `features` signature (config `feature_map` wins)
