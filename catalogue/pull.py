@@ -179,7 +179,7 @@ def load_model(
         model, info = load_model("cifar_convnet/paper")
         model.predict(images)  # or compile and fit: fine-tuning
     """
-    from training.export import load_trained  # TensorFlow
+    from training.sources import load_trained  # Keras only: any backend
 
     if Path(reference).is_dir():
         return load_trained(reference)

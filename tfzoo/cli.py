@@ -120,6 +120,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         preset=args.preset,
         overrides=parse_overrides(args.set),
         command=shlex.join(["zoo", *args.argv]),
+        load_source=load_source,
     )
     rows = {s: len(next(iter(data.split(s).values()))) for s in data.splits}
     print(json.dumps({"prepared": str(data.path), "preset": data.preset, "rows": rows}))

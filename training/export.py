@@ -16,32 +16,9 @@ import tensorflow as tf
 
 from serving.cost import write_costs
 from serving.layout import WARMUP_PATH, next_version, staged_directory
-from training import checkpoints
 from training.export_module import ExportModule
 from training.recipe import get_recipe
-
-
-def load_trained(model_dir: str | Path, checkpoint: str | Path | None = None):
-    """Rebuild the model of a run directory and load its best (else newest) checkpoint.
-
-    The best checkpoint exists when the run's config names a `checkpoint_monitor`.
-
-    Returns (keras_model, run_info) where run_info is the content of run.json.
-    """
-    model_dir = Path(model_dir)
-    run_info = checkpoints.read_json(model_dir / "run.json")
-    if run_info is None:
-        raise FileNotFoundError(f"{model_dir} is not a training run (no run.json)")
-    recipe = get_recipe(run_info["model"])
-    model = recipe.build_model(run_info["config"], run_info["assets"])
-    if checkpoint is None:
-        checkpoint = checkpoints.exported_checkpoint(model_dir / "checkpoints")
-        if checkpoint is None:
-            raise FileNotFoundError(f"{model_dir} has no completed checkpoint yet")
-    # Strict: a checkpoint that does not fit the rebuilt model is an error, never a partly
-    # restored export. The optimizer state in the file is not needed here.
-    model.load_weights(checkpoint)
-    return model, run_info
+from training.sources import load_trained  # here too: `training.export.load_trained`
 
 
 def warmup_records(warmup: list[tuple[str, dict[str, Any]]], model_name: str) -> list[bytes]:

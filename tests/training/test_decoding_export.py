@@ -28,14 +28,14 @@ from tests.zoo.test_decoding import (
 from training.data.vocab import UNK, Vocabulary
 from training.export import write_saved_model
 from training.export_module import signature
-from training.tasks.sequence_generation import (
+from training.exports.sequence_generation import (
     BEAM_SIZE,
     LENGTH_PENALTY,
     MAX_LENGTH,
     NO_REPEAT_NGRAM_SIZE,
-    TARGET_SPECIALS,
     SequenceGeneratorExport,
 )
+from training.tasks.sequence_generation import TARGET_SPECIALS
 
 VOCAB = Vocabulary(["", UNK, *TARGET_SPECIALS, "A", "B", "C", "E"])
 INPUTS = tf.zeros([2, 3], tf.int32)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pytest
 import sacrebleu
 import tensorflow as tf
 
+from training.data import parallel_corpus as pc
 from training.data import parallel_text as pt
 
 
@@ -22,6 +25,44 @@ def test_tokenize_defined_on_empty_whitespace_and_invalid_utf8():
     assert pt.tokenize_py(["", "   ", "\u202f\t"], lowercase=True) == [[], [], []]
     ragged = pt.tokenize(tf.constant([b"caf\xff ok"]), lowercase=True)
     assert ragged.to_list() == [[b"caf", "\ufffd".encode(), b"ok"]]
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "fr"])
+def test_pure_python_tokens_are_tensorflows_on_multi30k(shared_data, lang):
+    """`parallel_corpus.tokenize_text` (`zoo prepare`, no TensorFlow) gives the tokens of
+    the SavedModel's `tokenize` on every Multi30k line, cased and lowercased."""
+    lines = [
+        line
+        for split in ("train", "val")
+        for line in pc.read_lines(shared_data / "multi30k" / f"{split}.{lang}")
+    ]
+    assert len(lines) == 30014
+    for lowercase in (True, False):
+        assert pc.tokenize_texts(lines, lowercase) == pt.tokenize_py(lines, lowercase)
+
+
+def test_pure_python_tokens_are_tensorflows_on_random_text():
+    """Random strings of awkward characters (Unicode spaces and separators, the vertical
+    tab, controls, NUL, combining marks, case mappings that change length, final sigma,
+    numbers of every kind, astral characters) and of random assigned code points."""
+    awkward = list("aZ09 .,-'\"!?()") + [
+        "\t", "\n", "\v", "\f", "\r", "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\u2029",
+        "\u3000", "\u200b", "\u202f", "\u0301", "\u0345", "\x00", "\ufffd", "İ", "Σ", "ς",
+        "ß", "ẞ", "ﬁ", "Ǆ", "ŉ", "ı", "Å", "Ω", "K", "٣", "²", "Ⅻ", "😀", "東", "‐", "’",
+    ]  # fmt: skip
+    rng = np.random.default_rng(0)
+    assigned = [
+        chr(c)
+        for c in rng.integers(1, 0x3FFFF, size=20000)
+        if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"
+    ]
+    texts = ["".join(rng.choice(awkward, size=rng.integers(0, 25))) for _ in range(3000)]
+    texts += ["".join(rng.choice(assigned + awkward[:8], size=12)) for _ in range(3000)]
+    texts += ["1.2.3", "1 . 2", "3,5,7", "a.1", "1..2", "ΣΟΦΟΣ ΟΣ Σ", "x1,2y", "A\x00B C"]
+    for lowercase in (True, False):
+        want = pt.tokenize_py(texts, lowercase)
+        got = pc.tokenize_texts(texts, lowercase)
+        assert [(t, a, b) for t, a, b in zip(texts, got, want, strict=True) if a != b] == []
 
 
 def test_tokenize_in_graph_equals_eager():

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import shared_data_dir
 from tests.harness import FamilyEndToEnd
-from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env
 from tests.training.test_gpt import SONNET
 
 
@@ -32,7 +32,7 @@ class Case:
     preset's `overrides` for `prepare` and `train`, and a request for `signature`."""
 
     data: Callable[[Path, Path], Path]
-    request: dict[str, Any]
+    request: dict[str, Any] | Callable[[Path], dict[str, Any]]  # or made from the shared data
     prepare: tuple[str, ...] = ()
     train: tuple[str, ...] = ()
     signature: str = "serving_default"
@@ -52,12 +52,129 @@ def _sonnet(tmp: Path, shared: Path) -> Path:
     return path
 
 
+def _ewt_short(tmp: Path, shared: Path) -> Path:
+    """240 training and 60 dev sentences of EWT with fewer than 16 words: two length buckets,
+    so the JAX run compiles a training step for two batch shapes only."""
+    folder = tmp / "ewt_short"
+    folder.mkdir()
+    for split, count in (("train", 240), ("dev", 60)):
+        source = need(shared / "ud_english_ewt" / f"en_ewt-ud-{split}.conllu")
+        blocks = source.read_text(encoding="utf-8").split("\n\n")
+        short = [b for b in blocks if 0 < _words(b) < 16][:count]
+        (folder / f"short-{split}.conllu").write_text("\n\n".join(short) + "\n\n")
+    return folder
+
+
+def _words(block: str) -> int:
+    """Syntactic words of a CoNLL-U sentence block (integer ids)."""
+    return sum(line.split("\t", 1)[0].isdigit() for line in block.splitlines())
+
+
+#: Imagenette classes of the GoogLeNet case (WordNet ids)
+IMAGENETTE = ["n01440764", "n03028079", "n03888257"]
+
+
+def _cifar_small(tmp: Path, shared: Path) -> Path:
+    """20 train + 20 test images per class of the real CIFAR-10 folder (links)."""
+    return small_image_folder(need(shared / "cifar10"), tmp / "cifar", 20)
+
+
+def _imagenette_small(tmp: Path, shared: Path) -> Path:
+    """16 train + 16 val images of three Imagenette classes (links)."""
+    return small_image_folder(
+        need(shared / "imagenette"), tmp / "imagenette", 16,
+        splits=("train", "val"), classes=IMAGENETTE,
+    )  # fmt: skip
+
+
+def _image_bytes(folder: str, classes: list[str]) -> Callable[[Path], dict[str, Any]]:
+    """A request of the first JPEG of each class of `shared/folder`, as bytes."""
+
+    def request(shared: Path) -> dict[str, Any]:
+        root = need(shared / folder)
+        images = [sorted((root / c).iterdir())[0].read_bytes() for c in classes]
+        return {"image_bytes": np.array(images, dtype=object)}
+
+    return request
+
+
+def _short_multi30k(tmp: Path, shared: Path) -> Path:
+    """The first 600 training and 48 validation pairs of Multi30k en-de with at most 8
+    tokens a side: two length buckets, so the JAX run compiles a training step for two
+    batch shapes only (and an evaluation step for two)."""
+    from training.data.parallel_corpus import read_parallel, tokenize_text
+
+    folder = tmp / "multi30k"
+    folder.mkdir()
+    for split, count in (("train", 600), ("val", 48)):
+        source = need(shared / "multi30k" / f"{split}.en")
+        pairs = [
+            (s, t)
+            for s, t in zip(*read_parallel(source, source.with_suffix(".de")), strict=True)
+            if len(tokenize_text(s, True)) <= 8 and len(tokenize_text(t, False)) <= 8
+        ][:count]
+        for lang, side in (("en", 0), ("de", 1)):
+            lines = "".join(f"{pair[side]}\n" for pair in pairs)
+            (folder / f"{split}.{lang}").write_text(lines, encoding="utf-8")
+    return folder
+
+
+def _flickr8k(tmp: Path, shared: Path) -> Path:
+    """The shared Flickr8k folder (the tiny preset reads its first 40 + 8 images)."""
+    return need(shared / "flickr8k" / "captions_train.csv").parent
+
+
+def _flickr8k_request(shared: Path) -> dict[str, Any]:
+    """Two Flickr8k validation images, encoded, for the captioner's `serving_default`."""
+    from tests.training.test_captioner import VAL_IMAGES
+
+    folder = need(shared / "flickr8k" / "images")
+    images = [(folder / name).read_bytes() for name in VAL_IMAGES]
+    return {"image_bytes": np.array(images, dtype=object)}
+
+
 CASES: dict[str, Case] = {
     "gpt": Case(
         data=_sonnet,
         request={"prompt": np.array(["Shall I compare", "", "So long"], dtype=object)},
         prepare=("val_fraction=0.3",),  # validation windows for two devices
         train=("max_iters=200", "epochs=2", "eval_iters=2", "learning_rate=0.01"),
+    ),
+    "tagger": Case(
+        data=_ewt_short,
+        request={
+            "sentences": np.array(
+                ["She sells seashells by the seashore.", "", "I don't think it's 2004 yet!"],
+                dtype=object,
+            )
+        },
+    ),
+    "cifar_convnet": Case(
+        data=_cifar_small,
+        request=_image_bytes("cifar10/test", ["ship", "cat", "frog", "truck"]),
+        train=("epochs=10",),  # 120 steps: the tiny convnet's loss moves off ln 10 slowly
+    ),
+    "googlenet": Case(
+        data=_imagenette_small,
+        request=_image_bytes("imagenette/val", IMAGENETTE),
+        prepare=("num_classes=3",),
+        train=("epochs=5",),
+    ),
+    "seq2seq": Case(
+        data=_short_multi30k,
+        request={
+            "source": np.array(
+                ["A man is riding a bicycle.", "", "Two dogs play in the snow."], dtype=object
+            )
+        },
+        train=("epochs=2",),
+    ),
+    # the tiny preset without `encoder_init`: pixels through its frozen encoder; 200 training
+    # and 40 validation captions, so batches of 40 come in one shape
+    "captioner": Case(
+        data=_flickr8k,
+        request=_flickr8k_request,
+        train=("epochs=2", "batch_size=40"),
     ),
 }
 
@@ -132,7 +249,7 @@ def _family_class(family: str) -> type:
 
         @pytest.fixture(scope="class")
         def request_inputs(self):
-            return case.request
+            return case.request(shared_data_dir()) if callable(case.request) else case.request
 
         def test_run_records_jax_on_the_cpu(self, tiny_run):
             run_dir, metrics = tiny_run
@@ -280,3 +397,38 @@ def test_sharded_arrays_read_back_whole(tmp_path):
     np.testing.assert_array_equal(split["images"][order], images[order])
     np.testing.assert_array_equal(split["labels"].read(), labels)
     assert split["images"].shape == (50, 8, 8)
+
+
+#: a run directory loaded by the CLI's `load_source` with TensorFlow blocked, under JAX
+LOAD_WITHOUT_TENSORFLOW = """
+import json, sys
+import tests.no_tensorflow  # noqa: F401  (importing TensorFlow raises from here on)
+from tfzoo.cli import load_source
+model = load_source(sys.argv[1])
+print(json.dumps([float(abs(w).sum()) for w in model.get_weights()]))
+"""
+
+
+def test_a_trained_run_loads_without_tensorflow(tmp_path):
+    """The route of the captioner's `encoder_init` on a machine without TensorFlow: the
+    CLI's `load_source` (the catalogue's `load_model`, `training.sources.load_trained`)
+    rebuilds a run's model with Keras alone, with the run's weights."""
+    from training import train
+    from training.sources import load_trained
+
+    run = tmp_path / "run"
+    overrides = {"train_limit": 64, "val_limit": 16, "eval_limit": 2}
+    data_dir = need(shared_data_dir() / "multi30k")
+    train.run("seq2seq", "tiny", run, str(data_dir), epochs=1, overrides=overrides, verbose=0)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_TENSORFLOW, str(run)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(KERAS_BACKEND="jax"),
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sums = json.loads(proc.stdout.strip().splitlines()[-1])
+    want = [float(np.abs(w).sum()) for w in load_trained(run)[0].get_weights()]
+    np.testing.assert_allclose(sums, want, rtol=1e-6)

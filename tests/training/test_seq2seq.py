@@ -45,7 +45,7 @@ def tiny_run(shared_data, tmp_path_factory):
 def keras_side(tiny_run):
     """The trained Keras model (reloaded from its checkpoint) wrapped for eager translation."""
     from training.export import load_trained
-    from training.recipes.seq2seq import Translator
+    from training.exports.seq2seq import Translator
 
     model, run_info = load_trained(tiny_run[0])
     return Translator(model, run_info["config"], run_info["assets"]), run_info
@@ -250,7 +250,8 @@ def test_export_decodes_as_keras_and_beam_one_equals_greedy(keras_side, exported
 
 @pytest.mark.parametrize(("source", "target", "word"), [("de", "en", "man"), ("en", "fr", "homme")])
 def test_other_directions_train_and_translate(shared_data, source, target, word):
-    from training.recipes.seq2seq import RECIPE, Translator
+    from training.exports.seq2seq import Translator
+    from training.recipes.seq2seq import RECIPE
     from zoo import registry
 
     config = registry.get("seq2seq").config(

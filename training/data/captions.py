@@ -14,34 +14,36 @@ a digit or a hyphen a separator, so punctuation never becomes a word.
 Batches gather each example's image from one table per split (decoded pixels, or the
 encoder's feature maps when they are cached), so an image is decoded (and encoded) once
 however many captions it has.
+
+The folder reader and the caption words in pure Python need no TensorFlow:
+`training.data.caption_files`.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+# the TensorFlow-free half (the folder reader), here too under its old names
+from training.data.caption_files import SPLITS, CaptionedImages, find_root, read_split
 from training.data.images import decode_image
 from training.data.parallel_text import normalize
 
-SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class CaptionedImages:
-    """Images (file paths or encoded bytes) and the reference captions of each."""
-
-    images: list
-    captions: list[list[str]]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
+__all__ = [
+    "SPLITS",
+    "CaptionedImages",
+    "caption_dataset",
+    "caption_tokens",
+    "caption_tokens_py",
+    "feature_table",
+    "find_root",
+    "load_split",
+    "pixel_table",
+    "read_split",
+    "tfds_split",
+]
 
 # ---------------------------------------------------------------------------- tokens
 
@@ -65,43 +67,6 @@ def caption_tokens_py(texts: Sequence[str], chunk: int = 8192) -> list[list[str]
 
 
 # ---------------------------------------------------------------------------- readers
-
-
-def find_root(data_dir: str | Path) -> Path:
-    """`data_dir` or `data_dir/flickr8k`, whichever holds `captions_train.csv`."""
-    base = Path(data_dir)
-    for folder in (base, base / "flickr8k"):
-        if (folder / "captions_train.csv").is_file():
-            return folder
-    raise FileNotFoundError(
-        f"no captions_train.csv in {base} or {base / 'flickr8k'} "
-        "(expected images/<file> and captions_<split>.csv with header image,caption)"
-    )
-
-
-def read_split(data_dir: str | Path, split: str, limit: int = 0) -> CaptionedImages | None:
-    """The first `limit` images (0: all) of `captions_<split>.csv` with their captions, in
-    order of first appearance; None when the split has no file. Images that are missing
-    from `images/` are an error."""
-    root = find_root(data_dir)
-    path = root / f"captions_{split}.csv"
-    if not path.is_file():
-        return None
-    captions: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not {"image", "caption"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path} needs the header image,caption; got {reader.fieldnames}")
-        for row in reader:
-            image, caption = row["image"].strip(), (row["caption"] or "").strip()
-            if image and caption:
-                captions.setdefault(image, []).append(caption)
-    names = list(captions)[: limit or None]
-    missing = [n for n in names if not (root / "images" / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} images of {path.name} not in {root / 'images'}: "
-                                f"{missing[:3]}")  # fmt: skip
-    return CaptionedImages([str(root / "images" / n) for n in names], [captions[n] for n in names])
 
 
 def tfds_split(split: str, limit: int = 0) -> CaptionedImages | None:

@@ -10,19 +10,39 @@ sees exactly the tokens it was trained on:
   except that "." and "," between digits stay inside the number ("3.5", "1,000");
 - detokenization undoes the spacing around punctuation and apostrophes, so that sacreBLEU
   (which tokenizes on its own) sees ordinary text ("woman's", "d'hommes", "Hut.").
+
+The readers and the length buckets need no TensorFlow: `training.data.parallel_corpus`,
+which also holds `tokenize_text`, these tokens in pure Python (for `zoo prepare`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import tensorflow as tf
 
-from training.data.bucketing import bucket_batch_count
+# the TensorFlow-free half (readers, buckets), here too under their old names
+from training.data.parallel_corpus import (
+    BUCKETS,
+    batch_count,
+    find_split,
+    read_lines,
+    read_parallel,
+)
 
-#: Length buckets of `make_dataset` (the longer of source and decoder input, in ids).
-BUCKETS = [8, 11, 14, 17, 20, 25, 32, 48]
+__all__ = [
+    "BUCKETS",
+    "batch_count",
+    "detokenize",
+    "detokenize_py",
+    "find_split",
+    "make_dataset",
+    "normalize",
+    "read_lines",
+    "read_parallel",
+    "tokenize",
+    "tokenize_py",
+]
 
 # Every character that is not a letter, a digit, whitespace or a hyphen is a token of its own.
 _PUNCT = r"([^\pL\pN\s-])"
@@ -80,45 +100,6 @@ def detokenize_py(token_lists: Sequence[Sequence[str]]) -> list[str]:
     return [s.decode("utf-8") for s in detokenize(ragged).numpy()]
 
 
-def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
-    """The lines of a UTF-8 text file without their line endings."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        lines = handle.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [line.rstrip("\r") for line in lines]
-    return lines if limit is None else lines[:limit]
-
-
-def read_parallel(
-    source_path: str | Path, target_path: str | Path, limit: int | None = None
-) -> tuple[list[str], list[str]]:
-    """Two line-aligned files -> (sources, targets); a length mismatch is an error."""
-    sources = read_lines(source_path)
-    targets = read_lines(target_path)
-    if len(sources) != len(targets):
-        raise ValueError(
-            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
-            "parallel files must be line-aligned"
-        )
-    if limit is not None:
-        sources, targets = sources[:limit], targets[:limit]
-    return sources, targets
-
-
-def find_split(data_dir: str | Path, split: str, source_lang: str, target_lang: str):
-    """Paths of `<split>.<lang>` for both languages, in `data_dir` or `data_dir/multi30k`.
-
-    Returns None when the split is absent (e.g. no test split), so callers can skip it.
-    """
-    base = Path(data_dir)
-    for folder in (base, base / "multi30k"):
-        src, tgt = folder / f"{split}.{source_lang}", folder / f"{split}.{target_lang}"
-        if src.is_file() and tgt.is_file():
-            return src, tgt
-    return None
-
-
 def make_dataset(
     source_ids: Sequence[Sequence[int]],
     target_ids: Sequence[Sequence[int]],
@@ -160,12 +141,6 @@ def make_dataset(
         return {"source_ids": s, "target_in": ti}, to, weights
 
     return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def batch_count(source_ids: Sequence[Sequence[int]], target_ids, batch_size: int) -> int:
-    """Batches per pass of `make_dataset` over these pairs (its buckets' partial batches too)."""
-    lengths = (max(len(s), len(t) + 1) for s, t in zip(source_ids, target_ids, strict=True))
-    return bucket_batch_count(lengths, BUCKETS, batch_size)
 
 
 def _dense_row(*rows):

@@ -42,40 +42,71 @@ Decoding never emits "[UNK]" (unless the config's `allow_unk`): see
 Defined answers for awkward input: an empty string captions to "" (no tokens, zero
 attention); bytes that are no image fail the request with INVALID_ARGUMENT ("Unknown image
 file format"); an image of any size, 1x1 included, is resized to the encoder's input.
+
+The signatures are `training.exports.captioner.Captioner`'s (TensorFlow, imported by
+`export`); this module imports no TensorFlow, so `zoo prepare captioner` and `zoo train
+captioner --data` run on any Keras backend.
+
+Prepared arrays (`zoo prepare captioner --data-dir FOLDER`, `prepare`): what `load_data`
+trains on, from a Flickr8k-style folder. Per split ("train", "val"), one row per caption
+with at least one word (`caption_files.caption_words`, the vocabulary's words in pure
+Python), cut to `max_caption_tokens`:
+
+    image           int32 [n]     the caption's image: a row of the split's image table
+    target          int32 [n, T]  word ids (no "<s>" / "</s>"), 0-padded to the longest
+    target_lengths  int32 [n]     ids in each row of `target`
+
+and the split's image table, one row per image, in split "<split>_images": `pixels` uint8
+[m, s, s, 3] (each image decoded and resized to `image_size` without TensorFlow, by Pillow:
+`training.data.image_arrays`, within about a level of 255 of the export's decoder, as the
+image families' prepared pixels), or, when training reads cached feature maps
+(`caches_features`: a frozen encoder initialised from `encoder_init`), `features` float16
+[m, h, w, D]: those pixels through that encoder, computed here with Keras (any backend) as
+`load_data` caches them, its fingerprint in the assets. `encoder_init` is resolved by the
+caller's `load_source` (`zoo prepare` passes the CLI's, as `zoo train` does); a run on the
+features still initialises its encoder from `encoder_init` (`initialize`), for the export.
+
+`array_data` batches them as `captions.caption_dataset`: ({"pixels" or "features",
+"target_in"}, target_out, weights), shuffled each epoch, the last batch short; targets are
+padded to the split's longest caption (not the batch's), so a compiled step sees two shapes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from training.data import captions
-from training.data.images import decode_image
+from training.array_datasets import ShuffledBatches
+from training.data import caption_files
 from training.data.vocab import Vocabulary
-from training.export_module import image_cost, signature
 from training.sources import LoadSource, run_directory
 from training.tasks.sequence_generation import (
-    BEAM_SIZE,
     BOS,
     EOS,
-    LENGTH_PENALTY,
-    MAX_LENGTH,
-    NO_REPEAT_NGRAM_SIZE,
     TARGET_SPECIALS,
     GenerationData,
     SequenceGenerationRecipe,
-    SequenceGeneratorExport,
     decode_texts,
+    padded_ids,
+    teacher_forcing,
 )
 from training.transfer import TransferError
 from zoo.captioner.model import BACKBONE, encoder_backbone
-from zoo.captioner.presets import DECODING_DEFAULTS
 
-IMAGE_BYTES = tf.TensorSpec([None], tf.string, name="image_bytes")
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from training.data.caption_files import CaptionedImages
+    from training.exports.captioner import Captioner
+    from training.prepared import Prepared, ShardedArray
+
+#: caption texts -> their words (`captions.caption_tokens_py`, TensorFlow, or
+#: `caption_files.caption_words_of`: the same words in pure Python)
+Words = Callable[[Sequence[str]], list[list[str]]]
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -86,6 +117,8 @@ def coco_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str,
     that image's references, both normalized by `caption_tokens`."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
+
+    from training.data import captions
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} captions for {len(references)} reference lists")
@@ -99,148 +132,6 @@ def coco_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str,
     cider, _ = Cider().compute_score(refs, hyps)
     scores = {f"bleu_{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}
     return {**scores, "cider": 100.0 * float(cider)}
-
-
-# ---------------------------------------------------------------------------- export
-
-
-class Captioner(SequenceGeneratorExport):
-    """The exported module: image decoding, the Keras captioner, decoding, words and text.
-
-    `outputs(...)` runs eagerly too: the Python API (`zoo caption`, evaluation).
-    """
-
-    decoding_defaults = DECODING_DEFAULTS  # measured on Flickr8k val: zoo.captioner.presets
-
-    def __init__(self, model, config: dict, assets: dict):
-        vocab = Vocabulary.from_json(assets["target_vocab"])
-        super().__init__("captioner", model, vocab, config)
-        self.image_size = int(model.image_size)
-        self.grid = tuple(model.grid)
-        self.feature_dim = int(model.feature_dim)
-
-    def pixels(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        """Encoded images [N] -> float32 pixels [N, s, s, 3]; an empty string -> gray."""
-        side = self.image_size
-        gray = tf.fill([side, side, 3], tf.constant(128, tf.uint8))
-        images = tf.map_fn(
-            lambda b: tf.cond(
-                tf.strings.length(b) > 0, lambda: decode_image(b, side), lambda: gray
-            ),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([side, side, 3], tf.uint8),
-        )
-        return tf.cast(images, tf.float32)
-
-    def encode(self, pixels: tf.Tensor) -> tf.Tensor:
-        """Pixels [N, s, s, 3] -> the encoder's feature maps [N, h, w, D], N = 0 included
-        (Keras' batch norm fails on an empty batch: one padding row is encoded instead)."""
-        n = tf.shape(pixels)[0]
-        padded = tf.pad(pixels, [[0, tf.maximum(0, 1 - n)], [0, 0], [0, 0], [0, 0]])
-        return self.model.backbone(padded, training=False)[:n]
-
-    def outputs(self, inputs: dict, beam_size=0, max_length=0, empty=None, options=()) -> dict:
-        """{"pixels"} or {"features"} -> caption, scores, tokens, attention [N, T, h, w];
-        rows where `empty` is True answer "" with no tokens. `options`: () or
-        (no_repeat_ngram_size, length_penalty), < 0 meaning the export's defaults."""
-        beam_size = tf.convert_to_tensor(beam_size, tf.int32)
-        max_length = tf.convert_to_tensor(max_length, tf.int32)
-        if "pixels" in inputs:  # encode once, not in both branches of greedy / beam search
-            inputs = {"features": self.encode(inputs["pixels"])}
-        ids, attention, scores = self.decode(inputs, beam_size, max_length, *options)
-        if empty is not None:
-            ids = tf.where(empty[:, None], 0, ids)
-            attention = tf.where(empty[:, None, None], 0.0, attention)
-            scores = tf.where(empty, 0.0, scores)
-        tokens = self.target_tokens(ids)
-        shape = tf.concat([tf.shape(ids), self.grid], axis=0)
-        return {
-            "caption": self.detokenize(ids, tokens),
-            "scores": scores,
-            "tokens": tokens,
-            "attention": tf.reshape(attention, shape),
-        }
-
-    def image_outputs(self, image_bytes, beam_size=0, max_length=0, options=()) -> dict:
-        """Encoded images [N] -> every output of `outputs`."""
-        image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-        empty = tf.equal(tf.strings.length(image_bytes), 0)
-        pixels = {"pixels": self.pixels(image_bytes)}
-        return self.outputs(pixels, beam_size, max_length, empty, options)
-
-    # -- signatures ------------------------------------------------------------------------
-
-    @signature(IMAGE_BYTES)
-    def serving_default(self, image_bytes):
-        return {"caption": self.image_outputs(image_bytes)["caption"]}
-
-    @signature(IMAGE_BYTES, BEAM_SIZE, MAX_LENGTH)
-    def caption(self, image_bytes, beam_size, max_length):
-        out = self.image_outputs(image_bytes, beam_size, max_length)
-        return {"caption": out["caption"], "scores": out["scores"]}
-
-    @signature(IMAGE_BYTES, BEAM_SIZE, MAX_LENGTH)
-    def caption_with_attention(self, image_bytes, beam_size, max_length):
-        return self.image_outputs(image_bytes, beam_size, max_length)
-
-    @signature(
-        lambda self: [
-            tf.TensorSpec([None, *self.grid, self.feature_dim], tf.float32, "features"),
-            BEAM_SIZE,
-            MAX_LENGTH,
-        ]
-    )
-    def caption_features(self, features, beam_size, max_length):
-        return self.outputs({"features": features}, beam_size, max_length)
-
-    @signature(IMAGE_BYTES, BEAM_SIZE, MAX_LENGTH, NO_REPEAT_NGRAM_SIZE, LENGTH_PENALTY)
-    def caption_with_options(
-        self, image_bytes, beam_size, max_length, no_repeat_ngram_size, length_penalty
-    ):
-        options = (no_repeat_ngram_size, length_penalty)
-        out = self.image_outputs(image_bytes, beam_size, max_length, options)
-        return {"caption": out["caption"], "scores": out["scores"]}
-
-    @signature(IMAGE_BYTES)
-    def features(self, image_bytes):
-        return {"features": self.encode(self.pixels(image_bytes))}
-
-    # -- Python API, warmup ----------------------------------------------------------------
-
-    def request_costs(self):
-        image = {"image_bytes": image_cost(self.image_size)}
-        return {
-            "serving_default": self.decoding_cost(image, knobs=False),
-            "caption": self.decoding_cost(image),
-            "caption_with_attention": self.decoding_cost(image),
-            "caption_with_options": self.decoding_cost(image),
-            "caption_features": self.decoding_cost({"features": {"kind": "pixels"}}),
-            "features": {"inputs": image},
-        }
-
-    def texts(
-        self,
-        sources: list,
-        beam_size: int,
-        no_repeat_ngram_size: int = -1,
-        length_penalty: float = -1.0,
-    ) -> list[str]:
-        """Captions of images (file paths or encoded bytes) with the traced
-        `caption_with_options`."""
-        data = [Path(s).read_bytes() if isinstance(s, str | Path) else s for s in sources]
-        batch = tf.constant(data, tf.string, [len(data)])
-        options = self.options(beam_size, 0, no_repeat_ngram_size, length_penalty)
-        result = self.caption_with_options(batch, **options)
-        return [s.decode("utf-8") for s in result["caption"].numpy()]
-
-    def warmup(self):
-        gray = np.full((self.image_size, self.image_size, 3), 128, np.uint8)
-        jpeg = np.array([tf.io.encode_jpeg(gray).numpy()], dtype=object)
-        knobs = {"beam_size": np.int32(0), "max_length": np.int32(0)}
-        return [
-            ("serving_default", {"image_bytes": jpeg}),
-            ("caption_with_attention", {"image_bytes": jpeg, **knobs}),
-        ]
 
 
 # ---------------------------------------------------------------------------- recipe
@@ -283,6 +174,10 @@ class CaptionerRecipe(SequenceGenerationRecipe):
     """Flickr8k-style folders (or TFDS coco_captions) -> Show, Attend and Tell."""
 
     name = "captioner"
+    intended_use = (
+        "Describing a photograph in one English sentence, for research; a starting point for "
+        "fine-tuning on another folder of captioned images."
+    )
     vocabulary_layers = ("embedding", "logits")
 
     def load_data(
@@ -292,36 +187,23 @@ class CaptionerRecipe(SequenceGenerationRecipe):
         Training batches carry the cached feature maps when `caches_features`, else the
         pixels (so does every evaluation: the model's own encoder runs on them); the
         encoder comes from `encoder_init` through `load_source` (None: run directories)."""
+        from training.data import captions
+
         train = None
         if training or assets is None:
             train = captions.load_split(data_dir, "train", int(config["train_images"]))
             if train is None:
                 raise FileNotFoundError(f"no training captions in {data_dir or 'TFDS'}")
         val = captions.load_split(data_dir, "val", int(config["val_images"]))
-        if assets is not None:  # an earlier run's vocabulary: ids must stay the same
-            vocab = Vocabulary.from_json(assets["target_vocab"])
-        else:
-            words = captions.caption_tokens_py([c for refs in train.captions for c in refs])
-            vocab = Vocabulary.build(
-                words, int(config["max_vocab"]), int(config["min_count"]), TARGET_SPECIALS
-            )
+        vocab = self.vocabulary(config, train, assets, captions.caption_tokens_py)
         new_assets = {"target_vocab": vocab.to_json()}
 
         key, encoder = "pixels", None
         if training and self.caches_features(config):
-            encoder = self.initialized_encoder(config, load_source or run_directory)
+            encoder = self.feature_encoder(config, load_source, assets, new_assets)
             key = "features"
-            new_assets["encoder_fingerprint"] = fingerprint(encoder)
-            if (
-                assets is not None
-                and assets.get("encoder_fingerprint") != new_assets["encoder_fingerprint"]
-            ):
-                raise ValueError(
-                    f"encoder_init {config['encoder_init']} has changed since this run began: "
-                    "its frozen encoder no longer matches the run's (use a new --model-dir)"
-                )
 
-        def dataset(split: captions.CaptionedImages, shuffle: bool) -> tf.data.Dataset:
+        def dataset(split: CaptionedImages, shuffle: bool) -> tf.data.Dataset:
             table = captions.pixel_table(split.images, int(config["image_size"]))
             if encoder is not None:
                 table = captions.feature_table(encoder, table)
@@ -340,16 +222,129 @@ class CaptionerRecipe(SequenceGenerationRecipe):
             eval_references=val.captions[:eval_limit] if val is not None else [],
         )
 
+    def prepare(
+        self,
+        config: dict,
+        data_dir: str | None,
+        assets: dict | None = None,
+        load_source: LoadSource | None = None,
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        """`load_data`'s examples and image tables as arrays (see the module's docstring),
+        read without TensorFlow; the encoder of cached features comes from `encoder_init`
+        through `load_source` (None: run directories)."""
+        from training.data.image_arrays import read_images
+
+        if not data_dir:
+            raise ValueError(
+                "captioner's prepare reads a Flickr8k-style folder (--data-dir), e.g. "
+                "../shared/data/flickr8k; TFDS coco_captions trains from --data-dir-less runs"
+            )
+        train = caption_files.read_split(data_dir, "train", int(config["train_images"]))
+        if train is None:
+            raise FileNotFoundError(f"no training captions in {data_dir}")
+        val = caption_files.read_split(data_dir, "val", int(config["val_images"]))
+        vocab = self.vocabulary(config, train, assets, caption_files.caption_words_of)
+        new_assets = {"target_vocab": vocab.to_json()}
+        key, encoder = "pixels", None
+        if self.caches_features(config):
+            encoder = self.feature_encoder(config, load_source, assets, new_assets)
+            key = "features"
+        splits: dict[str, dict[str, np.ndarray]] = {}
+        for name, split in (("train", train), ("val", val)):
+            if split is None:
+                continue
+            table = read_images(split.images, int(config["image_size"]))
+            if encoder is not None:
+                table = encoded(encoder, table)
+            index, targets = self.examples(
+                split, vocab, int(config["max_caption_tokens"]), caption_files.caption_words_of
+            )
+            if not targets:
+                raise ValueError(f"no captions with words in the {name} split of {data_dir}")
+            target, lengths = padded_ids(targets)
+            splits[name] = {
+                "image": np.asarray(index, np.int32),
+                "target": target,
+                "target_lengths": lengths,
+            }
+            splits[f"{name}_images"] = {key: table}
+        return splits, assets or new_assets
+
+    def array_data(
+        self,
+        config: dict,
+        data: Prepared,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        seed: int | None = 0,
+    ) -> GenerationData:
+        """`load_data`'s batches over prepared arrays (`caption_batches`): the training
+        captions shuffled each epoch (from `seed`), the validation ones in order."""
+        vocab = Vocabulary.from_json(data.assets["target_vocab"])
+        bos, eos = vocab.id(BOS), vocab.id(EOS)
+
+        def batches(split: str, shuffle: bool) -> ShuffledBatches:
+            (key, table), *others = data.split(f"{split}_images").items()
+            if others:
+                raise ValueError(f"{data.path}: {split}_images holds more than one table")
+            return caption_batches(
+                data.split(split), key, table, global_batch_size, bos, eos, shuffle, seed
+            )
+
+        return GenerationData(
+            train=batches("train", shuffle=True) if training else None,
+            val=batches("val", shuffle=False) if "val" in data.splits else None,
+            assets=data.assets,
+        )
+
+    def vocabulary(
+        self, config: dict, train: CaptionedImages | None, assets: dict | None, words: Words
+    ) -> Vocabulary:
+        """`assets`' vocabulary (an earlier run's: ids must stay the same), else the words
+        of the training captions seen at least `min_count` times."""
+        if assets is not None:
+            return Vocabulary.from_json(assets["target_vocab"])
+        tokens = words([c for refs in train.captions for c in refs])
+        return Vocabulary.build(
+            tokens, int(config["max_vocab"]), int(config["min_count"]), TARGET_SPECIALS
+        )
+
+    def feature_encoder(
+        self,
+        config: dict,
+        load_source: LoadSource | None,
+        assets: dict | None,
+        new_assets: dict,
+    ) -> keras.Model:
+        """The frozen encoder whose feature maps training caches, from `encoder_init`; its
+        fingerprint goes into `new_assets`, and must match `assets`' (a resumed run)."""
+        encoder = self.initialized_encoder(config, load_source or run_directory)
+        new_assets["encoder_fingerprint"] = fingerprint(encoder)
+        if assets is not None and assets.get("encoder_fingerprint") != fingerprint(encoder):
+            raise ValueError(
+                f"encoder_init {config['encoder_init']} has changed since this run began: "
+                "its frozen encoder no longer matches the run's (use a new --model-dir)"
+            )
+        return encoder
+
     @staticmethod
-    def examples(split: captions.CaptionedImages, vocab: Vocabulary, max_tokens: int):
-        """(image index, target ids) of every caption with at least one word."""
-        words = captions.caption_tokens_py([c for refs in split.captions for c in refs])
+    def examples(
+        split: CaptionedImages, vocab: Vocabulary, max_tokens: int, words: Words | None = None
+    ):
+        """(image index, target ids) of every caption with at least one word; `words`
+        splits captions into words (default: `captions.caption_tokens_py`, TensorFlow)."""
+        if words is None:
+            from training.data import captions
+
+            words = captions.caption_tokens_py
+        tokens = words([c for refs in split.captions for c in refs])
         index, targets, at = [], [], 0
         for i, refs in enumerate(split.captions):
-            for tokens in words[at : at + len(refs)]:
-                if tokens:
+            for caption in tokens[at : at + len(refs)]:
+                if caption:
                     index.append(i)
-                    targets.append(vocab.ids(tokens[:max_tokens]))
+                    targets.append(vocab.ids(caption[:max_tokens]))
             at += len(refs)
         return index, targets
 
@@ -410,7 +405,50 @@ class CaptionerRecipe(SequenceGenerationRecipe):
         return results
 
     def export(self, model, config: dict, assets: dict) -> Captioner:
+        """The `Captioner` SavedModel module (`training.exports.captioner`, TensorFlow)."""
+        from training.exports.captioner import Captioner
+
         return Captioner(model, config, assets)
+
+
+def encoded(encoder: keras.Model, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """float16 [N, h, w, D]: a (frozen) encoder's feature maps of a pixel table, computed
+    with Keras on any backend (`captions.feature_table`'s, in TensorFlow)."""
+    out = [
+        keras.ops.convert_to_numpy(
+            encoder.predict_on_batch(pixels[i : i + batch_size].astype(np.float32))
+        ).astype(np.float16)
+        for i in range(0, len(pixels), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def caption_batches(
+    examples: dict[str, ShardedArray | np.ndarray],
+    key: str,
+    table: ShardedArray | np.ndarray,
+    batch_size: int,
+    bos_id: int,
+    eos_id: int,
+    shuffle: bool,
+    seed: int | None = 0,
+) -> ShuffledBatches:
+    """Batches of ({key: table[image] as float32, "target_in"}, target_out, weights) of a
+    prepared split, as `captions.caption_dataset` makes them, the targets padded to the
+    split's longest caption."""
+    width = int(examples["target"].shape[1]) + 1
+
+    def make_batch(rows: dict[str, np.ndarray]):
+        images = np.asarray(table[rows["image"]], np.float32)
+        target_in, target_out, weights = teacher_forcing(
+            rows["target"], rows["target_lengths"], width, bos_id, eos_id
+        )
+        return {key: images, "target_in": target_in}, target_out, weights
+
+    arrays = {name: examples[name] for name in ("image", "target", "target_lengths")}
+    return ShuffledBatches(
+        arrays, batch_size, make_batch, shuffle=shuffle, drop_remainder=False, seed=seed
+    )
 
 
 RECIPE = CaptionerRecipe()

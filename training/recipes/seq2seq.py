@@ -31,183 +31,106 @@ Defined answers for awkward input: an empty (or all-whitespace) source translate
 sources longer than `max_source_tokens` are cut; unknown words map to "[UNK]"; an "[UNK]"
 in the output is replaced by the source word it attends to most (Luong et al. 2015's
 rare-word copy), so names and numbers pass through.
+
+The signatures are `training.exports.seq2seq.Translator`'s (TensorFlow, imported by
+`export`); this module imports no TensorFlow, so `zoo prepare seq2seq` and `zoo train
+seq2seq --data` run on any Keras backend.
+
+Prepared arrays (`zoo prepare seq2seq`, `prepare`): per split ("train", and "val" when the
+data has one) the pairs `load_data` keeps, as ids of the same vocabularies (tokenized by
+`training.data.parallel_corpus.tokenize_text`, the SavedModel's tokens in pure Python):
+
+    source          int32 [n, S]  source ids ending with the source "</s>", 0-padded to
+                                  the split's longest
+    source_lengths  int32 [n]     ids in each row of `source` ("</s>" included)
+    target          int32 [n, T]  target word ids (no "<s>" / "</s>"), 0-padded
+    target_lengths  int32 [n]     ids in each row of `target`
+
+`array_data` batches them as `parallel_text.make_dataset` does: bucketed by the longer of
+source and "<s>"-led target (`parallel_corpus.BUCKETS`), ({"source_ids", "target_in"},
+target_out, weights) with "<s>" / "</s>" added. Each batch is padded to its bucket's width
+(`array_datasets.bucket_widths`, not to its own longest) and a bucket's last, short batch is
+filled up to the batch size with copies of its first pair at weight 0: the loss and its
+gradients are those of the batch itself, and a compiled step sees one shape per bucket.
+(Keras' epoch means count such a batch as a full one.) The BLEU evaluation's sentences are
+not stored: `zoo evaluate RUN --data-dir D` reads them, and decodes through the export.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import tensorflow as tf
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from training.data import parallel_text
-from training.data.vocab import UNK, UNK_ID, Vocabulary
-from training.export_module import signature
+import numpy as np
+
+from training.array_datasets import BucketedBatches
+from training.data import parallel_corpus
+from training.data.vocab import Vocabulary
 from training.tasks.sequence_generation import (
-    BEAM_SIZE,
     BOS,
     EOS,
-    LENGTH_PENALTY,
-    MAX_LENGTH,
-    NO_REPEAT_NGRAM_SIZE,
     TARGET_SPECIALS,
     GenerationData,
     SequenceGenerationRecipe,
-    SequenceGeneratorExport,
+    fit_width,
+    padded_ids,
+    teacher_forcing,
 )
-from zoo.seq2seq.presets import DECODING_DEFAULTS
+
+if TYPE_CHECKING:
+    from training.exports.seq2seq import Translator
+    from training.prepared import Prepared, ShardedArray
 
 SOURCE_SPECIALS = (EOS,)
-SOURCE = tf.TensorSpec([None], tf.string, name="source")
+
+#: sentences -> their tokens (TensorFlow's `parallel_text.tokenize_py`, or
+#: `parallel_corpus.tokenize_texts`: the same tokens in pure Python)
+Tokenizer = Callable[[Sequence[str], bool], list[list[str]]]
+Pairs = tuple[list[list[int]], list[list[int]]]
 
 
-class Translator(SequenceGeneratorExport):
-    """The exported module: tokenization, vocabulary tables, the Keras model and decoding.
+@dataclass
+class Corpus:
+    """The pairs the recipe trains and validates on, as ids: (source ids ending with the
+    source "</s>", target ids), the assets (both vocabularies), and the raw validation
+    sentences and references BLEU decodes."""
 
-    `outputs(...)` runs eagerly too: it is the Python API (every output at once).
-    """
+    assets: dict
+    train: Pairs | None
+    val: Pairs | None
+    eval_sources: list[str]
+    eval_references: list[str]
 
-    decoding_defaults = DECODING_DEFAULTS  # measured on Multi30k val: zoo.seq2seq.presets
-
-    def __init__(self, model, config: dict, assets: dict):
-        target_vocab = Vocabulary.from_json(assets["target_vocab"])
-        super().__init__("seq2seq_translator", model, target_vocab, config)
-        source_vocab = Vocabulary.from_json(assets["source_vocab"])
-        self.source_table = source_vocab.lookup_table()
-        self.source_vocab_text = "".join(f"{token}\n" for token in source_vocab.tokens)
-        self.lowercase_source = bool(config["lowercase_source"])
-        self.max_source_tokens = int(config["max_source_tokens"])
-        self.replace_unk = bool(config.get("replace_unk", True))
-
-    # -- plain methods (eager or traced) -------------------------------------------------
-
-    def encode_source(self, source: tf.Tensor):
-        """Sentences [N] -> (ids int32 [N, S], normalized tokens [N, S], original-case tokens)."""
-        tokens = parallel_text.tokenize(source, self.lowercase_source)
-        tokens = tokens[:, : self.max_source_tokens - 1]
-        cased = parallel_text.tokenize(source, False)[:, : self.max_source_tokens - 1]
-        eos = tf.fill([tokens.nrows(), 1], EOS)
-        tokens = tf.concat([tokens, eos], axis=1).to_tensor(default_value="")
-        # An empty batch has no columns at all; give it one so the encoder's loop has a step.
-        tokens = tf.pad(tokens, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(tokens)[1])]])
-        ids = tf.cast(self.source_table.lookup(tokens), tf.int32)
-        ids = tf.where(tf.equal(tokens, ""), 0, ids)
-        cased = tf.concat([cased, eos], axis=1).to_tensor(default_value="", shape=tf.shape(tokens))
-        return ids, tokens, cased
-
-    def auto_length(self, source_ids) -> tf.Tensor:
-        """2 * source tokens + 10."""
-        return 2 * tf.shape(source_ids)[1] + 10
-
-    def decode(self, source_ids, beam_size, max_length, *options):
-        """Greedy (beam 1) or beam search on source ids; returns (ids, attention, scores)."""
-        return super().decode(tf.cast(source_ids, tf.int32), beam_size, max_length, *options)
-
-    def outputs(
-        self, source, beam_size=0, max_length=0, no_repeat_ngram_size=None, length_penalty=None
-    ) -> dict[str, tf.Tensor]:
-        """Sentences [N] -> dict of translation, scores, tokens, attention and target ids
-        (`no_repeat_ngram_size` / `length_penalty` None or < 0: the export's defaults)."""
-        source = tf.convert_to_tensor(source, tf.string)
-        beam_size = tf.convert_to_tensor(beam_size, tf.int32)
-        max_length = tf.convert_to_tensor(max_length, tf.int32)
-        ids, source_tokens, cased = self.encode_source(source)
-        target_ids, attention, scores = self.decode(
-            ids, beam_size, max_length, no_repeat_ngram_size, length_penalty
-        )
-        target_tokens = self.target_tokens(target_ids)
-        words = target_tokens
-        if self.replace_unk:
-            aligned = tf.gather(cased, tf.argmax(attention, axis=-1), batch_dims=1)
-            aligned = tf.where(tf.equal(aligned, EOS), UNK, aligned)
-            words = tf.where(tf.equal(target_ids, UNK_ID), aligned, words)
-        translation = self.detokenize(target_ids, words)
-        empty = tf.equal(tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1), 1)  # only </s>
-        translation = tf.where(empty, "", translation)
-        return {
-            "translation": translation,
-            "scores": scores,
-            "source_tokens": source_tokens,
-            "target_tokens": target_tokens,
-            "attention": attention,
-            "target_ids": target_ids,
-        }
-
-    # -- signatures ------------------------------------------------------------------------
-
-    @signature(SOURCE)
-    def serving_default(self, source):
-        return {"translation": self.outputs(source)["translation"]}
-
-    @signature(SOURCE, BEAM_SIZE, MAX_LENGTH)
-    def translate(self, source, beam_size, max_length):
-        out = self.outputs(source, beam_size, max_length)
-        return {"translation": out["translation"], "scores": out["scores"]}
-
-    @signature(SOURCE, BEAM_SIZE, MAX_LENGTH)
-    def translate_with_attention(self, source, beam_size, max_length):
-        out = self.outputs(source, beam_size, max_length)
-        out.pop("target_ids")
-        return out
-
-    @signature(SOURCE, BEAM_SIZE, MAX_LENGTH, NO_REPEAT_NGRAM_SIZE, LENGTH_PENALTY)
-    def translate_with_options(
-        self, source, beam_size, max_length, no_repeat_ngram_size, length_penalty
-    ):
-        out = self.outputs(source, beam_size, max_length, no_repeat_ngram_size, length_penalty)
-        return {"translation": out["translation"], "scores": out["scores"]}
-
-    @signature(tf.TensorSpec([None, None], tf.int64, name="source_ids"), BEAM_SIZE, MAX_LENGTH)
-    def translate_ids(self, source_ids, beam_size, max_length):
-        target_ids, _, scores = self.decode(source_ids, beam_size, max_length)
-        return {"target_ids": target_ids, "scores": scores}
-
-    # -- Python API, warmup, assets ---------------------------------------------------------
-
-    def request_costs(self):
-        # measured: 32 sources of 250 words at beam 16 took 842 MB, at beam 1 88 MB
-        source = {"source": {"kind": "text", "weight": 16}}
-        return {
-            "serving_default": self.decoding_cost(source, knobs=False),
-            "translate": self.decoding_cost(source),
-            "translate_with_attention": self.decoding_cost(source),
-            "translate_with_options": self.decoding_cost(source),
-            "translate_ids": self.decoding_cost({"source_ids": {"kind": "tokens", "weight": 32}}),
-        }
-
-    def texts(
-        self,
-        sources: list[str],
-        beam_size: int,
-        no_repeat_ngram_size: int = -1,
-        length_penalty: float = -1.0,
-    ) -> list[str]:
-        """Translations of sentences with the compiled `translate_with_options` signature."""
-        batch = tf.constant(sources, tf.string, [len(sources)])
-        options = self.options(beam_size, 0, no_repeat_ngram_size, length_penalty)
-        result = self.translate_with_options(batch, **options)
-        return [s.decode("utf-8") for s in result["translation"].numpy()]
-
-    def warmup(self):
-        example = np.array(["A man is riding a bicycle down the street."], dtype=object)
-        return [
-            ("serving_default", {"source": example}),
-            ("translate", {"source": example, "beam_size": np.int32(0), "max_length": np.int32(0)}),
-        ]
-
-    def extra_assets(self) -> dict[str, str]:
-        return {"source_vocab.txt": self.source_vocab_text, **super().extra_assets()}
+    @property
+    def target_vocab(self) -> Vocabulary:
+        return Vocabulary.from_json(self.assets["target_vocab"])
 
 
 class Seq2SeqRecipe(SequenceGenerationRecipe):
     """Multi30k (or any line-aligned pair) -> BiLSTM/LSTM attention translator."""
 
     name = "seq2seq"
+    intended_use = (
+        "Translating short descriptive sentences ({source_lang} -> {target_lang}) like its "
+        "training data's image captions, and a starting point for fine-tuning on more parallel "
+        "data in the same pair. Not a general-purpose translator."
+    )
     vocabularies = ("source_vocab", "target_vocab")
     vocabulary_layers = ("source_embedding", "target_embedding", "logits")
 
-    def load_data(
-        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
-    ) -> GenerationData:
-        """Multi30k-style `<split>.<lang>` files; vocabularies from train unless `assets`."""
+    def corpus(
+        self,
+        config: dict,
+        data_dir: str | None,
+        assets: dict | None,
+        tokenize: Tokenizer,
+        *,
+        training: bool = True,
+    ) -> Corpus:
+        """Multi30k-style `<split>.<lang>` files as ids; vocabularies from train unless
+        `assets`. Training pairs with an empty side or a side over `max_train_tokens` are
+        left out; validation pairs are kept whole."""
         if data_dir is None:
             raise ValueError(
                 "seq2seq reads local parallel text: pass --data-dir with "
@@ -217,14 +140,16 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
         src_tok: list[list[str]] = []
         tgt_tok: list[list[str]] = []
         if training or assets is None:
-            train_paths = parallel_text.find_split(data_dir, "train", src_lang, tgt_lang)
+            train_paths = parallel_corpus.find_split(data_dir, "train", src_lang, tgt_lang)
             if train_paths is None:
                 raise FileNotFoundError(
                     f"no train.{src_lang} / train.{tgt_lang} in {data_dir} or {data_dir}/multi30k"
                 )
-            train_src, train_tgt = parallel_text.read_parallel(*train_paths, config["train_limit"])
-            src_tok = parallel_text.tokenize_py(train_src, config["lowercase_source"])
-            tgt_tok = parallel_text.tokenize_py(train_tgt, config["lowercase_target"])
+            train_src, train_tgt = parallel_corpus.read_parallel(
+                *train_paths, config["train_limit"]
+            )
+            src_tok = tokenize(train_src, config["lowercase_source"])
+            tgt_tok = tokenize(train_tgt, config["lowercase_target"])
             limit = config["max_train_tokens"]
             keep = [
                 i
@@ -243,47 +168,105 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
             tgt_vocab = Vocabulary.build(
                 tgt_tok, config["max_target_vocab"], config["min_count"], TARGET_SPECIALS
             )
-        assets = {
-            "source_lang": src_lang,
-            "target_lang": tgt_lang,
-            "source_vocab": src_vocab.to_json(),
-            "target_vocab": tgt_vocab.to_json(),
-        }
-        bos, eos = tgt_vocab.id(BOS), tgt_vocab.id(EOS)
         src_eos = src_vocab.id(EOS)
 
-        def encode(s_tok, t_tok):
+        def encode(s_tok, t_tok) -> Pairs:
             return (
                 [src_vocab.ids(s) + [src_eos] for s in s_tok],
                 [tgt_vocab.ids(t) for t in t_tok],
             )
 
-        train, train_batches = None, None
-        if training:
-            ids = encode(src_tok, tgt_tok)
-            train = parallel_text.make_dataset(*ids, global_batch_size, bos, eos, shuffle=True)
-            train_batches = parallel_text.batch_count(*ids, global_batch_size)
-        val = None
-        eval_sources: list[str] = []
-        eval_refs: list[str] = []
-        val_paths = parallel_text.find_split(data_dir, "val", src_lang, tgt_lang)
+        corpus = Corpus(
+            assets={
+                "source_lang": src_lang,
+                "target_lang": tgt_lang,
+                "source_vocab": src_vocab.to_json(),
+                "target_vocab": tgt_vocab.to_json(),
+            },
+            train=encode(src_tok, tgt_tok) if training else None,
+            val=None,
+            eval_sources=[],
+            eval_references=[],
+        )
+        val_paths = parallel_corpus.find_split(data_dir, "val", src_lang, tgt_lang)
         if val_paths is not None:
-            val_src, val_tgt = parallel_text.read_parallel(*val_paths, config["val_limit"])
-            v_src = parallel_text.tokenize_py(val_src, config["lowercase_source"])
-            v_tgt = parallel_text.tokenize_py(val_tgt, config["lowercase_target"])
-            val = parallel_text.make_dataset(
-                *encode(v_src, v_tgt), global_batch_size, bos, eos, shuffle=False
+            val_src, val_tgt = parallel_corpus.read_parallel(*val_paths, config["val_limit"])
+            corpus.val = encode(
+                tokenize(val_src, config["lowercase_source"]),
+                tokenize(val_tgt, config["lowercase_target"]),
             )
             eval_limit = config.get("eval_limit")
-            eval_sources = val_src[:eval_limit]
-            eval_refs = val_tgt[:eval_limit]
+            corpus.eval_sources = val_src[:eval_limit]
+            corpus.eval_references = val_tgt[:eval_limit]
+        return corpus
+
+    def load_data(
+        self, config, data_dir, global_batch_size, *, training=True, assets=None, load_source=None
+    ) -> GenerationData:
+        """Multi30k-style `<split>.<lang>` files (`corpus`, tokenized in TensorFlow) as
+        length-bucketed tf.data batches (`parallel_text.make_dataset`)."""
+        from training.data import parallel_text
+
+        corpus = self.corpus(config, data_dir, assets, parallel_text.tokenize_py, training=training)
+        vocab = corpus.target_vocab
+        bos, eos = vocab.id(BOS), vocab.id(EOS)
+        train, train_batches = None, None
+        if corpus.train is not None:
+            train = parallel_text.make_dataset(
+                *corpus.train, global_batch_size, bos, eos, shuffle=True
+            )
+            train_batches = parallel_text.batch_count(*corpus.train, global_batch_size)
+        val = None
+        if corpus.val is not None:
+            val = parallel_text.make_dataset(
+                *corpus.val, global_batch_size, bos, eos, shuffle=False
+            )
         return GenerationData(
             train=train,
             train_batches=train_batches,
             val=val,
-            assets=assets,
-            eval_sources=eval_sources,
-            eval_references=eval_refs,
+            assets=corpus.assets,
+            eval_sources=corpus.eval_sources,
+            eval_references=corpus.eval_references,
+        )
+
+    def prepare(
+        self, config: dict, data_dir: str | None, assets: dict | None = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+        """`corpus`'s pairs (tokenized in pure Python) as padded id arrays and lengths
+        (see the module's docstring), and the vocabularies."""
+        corpus = self.corpus(config, data_dir, assets, parallel_corpus.tokenize_texts)
+        splits = {"train": pair_arrays(*corpus.train)}
+        if corpus.val is not None:
+            splits["val"] = pair_arrays(*corpus.val)
+        return splits, corpus.assets
+
+    def array_data(
+        self,
+        config: dict,
+        data: Prepared,
+        global_batch_size: int,
+        *,
+        training: bool = True,
+        seed: int | None = 0,
+    ) -> GenerationData:
+        """`load_data`'s batches over prepared arrays (`pair_batches`): the training pairs
+        shuffled into their buckets each epoch (from `seed`), the validation pairs in order."""
+        vocab = Vocabulary.from_json(data.assets["target_vocab"])
+        bos, eos = vocab.id(BOS), vocab.id(EOS)
+        train = None
+        if training:
+            train = pair_batches(
+                data.split("train"), global_batch_size, bos, eos, shuffle=True, seed=seed
+            )
+        val = None
+        if "val" in data.splits:
+            val = pair_batches(data.split("val"), global_batch_size, bos, eos, shuffle=False)
+        return GenerationData(
+            train=train,
+            train_batches=len(train) if train is not None else None,
+            val=val,
+            assets=data.assets,
         )
 
     def model_config(self, config: dict, assets: dict) -> dict:
@@ -292,7 +275,67 @@ class Seq2SeqRecipe(SequenceGenerationRecipe):
         return {**config, "source_vocab_size": len(assets["source_vocab"])}
 
     def export(self, model, config: dict, assets: dict) -> Translator:
+        """The `Translator` SavedModel module (`training.exports.seq2seq`, TensorFlow)."""
+        from training.exports.seq2seq import Translator
+
         return Translator(model, config, assets)
+
+
+def pair_arrays(source_ids: Sequence[Sequence[int]], target_ids) -> dict[str, np.ndarray]:
+    """The prepared arrays of a split's pairs: `source`, `source_lengths`, `target`,
+    `target_lengths` (see the module's docstring)."""
+    if not source_ids:
+        raise ValueError("no sentence pairs to prepare")
+    source, source_lengths = padded_ids(source_ids)
+    target, target_lengths = padded_ids(target_ids)
+    return {
+        "source": source,
+        "source_lengths": source_lengths,
+        "target": target,
+        "target_lengths": target_lengths,
+    }
+
+
+def pair_batches(
+    arrays: dict[str, ShardedArray | np.ndarray],
+    batch_size: int,
+    bos_id: int,
+    eos_id: int,
+    *,
+    shuffle: bool,
+    seed: int | None = 0,
+) -> BucketedBatches:
+    """Batches of ({"source_ids", "target_in"}, target_out, weights) of `pair_arrays`, as
+    `parallel_text.make_dataset` makes them, bucketed by `parallel_corpus.BUCKETS` with one
+    shape per bucket (see the module's docstring)."""
+    source_lengths = np.asarray(arrays["source_lengths"][:], np.int64)
+    target_lengths = np.asarray(arrays["target_lengths"][:], np.int64)
+    lengths = np.maximum(source_lengths, target_lengths + 1)
+
+    def make_batch(rows: dict[str, np.ndarray], width: int):
+        n = len(rows["source"])
+        source = fit_width(rows["source"], width)
+        target_in, target_out, weights = teacher_forcing(
+            rows["target"], rows["target_lengths"], width, bos_id, eos_id
+        )  # every target is shorter than its bucket's `width`
+        if n < batch_size:  # copies of the first pair, at weight 0
+            fill = np.zeros(batch_size - n, np.int64)
+            source, target_in, target_out = (
+                np.concatenate([a, a[fill]]) for a in (source, target_in, target_out)
+            )
+            weights = np.concatenate([weights, np.zeros((len(fill), width), np.float32)])
+        return {"source_ids": source, "target_in": target_in}, target_out, weights
+
+    return BucketedBatches(
+        arrays,
+        lengths,
+        parallel_corpus.BUCKETS,
+        batch_size,
+        make_batch,
+        shuffle=shuffle,
+        drop_remainder=False,
+        seed=seed,
+    )
 
 
 RECIPE = Seq2SeqRecipe()

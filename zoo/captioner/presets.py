@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from zoo.registry import DATA_DECIDED
 
-#: Decoding defaults of the captioner's export (`training.recipes.captioner.Captioner`, for
+#: Decoding defaults of the captioner's export (`training.exports.captioner.Captioner`, for
 #: configs that name none) and of its presets, chosen on Flickr8k val (100 images x 5
 #: references) by `benchmarks/decoding_defaults.py` with captioner/default@1 at beam 3,
 #: "[UNK]" banned. BLEU-4 / CIDEr: 9.13 / 22.36 with neither; no_repeat_ngram_size 2 at

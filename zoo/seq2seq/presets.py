@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from zoo.registry import DATA_DECIDED
 
-#: Decoding defaults of the translator's export (`training.recipes.seq2seq.Translator`, for
+#: Decoding defaults of the translator's export (`training.exports.seq2seq.Translator`, for
 #: configs that name none) and of its presets, chosen on Multi30k val (1,014 sentences) by
 #: `benchmarks/decoding_defaults.py` with seq2seq/default@2 at beam 4, "[UNK]" banned:
 #: sacreBLEU 35.17 with neither; no_repeat_ngram_size 0 / 2 / 3 at length penalty (Wu et
