@@ -25,6 +25,40 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cifar_small(shared_data, tmp_path_factory) -> Path:
+    """20 train + 20 test images per class of the real CIFAR-10 folder (symlinks)."""
+    from tests.helpers import small_image_folder
+
+    if not (shared_data / "cifar10").is_dir():
+        pytest.skip("cifar10 not found in shared data")
+    return small_image_folder(shared_data / "cifar10", tmp_path_factory.mktemp("cifar"), 20)
+
+
+@pytest.fixture(scope="session")
+def cifar_tiny_run(cifar_small, tmp_path_factory):
+    """(run dir, metrics) of the CIFAR convnet's tiny preset trained for 2 epochs on
+    `cifar_small`: one per test process, for every test that needs a trained tiny run of it
+    and only reads it (tests/training/test_cifar_convnet.py, tests/serving/test_zoo_cifar.py).
+    Its export is `tests.harness.export_tiny_run(run_dir, "cifar_convnet")`."""
+    from training import train
+
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    metrics = train.run("cifar_convnet", "tiny", run_dir, str(cifar_small), epochs=2, verbose=0)
+    return run_dir, metrics
+
+
+@pytest.fixture(scope="session")
+def zoo_server(tmp_path_factory):
+    """One `zoo serve` for this test process's end-to-end tests (`tests.harness.SharedServer`):
+    `zoo_server.serve(name, base_path)` adds a model and returns the running server."""
+    from tests.harness import SharedServer
+
+    server = SharedServer.start(tmp_path_factory.mktemp("zoo_server"))
+    yield server
+    assert server.stop() == 0, server.server.log()
+
+
 #: Ports handed out, below the kernel's ephemeral range (32768-60999 on Linux), so no
 #: outgoing connection is ever given one of them.
 PORTS = range(20000, 32000)

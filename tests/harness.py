@@ -12,7 +12,9 @@ request for one of its signatures as fixtures, and inherits the steps every fami
 
 The export and the server are shared: `export_tiny_run` exports a run once (the family's own
 tests may call it for the same directory), and the class-scoped `served` fixture is the
-running server, for a family's own checks of what only its signatures do over the wire.
+running server, for a family's own checks of what only its signatures do over the wire: one
+server per test process (`SharedServer`, the session fixture `zoo_server`), every family's
+export added to it as a model of its own.
 
 """
 
@@ -23,6 +25,8 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -89,14 +93,67 @@ def train_tiny(family: str, data_dir: Path | str, run_dir: Path, **kwargs: Any):
 
 
 def export_tiny_run(run_dir: Path, family: str) -> Path:
-    """`<base>/1`: `run_dir` exported by `zoo export`, once (later calls reuse it)."""
-    from tests.helpers import zoo
+    """`<base>/1`: `run_dir` exported by `zoo export` (its `main`, in this process: a new
+    interpreter would only import TensorFlow again), once (later calls reuse it)."""
+    from tests.helpers import zoo_in_process
 
     base = run_dir.parent / "e2e_models" / family
     if not (base / "1" / "saved_model.pb").is_file():
-        zoo("export", "--model-dir", str(run_dir), "--to", str(base))
+        out = zoo_in_process("export", "--model-dir", str(run_dir), "--to", str(base)).stdout
+        assert f"exported {base / '1'}" in out, out
     assert (base / "1" / "saved_model.pb").is_file()
     return base / "1"
+
+
+class SharedServer:
+    """One `zoo serve` for a test process's end-to-end tests that only read from it (the
+    session fixture `zoo_server`): it starts with no model, and `serve` adds each export
+    with a gRPC HandleReloadConfigRequest listing every model added so far, as a client of
+    TF Serving's ModelService would; the reply comes once the new model has loaded."""
+
+    def __init__(self, server, models: dict[str, str] | None = None):
+        self.server = server
+        self.models = models or {}
+
+    @classmethod
+    def start(cls, root: Path) -> SharedServer:
+        from tests.server_process import start_server
+
+        config = root / "models.config"
+        config.write_text("model_config_list {}\n")
+        return cls(start_server(f"--model_config_file={config}", entry=("-m", "tfzoo", "serve")))
+
+    def serve(self, name: str, base_path: Path):
+        """The running server (a `tests.server_process.Server`), serving the versions under
+        `base_path` as model `name`. A name served from another base path before (another
+        run of the family) is taken out of the config first, then added back with this one:
+        its versions are numbered alike, and a reload keeps a loaded version it still lists."""
+        assert self.server.proc.poll() is None, self.server.log()
+        if self.models.get(name) == str(base_path):
+            return self.server
+        if self.models.pop(name, None) is not None:
+            self._reload()
+        self.models[name] = str(base_path)
+        self._reload()
+        return self.server
+
+    def _reload(self) -> None:
+        """HandleReloadConfigRequest with `models`; returns once the new ones have loaded."""
+        from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+        request = model_management_pb2.ReloadConfigRequest()
+        request.config.model_config_list.SetInParent()  # a list, if an empty one
+        for model, path in self.models.items():
+            request.config.model_config_list.config.add(
+                name=model, base_path=path, model_platform="tensorflow"
+            )
+        with self.server.channel() as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            reply = stub.HandleReloadConfigRequest(request, timeout=300)
+        assert reply.status.error_code == 0, f"{reply.status.error_message}\n{self.server.log()}"
+
+    def stop(self) -> int:
+        return self.server.stop()
 
 
 def assert_known_rows_kept(
@@ -312,17 +369,10 @@ class FamilyEndToEnd:
         return in_process_answers(tiny_run[0], self.signature, request_inputs)
 
     @pytest.fixture(scope="class")
-    def served(self, exported):
-        """`zoo serve` serving the export as model `family` (a `tests.server_process.Server`)."""
-        from tests.server_process import start_server
-
-        server = start_server(
-            f"--model_name={self.family}",
-            f"--model_base_path={exported.parent}",
-            entry=("-m", "tfzoo", "serve"),
-        )
-        yield server
-        server.stop()
+    def served(self, exported, zoo_server):
+        """`zoo serve` serving the export as model `family` (a `tests.server_process.Server`):
+        this test process's one server (`zoo_server`), which the other families share."""
+        return zoo_server.serve(self.family, exported.parent)
 
     def test_tiny_trains_and_loss_falls(self, tiny_run):
         _, metrics = tiny_run
@@ -381,3 +431,25 @@ class FamilyEndToEnd:
                 np.testing.assert_allclose(got.astype(float), want, atol=self.atol, rtol=0)
             else:
                 assert got.tolist() == want.tolist(), f"REST/{key}"
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """A family's tiny run on prepared arrays (`tests/training/test_prepared_training.py`
+    finds it as `PREPARED_CASE` in `tests/training/test_<family>.py`): `data(tmp, shared)`
+    -> its --data-dir, `--set` overrides for `zoo prepare` and `zoo train --data`, and a
+    request for `signature` (or a function of the shared data folder that makes one)."""
+
+    data: Callable[[Path, Path], Path]
+    request: dict[str, Any] | Callable[[Path], dict[str, Any]]
+    prepare: tuple[str, ...] = ()
+    train: tuple[str, ...] = ()
+    signature: str = "serving_default"
+    atol: float = 1e-5
+
+
+def need(path: Path) -> Path:
+    """`path` in the shared data, or the test skips (the data is absent on this machine)."""
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    return path

@@ -1,6 +1,8 @@
 """End to end with a real zoo model: the CIFAR convnet trained on real CIFAR images (tiny preset,
-one epoch), exported by the zoo, served by `zoo serve`, and queried over REST and gRPC with real
-CIFAR JPEGs; every answer must equal the SavedModel called in-process on the same bytes."""
+the test process's one tiny run, `cifar_tiny_run` in tests/conftest.py), exported by the zoo,
+served by `zoo serve` (the test process's one server, `zoo_server`), and queried over REST and
+gRPC with real CIFAR JPEGs; every answer must equal the SavedModel called in-process on the
+same bytes."""
 
 from __future__ import annotations
 
@@ -13,27 +15,18 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.helpers import small_image_folder
-from tests.server_process import start_server
+from tests.harness import export_tiny_run
 
 MODEL = "cifar_convnet"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def exported(shared_data: Path, tmp_path_factory) -> Path:
-    """base path of a zoo export of a tiny CIFAR convnet trained for one epoch on real images."""
-    from training import export, train
-
-    if not (shared_data / "cifar10").is_dir():
-        pytest.skip("cifar10 not found in shared data")
-    tmp = tmp_path_factory.mktemp("zoo_cifar")
-    data = small_image_folder(shared_data / "cifar10", tmp / "data", 8)
-    train.run(MODEL, "tiny", tmp / "run", str(data), epochs=1, verbose=0)
-    base = tmp / "models" / MODEL
-    version_dir = export.run(tmp / "run", base)
-    assert version_dir == base / "1"
-    return base
+def exported(cifar_tiny_run) -> Path:
+    """base path of a zoo export of the tiny CIFAR convnet trained on real images."""
+    version_dir = export_tiny_run(cifar_tiny_run[0], MODEL)
+    assert version_dir.name == "1"
+    return version_dir.parent
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +50,8 @@ def in_process(exported: Path, images: list[bytes]) -> dict[str, dict[str, np.nd
 
 
 @pytest.fixture(scope="module")
-def server(exported: Path):
-    srv = start_server(
-        f"--model_name={MODEL}", f"--model_base_path={exported}", entry=("-m", "tfzoo", "serve")
-    )
-    yield srv
-    srv.stop()
+def server(exported: Path, zoo_server):
+    return zoo_server.serve(MODEL, exported)
 
 
 def _b64(data: bytes) -> dict[str, str]:

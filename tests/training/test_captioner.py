@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, export_tiny_run, grpc_answers
-from tests.helpers import small_image_folder, zoo
+from tests.harness import FamilyEndToEnd, PreparedCase, export_tiny_run, grpc_answers, need
+from tests.helpers import small_image_folder, zoo_in_process
 from training import export, train
 
 #: two Flickr8k validation images
@@ -309,6 +309,69 @@ def test_caption_reader_and_tokens(flickr8k):
     ]  # fmt: skip
 
 
+def test_pure_python_caption_words_are_tensorflows(flickr8k):
+    """`caption_files.caption_words` (`zoo prepare`, no TensorFlow) gives the words of
+    `caption_tokens` on every Flickr8k caption and on awkward text."""
+    from training.data import caption_files, captions
+
+    texts = [
+        caption
+        for split in ("train", "val")
+        for refs in caption_files.read_split(flickr8k, split).captions
+        for caption in refs
+    ]
+    assert len(texts) == 4500
+    texts += ["A woman’s  dog, jumps!", "  ", "Black-and-white.", "- -- a-", "ÉCOLE 3.5 km",
+              "ΣΟΦΟΣ\u2028x\vy", "rock'n'roll", "東京 😀 ok", "A\x00B"]  # fmt: skip
+    assert caption_files.caption_words_of(texts) == captions.caption_tokens_py(texts)
+
+
+def test_prepared_arrays_hold_load_datas_examples_and_cached_features(
+    googlenet_run, flickr8k, tmp_path
+):
+    """`zoo prepare captioner` with `encoder_init` (cached features): the assets are
+    `load_data`'s (vocabulary and encoder fingerprint), the caption rows its examples, and
+    the features the encoder's maps of the prepared pixels as `feature_table` computes them;
+    `array_data` batches them as ({"features", "target_in"}, target_out, weights)."""
+    from training import prepare
+    from training.data import captions
+    from training.data.vocab import Vocabulary
+    from training.recipes.captioner import RECIPE
+    from training.sources import run_directory
+    from zoo import registry
+
+    sizes = {"train_images": 6, "val_images": 3}
+    overrides = {"encoder_init": str(googlenet_run), **sizes}
+    config = registry.get("captioner").config("tiny", **overrides)
+    data = RECIPE.load_data(config, str(flickr8k), 8)
+    out = prepare.run(
+        "captioner", str(flickr8k), tmp_path / "features", preset="tiny", overrides=overrides,
+        load_source=run_directory,
+    )  # fmt: skip
+    assert out.assets == data.assets and out.assets["encoder_fingerprint"]
+
+    vocab = Vocabulary.from_json(data.assets["target_vocab"])
+    train = captions.read_split(flickr8k, "train", 6)
+    index, targets = RECIPE.examples(train, vocab, int(config["max_caption_tokens"]))
+    rows = {name: array.read() for name, array in out.split("train").items()}
+    assert rows["image"].tolist() == index
+    pairs = zip(rows["target"], rows["target_lengths"], strict=True)
+    assert [row[:n].tolist() for row, n in pairs] == targets
+
+    pixels = prepare.run(
+        "captioner", str(flickr8k), tmp_path / "pixels", preset="tiny", overrides=sizes
+    ).split("train_images")["pixels"].read()  # fmt: skip
+    features = out.split("train_images")["features"].read()
+    encoder = RECIPE.initialized_encoder(config, run_directory)
+    assert features.dtype == np.float16 and features.shape[:3] == (6, 4, 4)
+    want = captions.feature_table(encoder, pixels).astype(np.float32)
+    np.testing.assert_allclose(features.astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+    x, y, w = RECIPE.array_data(config, out, 8).train[0]
+    assert sorted(x) == ["features", "target_in"] and x["features"].dtype == np.float32
+    assert x["features"].shape == (8, *features.shape[1:]) and w.shape == y.shape
+
+
 def test_zoo_caption_draws_one_panel_per_word(tiny_run, flickr8k, tmp_path):
     from matplotlib.image import imread
 
@@ -317,7 +380,9 @@ def test_zoo_caption_draws_one_panel_per_word(tiny_run, flickr8k, tmp_path):
     version = export_tiny_run(tiny_run[0], "captioner")
     image = flickr8k / "images" / VAL_IMAGES[0]
     out = tmp_path / "attention.png"
-    proc = zoo("caption", "--model", str(version.parent), str(image), "--attention-plot", str(out))
+    proc = zoo_in_process(
+        "caption", "--model", str(version.parent), str(image), "--attention-plot", str(out)
+    )
     text = proc.stdout.strip().splitlines()[0].split(": ", 1)[1]
     (result,) = caption.caption_images(version, [str(image)])
     assert text == result.text and result.words == text.split()
@@ -390,3 +455,25 @@ def test_translate_alignment_plot(tmp_path):
     lines = translate.run(str(tmp_path / "toy"), ["A dog."], attention_plot=str(tmp_path / "a.png"))
     assert lines[0] == "ein Hund ." and (tmp_path / "a.png").is_file()
     assert imread(tmp_path / "a.png").shape[0] > 100
+
+
+def _flickr8k(tmp, shared):
+    """The shared Flickr8k folder (the tiny preset reads its first 40 + 8 images)."""
+    return need(shared / "flickr8k" / "captions_train.csv").parent
+
+
+def _flickr8k_request(shared):
+    """Two Flickr8k validation images, encoded, for the captioner's `serving_default`."""
+    folder = need(shared / "flickr8k" / "images")
+    images = [(folder / name).read_bytes() for name in VAL_IMAGES]
+    return {"image_bytes": np.array(images, dtype=object)}
+
+
+#: the tiny run on prepared arrays under JAX (tests/training/test_prepared_training.py): the
+#: tiny preset without `encoder_init` (pixels through its frozen encoder); 200 training and
+#: 40 validation captions, so batches of 40 come in one shape
+PREPARED_CASE = PreparedCase(
+    data=_flickr8k,
+    request=_flickr8k_request,
+    train=("epochs=2", "batch_size=40"),
+)

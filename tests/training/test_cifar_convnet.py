@@ -9,25 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd
-from tests.helpers import small_image_folder, zoo
+from tests.harness import FamilyEndToEnd, PreparedCase, export_tiny_run, need
+from tests.helpers import small_image_folder, zoo_in_process
 from training import checkpoints, export, train
 from zoo import registry
 from zoo.tasks.image_classifier import backbone_of, head_layers
 
 
 @pytest.fixture(scope="module")
-def cifar_small(shared_data, tmp_path_factory):
-    """20 train + 20 test images per class of the real CIFAR-10 folder."""
-    return small_image_folder(shared_data / "cifar10", tmp_path_factory.mktemp("cifar"), 20)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(cifar_small, tmp_path_factory):
-    """A tiny-preset run trained for 2 epochs (shared by the export tests)."""
-    run_dir = tmp_path_factory.mktemp("run") / "tiny"
-    metrics = train.run("cifar_convnet", "tiny", run_dir, str(cifar_small), epochs=2, verbose=0)
-    return run_dir, metrics
+def tiny_run(cifar_tiny_run):
+    """The tiny-preset run trained for 2 epochs on `cifar_small` (tests/conftest.py: one per
+    test process, shared with tests/serving/test_zoo_cifar.py)."""
+    return cifar_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +191,8 @@ def test_export_answers_the_top5_of_the_keras_model(tiny_run, shared_data, tmp_p
     assert (version_dir / "assets" / "labels.txt").read_text().split() == class_names
 
 
-def test_serving_default_on_bad_and_odd_images(tiny_run, tmp_path):
-    run_dir, _ = tiny_run
-    version_dir = export.run(run_dir, tmp_path / "m")
+def test_serving_default_on_bad_and_odd_images(tiny_run):
+    version_dir = export_tiny_run(tiny_run[0], "cifar_convnet")
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     for bad in (b"not an image at all", b""):
         with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
@@ -231,21 +223,22 @@ def test_serving_default_on_bad_and_odd_images(tiny_run, tmp_path):
 
 
 def test_cli_predict_and_clear_error(tiny_run, shared_data, tmp_path):
-    run_dir, _ = tiny_run
-    zoo("export", "--model-dir", str(run_dir), "--to", str(tmp_path / "cifar"))
+    """`zoo predict` on the base path `zoo export` wrote (the harness's export)."""
+    base = export_tiny_run(tiny_run[0], "cifar_convnet").parent
     image = sorted((shared_data / "cifar10" / "test" / "dog").iterdir())[0]
-    out = zoo("predict", str(tmp_path / "cifar"), str(image), "--top-k", "2").stdout
+    out = zoo_in_process("predict", str(base), str(image), "--top-k", "2").stdout
     line = out.strip().splitlines()[-1]
     assert line.startswith(str(image)) and len(line.split(",")) == 2
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"\x00\x01 definitely not a jpeg")
-    proc = zoo("predict", str(tmp_path / "cifar"), str(garbage), check=False)
+    proc = zoo_in_process("predict", str(base), str(garbage), check=False)
     assert proc.returncode == 2 and "Unknown image file format" in proc.stderr
 
 
 def test_cli_evaluate_matches_training_metrics(tiny_run, cifar_small, hand_counted):
     run_dir, metrics = tiny_run
-    out = zoo("evaluate", "--model-dir", str(run_dir), "--data-dir", str(cifar_small)).stdout
+    out = zoo_in_process("evaluate", "--model-dir", str(run_dir), "--data-dir", str(cifar_small))
+    out = out.stdout
     evaluated = json.loads(out[out.index("{") :])
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
     # both come from `recipe.evaluate`: each is checked against the hand count as well
@@ -258,8 +251,8 @@ def test_finetune_keeps_features_and_replaces_the_head(tiny_run, shared_data, tm
         shared_data / "cifar10", tmp_path / "three", 6, splits=("train",),
         classes=["cat", "dog", "horse"],
     )  # fmt: skip
-    zoo("finetune", str(run_dir), "--data-dir", str(folder), "--model-dir",
-        str(tmp_path / "ft"), "--epochs", "1", "--set", "learning_rate=0.0")  # fmt: skip
+    zoo_in_process("finetune", str(run_dir), "--data-dir", str(folder), "--model-dir",
+                   str(tmp_path / "ft"), "--epochs", "1", "--set", "learning_rate=0.0")  # fmt: skip
     tuned, info = export.load_trained(tmp_path / "ft")
     source, _ = export.load_trained(run_dir)
     assert info["config"]["num_classes"] == 3
@@ -321,3 +314,25 @@ def test_shift_and_flip_augmentation_is_the_keras_example():
         make_augment(config, seed=7)(images).numpy(), classic(images, training=True).numpy()
     )
     assert make_augment({**config, "shift": 0.0, "horizontal_flip": False}) is None
+
+
+def _cifar_prepared_data(tmp, shared):
+    """20 train + 20 test images per class of the real CIFAR-10 folder (links)."""
+    return small_image_folder(need(shared / "cifar10"), tmp / "cifar", 20)
+
+
+def _cifar_request(shared):
+    """The first test JPEG of four classes, as bytes."""
+    root = need(shared / "cifar10" / "test")
+    images = [
+        sorted((root / c).iterdir())[0].read_bytes() for c in ("ship", "cat", "frog", "truck")
+    ]
+    return {"image_bytes": np.array(images, dtype=object)}
+
+
+#: the tiny run on prepared arrays under JAX (tests/training/test_prepared_training.py)
+PREPARED_CASE = PreparedCase(
+    data=_cifar_prepared_data,
+    request=_cifar_request,
+    train=("epochs=10",),  # 120 steps: the tiny convnet's loss moves off ln 10 slowly
+)

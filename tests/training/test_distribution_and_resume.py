@@ -118,7 +118,8 @@ def _optimizer_iterations(path) -> int:
 
 def test_one_seed_starts_alike_and_is_kept_on_resume(cifar_tiny_folder, tmp_path):
     """Two runs with one seed draw the same initial weights (an epoch at learning rate 0 keeps
-    them); another seed draws others; the seed is in run.json and a resumed run keeps it."""
+    them: one step of it is enough); another seed draws others; the seed is in run.json and
+    a resumed run keeps it."""
     import numpy as np
 
     from training import checkpoints, train
@@ -126,7 +127,8 @@ def test_one_seed_starts_alike_and_is_kept_on_resume(cifar_tiny_folder, tmp_path
 
     def weights(name: str, seed: int | None, epochs: int = 1):
         train.run("cifar_convnet", "tiny", tmp_path / name, str(cifar_tiny_folder),
-                  epochs=epochs, seed=seed, overrides={"learning_rate": 0.0}, verbose=0)  # fmt: skip
+                  epochs=epochs, steps_per_epoch=1, seed=seed, overrides={"learning_rate": 0.0},
+                  verbose=0)  # fmt: skip
         return load_trained(tmp_path / name)[0].get_weights()
 
     first, again, other = weights("a", 7), weights("b", 7), weights("c", 8)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, export_tiny_run
+from tests.harness import FamilyEndToEnd, PreparedCase, export_tiny_run, need
 from tests.helpers import small_image_folder
 from training import export, train
 
@@ -234,3 +234,31 @@ def test_inception_augmentation_and_central_crop():
     }
     same = images[:, :64, :64]
     np.testing.assert_allclose(make_augment(whole)(same), same, atol=1e-3)
+
+
+#: Imagenette classes of the prepared-data case (WordNet ids)
+PREPARED_CLASSES = ["n01440764", "n03028079", "n03888257"]
+
+
+def _imagenette_prepared_data(tmp, shared):
+    """16 train + 16 val images of three Imagenette classes (links)."""
+    return small_image_folder(
+        need(shared / "imagenette"), tmp / "imagenette", 16,
+        splits=("train", "val"), classes=PREPARED_CLASSES,
+    )  # fmt: skip
+
+
+def _imagenette_request(shared):
+    """The first val JPEG of each of the three classes, as bytes."""
+    root = need(shared / "imagenette" / "val")
+    images = [sorted((root / c).iterdir())[0].read_bytes() for c in PREPARED_CLASSES]
+    return {"image_bytes": np.array(images, dtype=object)}
+
+
+#: the tiny run on prepared arrays under JAX (tests/training/test_prepared_training.py)
+PREPARED_CASE = PreparedCase(
+    data=_imagenette_prepared_data,
+    request=_imagenette_request,
+    prepare=("num_classes=3",),
+    train=("epochs=5",),
+)

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_run, grpc_answers
+from tests.harness import (
+    FamilyEndToEnd,
+    PreparedCase,
+    assert_known_rows_kept,
+    export_tiny_run,
+    grpc_answers,
+)
 
 # Sonnet 18 (public domain): short enough to memorize in a few hundred steps.
 SONNET = """Shall I compare thee to a summer's day?
@@ -294,3 +300,19 @@ def test_finetune_keeps_known_characters_and_adds_rows_for_new_ones(tiny_run, tm
     ids = vocab.encode("I€☃").tolist()
     assert ids == [old["chars"].index("I"), new["vocab_size"] - 1, old["unknown_id"]]
     assert vocab.decode(ids) == "I€\ufffd"
+
+
+def _sonnet_file(tmp, shared):
+    """The sonnet as a text file: the prepared-data run's --data-dir."""
+    path = tmp / "sonnet.txt"
+    path.write_text(SONNET)
+    return path
+
+
+#: the tiny run on prepared arrays under JAX (tests/training/test_prepared_training.py)
+PREPARED_CASE = PreparedCase(
+    data=_sonnet_file,
+    request={"prompt": np.array(PROMPTS, dtype=object)},
+    prepare=("val_fraction=0.3",),  # validation windows for two devices
+    train=("max_iters=200", "epochs=2", "eval_iters=2", "learning_rate=0.01"),
+)

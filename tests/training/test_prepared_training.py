@@ -4,179 +4,38 @@
 steps (fresh-process load, gRPC and REST) like a TensorFlow-trained one. A resumed JAX run
 continues where it stopped, and two JAX devices split the global batch.
 
-A family joins by adding a `Case` to `CASES`: its tiny data and a request for its signature.
+A family joins with a `PREPARED_CASE` (`tests.harness.PreparedCase`: its tiny data and a
+request for its signature) in its own test module, found here by name.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.conftest import shared_data_dir
-from tests.harness import FamilyEndToEnd
-from tests.helpers import REPO_ROOT, small_image_folder, subprocess_env
-from tests.training.test_gpt import SONNET
+from tests.harness import FamilyEndToEnd, PreparedCase, need
+from tests.helpers import REPO_ROOT, subprocess_env
+from zoo import registry
 
 
-@dataclass(frozen=True)
-class Case:
-    """A family's tiny prepared-data run: `data(tmp, shared)` -> its --data-dir, the
-    preset's `overrides` for `prepare` and `train`, and a request for `signature`."""
-
-    data: Callable[[Path, Path], Path]
-    request: dict[str, Any] | Callable[[Path], dict[str, Any]]  # or made from the shared data
-    prepare: tuple[str, ...] = ()
-    train: tuple[str, ...] = ()
-    signature: str = "serving_default"
-    atol: float = 1e-5
+def _prepared_cases() -> dict[str, PreparedCase]:
+    """`PREPARED_CASE` of every family's test module (`tests/training/test_<family>.py`)."""
+    cases = {}
+    for family in registry.names():
+        module = importlib.import_module(f"tests.training.test_{family}")
+        if isinstance(case := getattr(module, "PREPARED_CASE", None), PreparedCase):
+            cases[family] = case
+    return cases
 
 
-def need(path: Path) -> Path:
-    """`path` in the shared data, or the test skips (the data is absent on this machine)."""
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    return path
-
-
-def _sonnet(tmp: Path, shared: Path) -> Path:
-    path = tmp / "sonnet.txt"
-    path.write_text(SONNET)
-    return path
-
-
-def _ewt_short(tmp: Path, shared: Path) -> Path:
-    """240 training and 60 dev sentences of EWT with fewer than 16 words: two length buckets,
-    so the JAX run compiles a training step for two batch shapes only."""
-    folder = tmp / "ewt_short"
-    folder.mkdir()
-    for split, count in (("train", 240), ("dev", 60)):
-        source = need(shared / "ud_english_ewt" / f"en_ewt-ud-{split}.conllu")
-        blocks = source.read_text(encoding="utf-8").split("\n\n")
-        short = [b for b in blocks if 0 < _words(b) < 16][:count]
-        (folder / f"short-{split}.conllu").write_text("\n\n".join(short) + "\n\n")
-    return folder
-
-
-def _words(block: str) -> int:
-    """Syntactic words of a CoNLL-U sentence block (integer ids)."""
-    return sum(line.split("\t", 1)[0].isdigit() for line in block.splitlines())
-
-
-#: Imagenette classes of the GoogLeNet case (WordNet ids)
-IMAGENETTE = ["n01440764", "n03028079", "n03888257"]
-
-
-def _cifar_small(tmp: Path, shared: Path) -> Path:
-    """20 train + 20 test images per class of the real CIFAR-10 folder (links)."""
-    return small_image_folder(need(shared / "cifar10"), tmp / "cifar", 20)
-
-
-def _imagenette_small(tmp: Path, shared: Path) -> Path:
-    """16 train + 16 val images of three Imagenette classes (links)."""
-    return small_image_folder(
-        need(shared / "imagenette"), tmp / "imagenette", 16,
-        splits=("train", "val"), classes=IMAGENETTE,
-    )  # fmt: skip
-
-
-def _image_bytes(folder: str, classes: list[str]) -> Callable[[Path], dict[str, Any]]:
-    """A request of the first JPEG of each class of `shared/folder`, as bytes."""
-
-    def request(shared: Path) -> dict[str, Any]:
-        root = need(shared / folder)
-        images = [sorted((root / c).iterdir())[0].read_bytes() for c in classes]
-        return {"image_bytes": np.array(images, dtype=object)}
-
-    return request
-
-
-def _short_multi30k(tmp: Path, shared: Path) -> Path:
-    """The first 600 training and 48 validation pairs of Multi30k en-de with at most 8
-    tokens a side: two length buckets, so the JAX run compiles a training step for two
-    batch shapes only (and an evaluation step for two)."""
-    from training.data.parallel_corpus import read_parallel, tokenize_text
-
-    folder = tmp / "multi30k"
-    folder.mkdir()
-    for split, count in (("train", 600), ("val", 48)):
-        source = need(shared / "multi30k" / f"{split}.en")
-        pairs = [
-            (s, t)
-            for s, t in zip(*read_parallel(source, source.with_suffix(".de")), strict=True)
-            if len(tokenize_text(s, True)) <= 8 and len(tokenize_text(t, False)) <= 8
-        ][:count]
-        for lang, side in (("en", 0), ("de", 1)):
-            lines = "".join(f"{pair[side]}\n" for pair in pairs)
-            (folder / f"{split}.{lang}").write_text(lines, encoding="utf-8")
-    return folder
-
-
-def _flickr8k(tmp: Path, shared: Path) -> Path:
-    """The shared Flickr8k folder (the tiny preset reads its first 40 + 8 images)."""
-    return need(shared / "flickr8k" / "captions_train.csv").parent
-
-
-def _flickr8k_request(shared: Path) -> dict[str, Any]:
-    """Two Flickr8k validation images, encoded, for the captioner's `serving_default`."""
-    from tests.training.test_captioner import VAL_IMAGES
-
-    folder = need(shared / "flickr8k" / "images")
-    images = [(folder / name).read_bytes() for name in VAL_IMAGES]
-    return {"image_bytes": np.array(images, dtype=object)}
-
-
-CASES: dict[str, Case] = {
-    "gpt": Case(
-        data=_sonnet,
-        request={"prompt": np.array(["Shall I compare", "", "So long"], dtype=object)},
-        prepare=("val_fraction=0.3",),  # validation windows for two devices
-        train=("max_iters=200", "epochs=2", "eval_iters=2", "learning_rate=0.01"),
-    ),
-    "tagger": Case(
-        data=_ewt_short,
-        request={
-            "sentences": np.array(
-                ["She sells seashells by the seashore.", "", "I don't think it's 2004 yet!"],
-                dtype=object,
-            )
-        },
-    ),
-    "cifar_convnet": Case(
-        data=_cifar_small,
-        request=_image_bytes("cifar10/test", ["ship", "cat", "frog", "truck"]),
-        train=("epochs=10",),  # 120 steps: the tiny convnet's loss moves off ln 10 slowly
-    ),
-    "googlenet": Case(
-        data=_imagenette_small,
-        request=_image_bytes("imagenette/val", IMAGENETTE),
-        prepare=("num_classes=3",),
-        train=("epochs=5",),
-    ),
-    "seq2seq": Case(
-        data=_short_multi30k,
-        request={
-            "source": np.array(
-                ["A man is riding a bicycle.", "", "Two dogs play in the snow."], dtype=object
-            )
-        },
-        train=("epochs=2",),
-    ),
-    # the tiny preset without `encoder_init`: pixels through its frozen encoder; 200 training
-    # and 40 validation captions, so batches of 40 come in one shape
-    "captioner": Case(
-        data=_flickr8k,
-        request=_flickr8k_request,
-        train=("epochs=2", "batch_size=40"),
-    ),
-}
+CASES = _prepared_cases()
 
 
 def zoo_without_tensorflow(*args: str, env: dict[str, str] | None = None, timeout=600):

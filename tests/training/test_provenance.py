@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from catalogue.card import trained_on
-from tests.helpers import small_image_folder, zoo
+from tests.helpers import small_image_folder, zoo_in_process
 from training import provenance
 
 NAME = "cifar_convnet/provenance"
@@ -20,18 +20,19 @@ TRAIN = ["train", "cifar_convnet", "--preset", "tiny", "--steps-per-epoch", "2",
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_data):
     """A tiny cifar_convnet run: one epoch, then resumed for a second with another command
-    line, then published. Returns (run.json after the first start, after the resume, the
-    card, the two commands)."""
+    line, then published, each by the `zoo` command's `main` in this process (where the
+    tests compare with what TensorFlow reports). Returns (run.json after the first start,
+    after the resume, the card, the two commands)."""
     root = tmp_path_factory.mktemp("provenance")
     data = small_image_folder(shared_data / "cifar10", root / "data", per_class=8)
     run = root / "run"
     first = [*TRAIN, "--epochs", "1", "--data-dir", str(data), "--model-dir", str(run)]
-    zoo(*first)
+    zoo_in_process(*first)
     started = json.loads((run / "run.json").read_text())
     second = [*TRAIN, "--epochs", "2", "--data-dir", str(data), "--model-dir", str(run)]
-    zoo(*second)
+    zoo_in_process(*second)
     resumed = json.loads((run / "run.json").read_text())
-    zoo("publish", str(run), NAME, "--out", str(root / "pub"))
+    zoo_in_process("publish", str(run), NAME, "--out", str(root / "pub"))
     (card,) = (root / "pub").glob("*.md")
     commands = ("zoo " + " ".join(first), "zoo " + " ".join(second))
     return started, resumed, card.read_text(), commands

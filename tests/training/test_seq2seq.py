@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_run
+from tests.harness import (
+    FamilyEndToEnd,
+    PreparedCase,
+    assert_known_rows_kept,
+    export_tiny_run,
+    need,
+)
 
 SENTENCES = [
     "A man is riding a bicycle down the street.",
@@ -390,3 +396,36 @@ def test_compile_sequence_model_uses_the_configured_objective():
     assert model.loss.label_smoothing == PRESETS["default"]["label_smoothing"] > 0
     assert isinstance(model.optimizer._learning_rate, LinearWarmup)
     assert model.optimizer._learning_rate.warmup_steps == 100
+
+
+def _short_multi30k(tmp, shared):
+    """The first 600 training and 48 validation pairs of Multi30k en-de with at most 8
+    tokens a side: two length buckets, so the JAX run compiles a training step for two
+    batch shapes only (and an evaluation step for two)."""
+    from training.data.parallel_corpus import read_parallel, tokenize_text
+
+    folder = tmp / "multi30k"
+    folder.mkdir()
+    for split, count in (("train", 600), ("val", 48)):
+        source = need(shared / "multi30k" / f"{split}.en")
+        pairs = [
+            (s, t)
+            for s, t in zip(*read_parallel(source, source.with_suffix(".de")), strict=True)
+            if len(tokenize_text(s, True)) <= 8 and len(tokenize_text(t, False)) <= 8
+        ][:count]
+        for lang, side in (("en", 0), ("de", 1)):
+            lines = "".join(f"{pair[side]}\n" for pair in pairs)
+            (folder / f"{split}.{lang}").write_text(lines, encoding="utf-8")
+    return folder
+
+
+#: the tiny run on prepared arrays under JAX (tests/training/test_prepared_training.py)
+PREPARED_CASE = PreparedCase(
+    data=_short_multi30k,
+    request={
+        "source": np.array(
+            ["A man is riding a bicycle.", "", "Two dogs play in the snow."], dtype=object
+        )
+    },
+    train=("epochs=2",),
+)

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness import FamilyEndToEnd, assert_known_rows_kept, export_tiny_run
+from tests.harness import (
+    FamilyEndToEnd,
+    PreparedCase,
+    assert_known_rows_kept,
+    export_tiny_run,
+    need,
+)
 from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training import train
@@ -183,9 +189,10 @@ def test_zoo_evaluate_on_gold_and_raw_text(tiny_run, shared_data):
 
 
 def test_cli_predict_prints_token_tag_pairs(exported):
-    from tests.helpers import zoo
+    from tests.helpers import zoo_in_process
 
-    out = zoo("predict", str(exported), "She sells seashells.", "").stdout.splitlines()
+    out = zoo_in_process("predict", str(exported), "She sells seashells.", "").stdout
+    out = out.splitlines()
     first = out[-2].split(": ", 1)[1].split()
     assert [pair.rsplit("/", 1)[0] for pair in first] == ["She", "sells", "seashells", "."]
     assert all(pair.rsplit("/", 1)[1] for pair in first)  # every token got a tag
@@ -217,3 +224,33 @@ def test_finetune_to_xpos_extends_the_vocabulary_and_keeps_known_rows(
     old, new = assert_known_rows_kept(tiny_run[0], run, grown)
     assert new["tagset"] == "xpos" and "NN" in new["tags"] and "NOUN" not in new["tags"]
     assert len(new["words"]) > len(old["words"])  # the slice brings new words
+
+
+def _ewt_short(tmp, shared):
+    """240 training and 60 dev sentences of EWT with fewer than 16 words: two length buckets,
+    so the JAX run compiles a training step for two batch shapes only."""
+    folder = tmp / "ewt_short"
+    folder.mkdir()
+    for split, count in (("train", 240), ("dev", 60)):
+        source = need(shared / "ud_english_ewt" / f"en_ewt-ud-{split}.conllu")
+        blocks = source.read_text(encoding="utf-8").split("\n\n")
+        short = [b for b in blocks if 0 < _words(b) < 16][:count]
+        (folder / f"short-{split}.conllu").write_text("\n\n".join(short) + "\n\n")
+    return folder
+
+
+def _words(block: str) -> int:
+    """Syntactic words of a CoNLL-U sentence block (integer ids)."""
+    return sum(line.split("\t", 1)[0].isdigit() for line in block.splitlines())
+
+
+#: the tiny run on prepared arrays under JAX (tests/training/test_prepared_training.py)
+PREPARED_CASE = PreparedCase(
+    data=_ewt_short,
+    request={
+        "sentences": np.array(
+            ["She sells seashells by the seashore.", "", "I don't think it's 2004 yet!"],
+            dtype=object,
+        )
+    },
+)

@@ -2,7 +2,12 @@
 
 `python -m tests.zoo.backend_outputs WEIGHTS_DIR OUT.npz` loads `<WEIGHTS_DIR>/<name>.weights.h5`
 (saved under another backend) into each family's `tiny` example model, and writes its
-flattened outputs, then the loss and weight change of one SGD step, to OUT.npz.
+flattened outputs, then the loss and weight change of one SGD step, to OUT.npz. Then each
+whole model saved there as `<key>.keras`, with its inputs in `<key>.inputs.npy`, is rebuilt
+from its config under this backend and run in one jitted forward pass (`predict_on_batch`):
+OUT.npz gets its outputs by name (`<key>/keras/<output>`), their names (`<key>/keras`) and
+"path: class name" of every layer it holds, nested ones included (`<key>/keras_layers`, e.g.
+"backbone/norm1: LocalResponseNormalization").
 """
 
 from __future__ import annotations
@@ -32,9 +37,16 @@ def forward_and_step(model: keras.Model, inputs) -> tuple[list[np.ndarray], floa
     return outputs, loss, change
 
 
+def layer_paths(layer, prefix: str = ""):
+    """Each layer inside `layer`, depth first, as "path: class name"."""
+    for sub in getattr(layer, "layers", []):
+        yield f"{prefix}{sub.name}: {type(sub).__name__}"
+        yield from layer_paths(sub, f"{prefix}{sub.name}/")
+
+
 def main(weights_dir: str, out: str) -> None:
     results = {"backend": np.array(keras.backend.backend())}
-    for name in registry.names():
+    for name in registry.names():  # (imports every family: their layers are registered)
         model, inputs = registry.get(name).example()
         model.load_weights(Path(weights_dir) / f"{name}.weights.h5")
         outputs, loss, change = forward_and_step(model, inputs)
@@ -42,6 +54,13 @@ def main(weights_dir: str, out: str) -> None:
             results[f"{name}/out{i}"] = value
         results[f"{name}/loss"] = np.array(loss)
         results[f"{name}/change"] = np.array(change)
+    for path in sorted(Path(weights_dir).glob("*.keras")):
+        model = keras.saving.load_model(path)  # rebuilt from its config here
+        outputs = model.predict_on_batch(np.load(path.with_suffix(".inputs.npy")))
+        results[f"{path.stem}/keras"] = np.array(sorted(outputs))
+        for key, value in outputs.items():
+            results[f"{path.stem}/keras/{key}"] = np.asarray(value)
+        results[f"{path.stem}/keras_layers"] = np.array(list(layer_paths(model)))
     np.savez(out, **results)
 
 
