@@ -135,7 +135,7 @@ def pooled_features(encoder, images: list, image_size: int) -> np.ndarray:
 def scores(texts: list[str], references: list[list[str]]) -> dict[str, float]:
     """The captioner's metrics: coco-caption BLEU-1..4 and CIDEr, "[UNK]" and distinct counts."""
     from training.data.vocab import UNK
-    from training.recipes.captioner import coco_scores
+    from training.tasks.caption_metrics import coco_scores
 
     return {
         **coco_scores(texts, references),

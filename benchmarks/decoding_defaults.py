@@ -112,7 +112,7 @@ def scores(family: str, texts: list[str], references: list, unk=None) -> dict[st
         "words": sum(map(len, words)) / max(1, len(words)),
     }
     if family == "captioner":
-        from training.recipes.captioner import coco_scores
+        from training.tasks.caption_metrics import coco_scores
 
         coco = coco_scores(texts, references)
         out.update(bleu_1=coco["bleu_1"], bleu=coco["bleu_4"], cider=coco["cider"])

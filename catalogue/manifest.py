@@ -24,7 +24,7 @@ from typing import Any
 from catalogue.errors import PullError
 from serving.layout import write_json_atomic
 
-REPO_PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
+REPO_PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 MANIFEST = "manifest.json"
 FORMAT = 1
 _NAME = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.-]+$")

@@ -168,7 +168,7 @@ def prebuild(run_dir: str | Path, model_name: str) -> Path:
     import sys
 
     run_dir = Path(run_dir)
-    root = Path(__file__).resolve().parents[2]  # this checkout's `training`, in the child too
+    root = Path(__file__).resolve().parents[1]  # this checkout's `training`, in the child too
     env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
     with tempfile.TemporaryDirectory(prefix=".export-", dir=run_dir.parent) as tmp:
         base = Path(tmp) / model_name

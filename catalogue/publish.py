@@ -31,7 +31,6 @@ from catalogue.manifest import Manifest, Release, check_name, pretrained_dir
 from catalogue.weights import weights_only
 from serving.layout import replace_file, write_json_atomic, write_text_atomic
 from training import run_files
-from training.recipe import get_recipe
 from zoo import catalog
 
 Evaluate = Callable[[Path, str | None, int | None], dict[str, Any]]
@@ -197,6 +196,8 @@ def publish(
         stored = weights_only(run.checkpoint, weights, half=half)
         dtype = "float16" if stored.half_arrays else "float32"
         metrics = evaluate(stage, run.data_dir, batch_size)
+        from training.recipe import get_recipe  # Keras: imported when publishing, not listing
+
         metric = headline.pick(get_recipe(run.family.name).headline, run.config, metrics)
         if not headline.improves(metric, previous.metric if previous else None):
             raise PublishError(

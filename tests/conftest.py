@@ -1,4 +1,6 @@
-"""Shared fixtures: the offline datasets in ../shared/data (skipped when absent), free ports."""
+"""Shared fixtures: the offline datasets in ../shared/data (skipped when absent), free ports,
+the expensive things a test process builds once (a tiny CIFAR run, a `zoo serve`), and one
+JAX compilation cache for the whole test run."""
 
 from __future__ import annotations
 
@@ -96,6 +98,34 @@ def free_port() -> int:
         _held.append(lock)
         return port
     raise RuntimeError(f"no free port left in {PORTS}")
+
+
+#: the JAX compilation cache this process made for the test run (removed when it ends)
+_jax_cache: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One JAX compilation cache for every JAX process of this test run: the test subprocesses
+    that run JAX (tests/zoo/test_jax_backend.py, `zoo train` under JAX, ...) build and train
+    the same tiny models, and a program one of them compiled is loaded by the others instead
+    of compiled again (the cache key is the program with its compile options, so what runs is
+    the same). Set here, before pytest-xdist starts its workers, which inherit the setting and
+    pass it on to their subprocesses; an explicit $JAX_COMPILATION_CACHE_DIR wins."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import tempfile
+
+    _jax_cache.append(tempfile.mkdtemp(prefix="tfzoo-test-jax-cache-"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache[0]
+    # every program, however quick to compile: most here are small (one op, one initializer)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    for path in _jax_cache:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 #: Layers whose test files take longest, first: `make test` hands whole files to two workers

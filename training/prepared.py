@@ -125,7 +125,10 @@ def _open_shard(path: Path, spec: dict) -> np.ndarray:
     """A shard memory-mapped, after checking that it is the file the manifest describes."""
     if not path.is_file():
         raise FileNotFoundError(f"prepared data is missing {path}")
-    shard = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        shard = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # truncated, or not an .npy file
+        raise ValueError(f"{path} is damaged: {err}") from err
     if str(shard.dtype) != spec["dtype"] or list(shard.shape[1:]) != spec["row_shape"]:
         raise ValueError(
             f"{path}: {shard.dtype}{list(shard.shape)} where the manifest says "

@@ -10,9 +10,11 @@ the new entries keep their fresh values).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import keras
+import numpy as np
 
 
 class TransferError(ValueError):
@@ -79,3 +81,36 @@ def copy_parts(source: keras.Model, target: keras.Model, parts: Sequence[str]) -
         except ValueError as err:
             raise TransferError(f"no layer {part!r} in both models: {err}") from None
         _copy_layer(src, dst, part)
+
+
+def copy_by_name(source: keras.layers.Layer, target: keras.layers.Layer, where: str) -> None:
+    """Copy `source`'s weights into `target`, strictly: layer by layer by name when
+    `target` is a model (`source` may hold more layers, e.g. a backbone cut shorter),
+    weight by weight otherwise."""
+    if isinstance(target, keras.Model):
+        for layer in target.layers:
+            if not layer.weights:
+                continue
+            try:
+                match = source.get_layer(layer.name)
+            except ValueError:
+                raise TransferError(f"{where}/{layer.name}: no such layer in the source") from None
+            copy_by_name(match, layer, f"{where}/{layer.name}")
+        return
+    if len(source.weights) != len(target.weights):
+        raise TransferError(f"{where}: {len(source.weights)} weights in the source, "
+                            f"{len(target.weights)} here")  # fmt: skip
+    for s, t in zip(source.weights, target.weights, strict=True):
+        if tuple(s.shape) != tuple(t.shape):
+            raise TransferError(
+                f"{where}/{t.name}: shape {tuple(s.shape)} in the source, {tuple(t.shape)} here"
+            )
+        t.assign(s)
+
+
+def fingerprint(layer: keras.layers.Layer) -> str:
+    """A short hash of a layer's weights (which encoder computed a feature cache)."""
+    digest = hashlib.sha256()
+    for weight in layer.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]

@@ -289,7 +289,7 @@ def test_evaluate_reports_coco_caption_metrics(tiny_run, flickr8k, keras_side):
 
 
 def test_coco_scores_against_every_reference():
-    from training.recipes.captioner import coco_scores
+    from training.tasks.caption_metrics import coco_scores
 
     refs = [["A dog runs on the grass .", "The dog is running."], ["Two men play football."]]
     perfect = coco_scores(["a dog runs on the grass", "two men play football"], refs)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from zoo import registry
-from zoo.googlenet import SPEC, googlenet_backbone
+from zoo.googlenet import SPEC
 from zoo.googlenet.backbone import INCEPTION_WIDTHS, STEM_WIDTHS
 from zoo.layers.normalization import LocalResponseNormalization
 from zoo.tasks.image_classifier import PROBABILITIES, inference_model
@@ -90,11 +90,12 @@ def paper_models():
     }
 
 
-def test_stage_shapes_match_table1():
-    backbone = googlenet_backbone(SPEC.config("paper"))
+def test_stage_shapes_match_table1(paper_models):
+    assert SPEC.config("paper")["normalization"] == "lrn"
+    model = paper_models["lrn", False]  # SPEC.build("paper", aux_heads=False)
+    backbone = model.get_layer("backbone")  # googlenet_backbone(SPEC.config("paper"))
     shapes = {name: tuple(t.shape[1:]) for name, t in backbone.output.items()}
     assert shapes == TABLE1_SHAPES
-    model = SPEC.build("paper", aux_heads=False)
     assert model.get_layer("avg_pool").output.shape == (None, 1024)  # avg pool 7x7 -> 1x1x1024
     assert model.output.shape == (None, 1000)
 

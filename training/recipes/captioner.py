@@ -73,17 +73,17 @@ padded to the split's longest caption (not the batch's), so a compiled step sees
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
-from training.array_datasets import ShuffledBatches
 from training.data import caption_files
+from training.data.caption_arrays import caption_batches, encoded
 from training.data.vocab import Vocabulary
 from training.sources import LoadSource, run_directory
+from training.tasks import caption_metrics
 from training.tasks.sequence_generation import (
     BOS,
     EOS,
@@ -92,9 +92,8 @@ from training.tasks.sequence_generation import (
     SequenceGenerationRecipe,
     decode_texts,
     padded_ids,
-    teacher_forcing,
 )
-from training.transfer import TransferError
+from training.transfer import TransferError, copy_by_name, fingerprint
 from zoo.captioner.model import BACKBONE, encoder_backbone
 
 if TYPE_CHECKING:
@@ -102,72 +101,11 @@ if TYPE_CHECKING:
 
     from training.data.caption_files import CaptionedImages
     from training.exports.captioner import Captioner
-    from training.prepared import Prepared, ShardedArray
+    from training.prepared import Prepared
 
 #: caption texts -> their words (`captions.caption_tokens_py`, TensorFlow, or
 #: `caption_files.caption_words_of`: the same words in pure Python)
 Words = Callable[[Sequence[str]], list[list[str]]]
-
-
-# ---------------------------------------------------------------------------- metrics
-
-
-def coco_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """coco-caption's BLEU-1..4 and CIDEr (x 100) of one caption per image against all of
-    that image's references, both normalized by `caption_tokens`."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-
-    from training.data import captions
-
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} captions for {len(references)} reference lists")
-    words = captions.caption_tokens_py([*hypotheses, *(r for refs in references for r in refs)])
-    hyps = {i: [" ".join(words[i])] for i in range(len(hypotheses))}
-    refs, at = {}, len(hypotheses)
-    for i, image_refs in enumerate(references):
-        refs[i] = [" ".join(w) for w in words[at : at + len(image_refs)]]
-        at += len(image_refs)
-    bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
-    cider, _ = Cider().compute_score(refs, hyps)
-    scores = {f"bleu_{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}
-    return {**scores, "cider": 100.0 * float(cider)}
-
-
-# ---------------------------------------------------------------------------- recipe
-
-
-def copy_by_name(source: keras.layers.Layer, target: keras.layers.Layer, where: str) -> None:
-    """Copy `source`'s weights into `target`, strictly: layer by layer by name when
-    `target` is a model (`source` may hold more layers, e.g. a backbone cut shorter),
-    weight by weight otherwise."""
-    if isinstance(target, keras.Model):
-        for layer in target.layers:
-            if not layer.weights:
-                continue
-            try:
-                match = source.get_layer(layer.name)
-            except ValueError:
-                raise TransferError(f"{where}/{layer.name}: no such layer in the source") from None
-            copy_by_name(match, layer, f"{where}/{layer.name}")
-        return
-    if len(source.weights) != len(target.weights):
-        raise TransferError(f"{where}: {len(source.weights)} weights in the source, "
-                            f"{len(target.weights)} here")  # fmt: skip
-    for s, t in zip(source.weights, target.weights, strict=True):
-        if tuple(s.shape) != tuple(t.shape):
-            raise TransferError(
-                f"{where}/{t.name}: shape {tuple(s.shape)} in the source, {tuple(t.shape)} here"
-            )
-        t.assign(s)
-
-
-def fingerprint(layer: keras.layers.Layer) -> str:
-    """A short hash of a layer's weights (which encoder computed a feature cache)."""
-    digest = hashlib.sha256()
-    for weight in layer.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()[:16]
 
 
 class CaptionerRecipe(SequenceGenerationRecipe):
@@ -284,7 +222,7 @@ class CaptionerRecipe(SequenceGenerationRecipe):
         vocab = Vocabulary.from_json(data.assets["target_vocab"])
         bos, eos = vocab.id(BOS), vocab.id(EOS)
 
-        def batches(split: str, shuffle: bool) -> ShuffledBatches:
+        def batches(split: str, shuffle: bool):
             (key, table), *others = data.split(f"{split}_images").items()
             if others:
                 raise ValueError(f"{data.path}: {split}_images holds more than one table")
@@ -399,7 +337,7 @@ class CaptionerRecipe(SequenceGenerationRecipe):
             module = self.export(model, config, data.assets)
             for beam, suffix in ((0, ""), (1, "_greedy")):
                 texts = decode_texts(module, data.eval_sources, beam_size=beam, batch_size=32)
-                scores = coco_scores(texts, data.eval_references)
+                scores = caption_metrics.coco_scores(texts, data.eval_references)
                 results.update({f"{k}{suffix}": v for k, v in scores.items()})
             results["bleu"] = results["bleu_4"]
         return results
@@ -409,46 +347,6 @@ class CaptionerRecipe(SequenceGenerationRecipe):
         from training.exports.captioner import Captioner
 
         return Captioner(model, config, assets)
-
-
-def encoded(encoder: keras.Model, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """float16 [N, h, w, D]: a (frozen) encoder's feature maps of a pixel table, computed
-    with Keras on any backend (`captions.feature_table`'s, in TensorFlow)."""
-    out = [
-        keras.ops.convert_to_numpy(
-            encoder.predict_on_batch(pixels[i : i + batch_size].astype(np.float32))
-        ).astype(np.float16)
-        for i in range(0, len(pixels), batch_size)
-    ]
-    return np.concatenate(out)
-
-
-def caption_batches(
-    examples: dict[str, ShardedArray | np.ndarray],
-    key: str,
-    table: ShardedArray | np.ndarray,
-    batch_size: int,
-    bos_id: int,
-    eos_id: int,
-    shuffle: bool,
-    seed: int | None = 0,
-) -> ShuffledBatches:
-    """Batches of ({key: table[image] as float32, "target_in"}, target_out, weights) of a
-    prepared split, as `captions.caption_dataset` makes them, the targets padded to the
-    split's longest caption."""
-    width = int(examples["target"].shape[1]) + 1
-
-    def make_batch(rows: dict[str, np.ndarray]):
-        images = np.asarray(table[rows["image"]], np.float32)
-        target_in, target_out, weights = teacher_forcing(
-            rows["target"], rows["target_lengths"], width, bos_id, eos_id
-        )
-        return {key: images, "target_in": target_in}, target_out, weights
-
-    arrays = {name: examples[name] for name in ("image", "target", "target_lengths")}
-    return ShuffledBatches(
-        arrays, batch_size, make_batch, shuffle=shuffle, drop_remainder=False, seed=seed
-    )
 
 
 RECIPE = CaptionerRecipe()
