@@ -10,9 +10,13 @@ Contenders:
 - baseline: `model.fit` as Keras compiles it by default on a CPU-only machine (a
   tf.function graph, no XLA);
 - XLA: the same with `jit_compile=True`, which is what `zoo train gpt` uses (the recipe's
-  "auto"), also with 25 steps per execution.
+  "auto"), also with 25 steps per execution;
+- XLA under the `mixed_bfloat16` policy (bfloat16 matmuls, float32 weights), which pays on a
+  CPU with AVX512-BF16/AMX.
 
     python -m benchmarks.train_gpt --data-dir ../shared/data --steps 200 --rounds 4
+    python -m benchmarks.train_gpt --preset shakespeare_char --steps 5 --rounds 3 \
+        --contenders xla,xla_bf16
 """
 
 from __future__ import annotations
@@ -45,16 +49,23 @@ class StepClock(keras.callbacks.Callback):
         return 1000 * (t1 - t0) / max(b1 - b0, 1)
 
 
-def contenders(preset: str, data_dir: str) -> dict:
-    """name -> function training `steps` iterations of that contender."""
-    config = registry.get("gpt").config(preset)
-    batch = int(config["batch_size"])
+CONTENDERS = {  # key -> (name, jit_compile, steps per execution, dtype policy)
+    "graph": ("tf.function graph, Keras' CPU default", False, 1, "float32"),
+    "xla": ("XLA (zoo train gpt)", True, 1, "float32"),
+    "xla25": ("XLA, 25 steps/execution", True, 25, "float32"),
+    "xla_bf16": ("XLA, mixed_bfloat16", True, 1, "mixed_bfloat16"),
+    "graph_bf16": ("tf.function graph (oneDNN), mixed_bfloat16", False, 1, "mixed_bfloat16"),
+}
+
+
+def contenders(preset: str, data_dir: str, keys: list[str]) -> dict:
+    """name -> function training `steps` iterations of that contender (the first is the
+    baseline of the table's ratios)."""
     runs = {}
-    for name, jit, spe in (
-        ("tf.function graph, Keras' CPU default (baseline)", False, 1),
-        ("XLA (zoo train gpt)", True, 1),
-        ("XLA, 25 steps/execution", True, 25),
-    ):
+    for key in keys:
+        name, jit, spe, policy = CONTENDERS[key]
+        config = {**registry.get("gpt").config(preset), "dtype_policy": policy}
+        batch = int(config["batch_size"])
         keras.utils.set_random_seed(1337)
         data = RECIPE.load_data(config, data_dir, batch)
         model = RECIPE.build_model(config, data.assets)
@@ -77,8 +88,13 @@ def main() -> None:
     parser.add_argument("--preset", default="baby")
     parser.add_argument("--steps", type=int, default=200, help="iterations per round")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--contenders",
+        default="graph,xla,xla25,xla_bf16",
+        help=f"comma-separated, the first is the baseline; of {', '.join(CONTENDERS)}",
+    )
     args = parser.parse_args()
-    runs = contenders(args.preset, args.data_dir)
+    runs = contenders(args.preset, args.data_dir, args.contenders.split(","))
     times = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, fit in runs.items():
