@@ -110,7 +110,15 @@ def pytest_configure(config: pytest.Config) -> None:
     the same tiny models, and a program one of them compiled is loaded by the others instead
     of compiled again (the cache key is the program with its compile options, so what runs is
     the same). Set here, before pytest-xdist starts its workers, which inherit the setting and
-    pass it on to their subprocesses; an explicit $JAX_COMPILATION_CACHE_DIR wins."""
+    pass it on to their subprocesses; an explicit $JAX_COMPILATION_CACHE_DIR wins.
+
+    And XLA compiles without its expensive CPU passes (`tests.helpers.FAST_XLA`), for JAX
+    and for TensorFlow's `jit_compile`: the suite's programs are tiny models run for a few
+    steps, where compiling costs more than it saves (GoogLeNet's tiny run under JAX: 73 s
+    with them, 50 s without). An explicit $XLA_FLAGS wins."""
+    from tests.helpers import FAST_XLA
+
+    os.environ.setdefault("XLA_FLAGS", FAST_XLA)
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     import tempfile
@@ -133,12 +141,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 #: fill the end of the run instead of one long family file running alone.
 LAYER_ORDER = ("training", "deploy", "zoo", "serving")
 
+#: The longest files of all (a third of the suite's time between them), before their layer:
+#: started last, one of them would run alone at the end while the other worker idles.
+LONGEST_FIRST = (
+    "training/test_prepared_training.py",
+    "training/test_finetune_compare.py",
+    "training/test_captioner.py",
+)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the collected tests by layer (`LAYER_ORDER`), keeping the order within each."""
+    """Order the collected tests: `LONGEST_FIRST`, then by layer (`LAYER_ORDER`), keeping
+    the order within each."""
 
-    def layer(item: pytest.Item) -> int:
-        parts = Path(item.fspath).relative_to(REPO_ROOT / "tests").parts
-        return LAYER_ORDER.index(parts[0]) if parts[0] in LAYER_ORDER else len(LAYER_ORDER)
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        path = Path(item.fspath).relative_to(REPO_ROOT / "tests")
+        if path.as_posix() in LONGEST_FIRST:
+            return (0, LONGEST_FIRST.index(path.as_posix()))
+        layer = path.parts[0]
+        return (1, LAYER_ORDER.index(layer) if layer in LAYER_ORDER else len(LAYER_ORDER))
 
-    items.sort(key=layer)
+    items.sort(key=rank)

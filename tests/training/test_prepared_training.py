@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import shared_data_dir
 from tests.harness import FamilyEndToEnd, PreparedCase, need
-from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers import FAST_XLA, REPO_ROOT, subprocess_env
 from zoo import registry
 
 
@@ -174,7 +174,7 @@ def test_two_jax_devices_split_the_global_batch(gpt_prepared, tmp_path):
     """`XLA_FLAGS=--xla_force_host_platform_device_count=2`: `auto` is data parallelism
     over both devices, the batch of 16 is laid out across them (8 rows each), and training
     follows the one-device run's curve (the same global batch, split)."""
-    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    two = {"XLA_FLAGS": f"{FAST_XLA} --xla_force_host_platform_device_count=2"}
     one = train_on("gpt", gpt_prepared, tmp_path / "one")
     both = train_on("gpt", gpt_prepared, tmp_path / "two", env=two)
     assert both["strategy"] == "DataParallel" and both["replicas"] == 2
