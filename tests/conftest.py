@@ -136,7 +136,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-#: Layers whose test files take longest, first: `make test` hands whole files to two workers
+#: Layers whose test files take longest, first: `make test` hands whole files to its workers
 #: (pytest-xdist, --dist loadfile) in collection order, so the many short serving files
 #: fill the end of the run instead of one long family file running alone.
 LAYER_ORDER = ("training", "deploy", "zoo", "serving")

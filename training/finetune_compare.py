@@ -135,12 +135,13 @@ def run_comparison(
     epochs: int,
     steps: int | None = None,
     overrides: dict[str, Any] | None = None,
+    jit_compile: bool | str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """The three runs of one task's comparison; arm -> the run's metrics.
 
     `parent_dir` is the artifact's run directory (`catalogue.run_dir_for`). `steps` sets
     the iteration-based GPT's `max_iters` (the other tasks train `epochs` passes over the
-    slice).
+    slice). `jit_compile` is `train.run`'s (False: no XLA, cheaper for a few steps).
     """
     from training import checkpoints, train
     from training.recipe import get_recipe
@@ -166,6 +167,7 @@ def run_comparison(
             epochs=0 if arm == "pretrained" else epochs,
             overrides={**settings, "epochs": epochs},
             parent=None if arm == "scratch" else parent_dir,
+            jit_compile=jit_compile,
             verbose=0,
         )
     return results
