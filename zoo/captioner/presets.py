@@ -21,6 +21,7 @@ Data and training (the recipe):
         `eval_images` are captioned for BLEU / CIDEr.
     learning_rate, clipnorm, batch_size, epochs, checkpoint_monitor, lr_plateau_*: as in
         the other families (Adam; the best epoch by val loss is kept and exported).
+    label_smoothing: of the word cross-entropy (0: none, as the paper).
     beam_size: the exported default (the paper's 3); length_penalty (Wu et al. 2016's
         alpha) and no_repeat_ngram_size: `DECODING_DEFAULTS`; max_decode_length caps every
         caption.
@@ -58,6 +59,7 @@ _DEFAULT: dict = {
     "attention_units": 256,
     "dropout": 0.5,
     "attention_penalty": 1.0,
+    "label_smoothing": 0.0,
     "min_count": 3,
     "max_vocab": 10000,
     "max_caption_tokens": 30,
