@@ -222,11 +222,26 @@ class WholeReplicaBatches(keras.utils.PyDataset):
     """`dataset`'s batches cut to a multiple of `replicas` rows, for data parallelism over
     `keras.distribution` (each device takes an equal share of a batch): a short batch loses
     its last `rows % replicas` examples, and a batch of fewer rows than `replicas` is left
-    out. Only the last batch of an evaluation split, or of a length bucket, is ever short."""
+    out. Only the last batch of an evaluation split, or of a length bucket, is ever short.
 
-    def __init__(self, dataset: keras.utils.PyDataset, replicas: int, **kwargs):
+    With several processes (`processes` > 1), each reads the same global batches and gives
+    Keras its own consecutive share of each, `process`-th of `processes`: Keras' JAX
+    trainer takes a process's input as its local part of the global batch
+    (`jax.make_array_from_process_local_data`)."""
+
+    def __init__(
+        self,
+        dataset: keras.utils.PyDataset,
+        replicas: int,
+        process: int = 0,
+        processes: int = 1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.dataset, self.replicas = dataset, int(replicas)
+        self.process, self.processes = int(process), int(processes)
+        if self.replicas % self.processes:
+            raise ValueError(f"{replicas} devices do not split over {processes} processes")
         self._length = len(dataset)
         if self._length and _rows(dataset[self._length - 1]) < self.replicas:
             self._length -= 1  # only the last batch of a dataset can be that short
@@ -238,8 +253,9 @@ class WholeReplicaBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         batch = self.dataset[index]
-        keep = _rows(batch) - _rows(batch) % self.replicas
-        return keras.tree.map_structure(lambda a: a[:keep], batch)
+        share = (_rows(batch) - _rows(batch) % self.replicas) // self.processes
+        part = slice(self.process * share, (self.process + 1) * share)
+        return keras.tree.map_structure(lambda a: a[part], batch)
 
     def set_epoch(self, epoch: int) -> None:
         """The wrapped dataset's `set_epoch` (a resumed run)."""

@@ -90,10 +90,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
     resumed run still reports the whole curve. With `monitor` (e.g. "val_loss", lower is
     better) the best epoch so far is also kept as `best.weights.h5`, and its history entry
     is marked `"best": 1.0`.
+
+    Only the chief writes (`write`). Where reading the weights is a collective operation
+    (`collective`: JAX across processes, whose every process must take part), the other
+    processes save them too, to a file they delete.
     """
 
     def __init__(
-        self, run_dir: str | Path, keep: int = 2, write: bool = True, monitor: str | None = None
+        self,
+        run_dir: str | Path,
+        keep: int = 2,
+        write: bool = True,
+        monitor: str | None = None,
+        collective: bool = False,
     ):
         super().__init__()
         self.run_dir = Path(run_dir)
@@ -101,11 +110,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.keep = keep
         self.write = write
         self.monitor = monitor
+        self.collective = collective
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         # The epoch's history entry is written first and its checkpoint commits it: a run
         # killed between the two resumes from the previous checkpoint (`resume_point`).
         if not self.write:
+            if self.collective:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as scratch:
+                    self.model.save_weights(Path(scratch) / "share.weights.h5")
             return
         completed = epoch + 1
         history = run_files.read_history(self.run_dir)

@@ -23,13 +23,16 @@ import keras
 @dataclass
 class Placement:
     """A run's distribution: its scope, replica count, name, and whether this process is
-    the chief (the one writer of the run directory)."""
+    the chief (the one writer of the run directory); under `keras.distribution`, this
+    process's index among the `processes` that train together."""
 
     name: str
     replicas: int
     chief: bool
     strategy: Any = None  # the tf.distribute strategy (TensorFlow), else None
     multi_worker: bool = False
+    process: int = 0
+    processes: int = 1
 
     def scope(self) -> contextlib.AbstractContextManager:
         """The context in which the model is built and compiled."""
@@ -44,15 +47,25 @@ def _jax_placement(name: str) -> Placement:
     joins = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or os.environ.get(
         "JAX_COORDINATOR_ADDRESS"
     )
-    if joins and jax.process_count() == 1 and name != "one_device":
+    # before any other JAX call: jax.distributed must start before the backend does
+    if joins and not jax.distributed.is_initialized() and name != "one_device":
         keras.distribution.initialize()
     devices = jax.devices()
     chief = jax.process_index() == 0
     if name in ("default", "one_device") or len(devices) == 1:
         keras.distribution.set_distribution(None)  # not an earlier run's, in this process
         return Placement("OneDevice", 1, chief)
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    return Placement("DataParallel", len(devices), chief, multi_worker=jax.process_count() > 1)
+    # the prepared arrays give each process its share (`WholeReplicaBatches`), not Keras
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    keras.distribution.set_distribution(distribution)
+    return Placement(
+        "DataParallel",
+        len(devices),
+        chief,
+        multi_worker=jax.process_count() > 1,
+        process=jax.process_index(),
+        processes=jax.process_count(),
+    )
 
 
 def _from_strategy(strategy: Any) -> Placement:

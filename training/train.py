@@ -96,16 +96,18 @@ def _prepared_config(spec, model_name: str, preset: str | None, source, override
     return source.preset, spec.config(source.preset, **{**prepared_changes, **(overrides or {})})
 
 
-def _whole_replica_batches(data, replicas: int, global_batch: int):
-    """`data` with every PyDataset's batches cut to a multiple of `replicas` rows."""
+def _whole_replica_batches(data, place, global_batch: int):
+    """`data` with every PyDataset's batches cut to a multiple of the replica count, and
+    this process's share of each where several processes train (`place`)."""
     import dataclasses
 
     from training.array_datasets import WholeReplicaBatches
 
+    replicas = place.replicas
     if global_batch % replicas:
         raise ValueError(f"a global batch of {global_batch} does not split over {replicas} devices")
     splits = {
-        name: WholeReplicaBatches(split, replicas)
+        name: WholeReplicaBatches(split, replicas, place.process, place.processes)
         for name in ("train", "val", "test")
         if isinstance(split := getattr(data, name), keras.utils.PyDataset)
     }
@@ -216,7 +218,7 @@ def run(
             )
     assets = assets or train_data.assets
     if place.strategy is None and place.replicas > 1:  # keras.distribution: even shares
-        train_data = _whole_replica_batches(train_data, place.replicas, global_batch)
+        train_data = _whole_replica_batches(train_data, place, global_batch)
     chief = place.chief
     if chief:
         run_info = {
@@ -268,7 +270,10 @@ def run(
     monitor = config.get("checkpoint_monitor")
     callbacks = [throughput, *recipe.callbacks(config), *plateau.from_config(config, history)]
     # last, so it sees (and records) every other callback's logs
-    callbacks.append(checkpoints.EpochCheckpoint(model_dir, write=chief, monitor=monitor))
+    collective = place.multi_worker and place.strategy is None  # JAX across processes
+    callbacks.append(
+        checkpoints.EpochCheckpoint(model_dir, write=chief, monitor=monitor, collective=collective)
+    )
     if chief:
         if keras.backend.backend() == "tensorflow":  # its summary writer is TensorFlow's
             callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "logs")))

@@ -196,6 +196,81 @@ def test_two_jax_devices_split_the_global_batch(gpt_prepared, tmp_path):
     assert json.loads(layout.stdout.strip().splitlines()[-1]) == [[8, 32], [8, 32]]
 
 
+def test_two_jax_processes_train_as_one(gpt_prepared, tmp_path):
+    """Two processes joined by `keras.distribution.initialize` (KERAS_DISTRIBUTION_* set, as
+    on two hosts; gloo collectives on the CPU): one device each, DataParallel over both.
+    Each feeds its own half of every global batch, the chief alone writes the run
+    directory, and training follows the one-process run's curve."""
+    from tests.conftest import free_port
+
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.no_tensorflow",
+                "train",
+                "gpt",
+                "--data",
+                str(gpt_prepared),
+                "--model-dir",
+                str(tmp_path / "two"),
+                "--verbose",
+                "0",
+                *_sets(CASES["gpt"].train),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO_ROOT,
+            env=subprocess_env(
+                KERAS_BACKEND="jax",
+                KERAS_DISTRIBUTION_JOB_ADDRESSES=addresses,
+                KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                KERAS_DISTRIBUTION_PROCESS_ID=str(index),
+            ),
+        )  # fmt: skip
+        for index in range(2)
+    ]
+    try:
+        logs = [p.communicate(timeout=400)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, log in zip(processes, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    one = train_on("gpt", gpt_prepared, tmp_path / "one")
+    both = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert both["strategy"] == "DataParallel" and both["replicas"] == 2
+    assert both["global_batch_size"] == one["global_batch_size"] == 16
+    (segment,) = json.loads((tmp_path / "two" / "run.json").read_text())["training"]["segments"]
+    assert segment["environment"]["devices"] == [{"count": 2, "kind": "CPU", "name": "cpu"}]
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "ckpt-0001.weights.h5",
+        "ckpt-0002.weights.h5",
+    ]  # the other process's copies went to its scratch files
+    np.testing.assert_allclose(
+        [h["loss"] for h in both["history"]], [h["loss"] for h in one["history"]], rtol=5e-3
+    )
+
+
+def test_each_process_reads_its_share_of_a_global_batch():
+    """`WholeReplicaBatches` over 4 devices in 2 processes: a batch of 10 windows is cut to
+    8, process 0 takes windows 0-3 and process 1 windows 4-7 (together the one-process
+    batch)."""
+    from training.array_datasets import ConsecutiveWindows, WholeReplicaBatches
+
+    data = ConsecutiveWindows(np.arange(41), block_size=4, batch_size=10)  # 10 windows
+    shares = [WholeReplicaBatches(data, 4, process, 2)[0] for process in (0, 1)]
+    whole = WholeReplicaBatches(data, 4)[0]
+    assert [x[:, 0].tolist() for x, _ in shares] == [[0, 4, 8, 12], [16, 20, 24, 28]]
+    for i in (0, 1):
+        np.testing.assert_array_equal(np.concatenate([b[i] for b in shares]), whole[i])
+    with pytest.raises(ValueError, match="3 devices do not split over 2 processes"):
+        WholeReplicaBatches(data, 3, 0, 2)
+
+
 #: how `training.distribution` lays a batch of 16 windows of 32 ids over the devices
 SHARDS = """
 import json, jax, numpy as np
