@@ -107,3 +107,32 @@ def test_beam_size_one_is_greedy(example):
 def test_unknown_feature_map_is_a_clear_error():
     with pytest.raises(ValueError, match="no feature map 'inception_9z'"):
         registry.get("captioner").build("tiny", target_vocab_size=40, feature_map="inception_9z")
+
+
+def test_word_dropout_replaces_words_in_training_only():
+    """`WordDropout`: about `rate` of the words become "[UNK]" (id 1) in training, padding
+    and "<s>" never do, and inference leaves the ids alone; in the captioner it changes the
+    training-mode logits only, and a model without it has no such layer (older runs)."""
+    from zoo.layers.word_dropout import WordDropout
+
+    ids = np.tile(np.array([[2, 5, 6, 7, 8, 9, 10, 11, 0, 0]], "int32"), (400, 1))
+    layer = WordDropout(0.3, unk_id=1, kept_ids=(0, 2), seed=7)
+    dropped = ops.convert_to_numpy(layer(ids, training=True))
+    assert np.array_equal(ops.convert_to_numpy(layer(ids)), ids)
+    words = ids > 2
+    assert set(np.unique(dropped[~words])) == {0, 2} and np.array_equal(
+        dropped[~words], ids[~words]
+    )
+    changed = dropped[words] != ids[words]
+    assert np.all(dropped[words][changed] == 1)
+    assert 0.27 < changed.mean() < 0.33, changed.mean()  # 2,800 words at 0.3
+
+    spec = registry.get("captioner")
+    inputs = spec.example_inputs(spec.config("tiny"), np.random.default_rng(1))
+    plain = spec.build("tiny", target_vocab_size=40, dropout=0.0)
+    dropping = spec.build("tiny", target_vocab_size=40, dropout=0.0, word_dropout=0.5)
+    assert plain.input_word_dropout is None
+    assert [w.path for w in plain.weights] == [w.path for w in dropping.weights]
+    dropping.set_weights(plain.get_weights())
+    np.testing.assert_allclose(dropping(inputs), plain(inputs), atol=1e-6)
+    assert not np.allclose(dropping(inputs, training=True), plain(inputs, training=True))

@@ -18,7 +18,10 @@ def build(config: dict) -> ShowAttendTell:
     missing = [key for key in MODEL_KEYS if key not in config]
     if missing:
         raise KeyError(f"captioner config lacks {missing}")
-    model = ShowAttendTell(**{key: config[key] for key in MODEL_KEYS})
+    # word_dropout is newer than the published runs, whose configs lack it
+    model = ShowAttendTell(
+        **{key: config[key] for key in MODEL_KEYS}, word_dropout=config.get("word_dropout", 0.0)
+    )
     size = model.image_size
     model({"pixels": ops.zeros((1, size, size, 3)), "target_in": ops.ones((1, 2), "int32")})
     return model

@@ -29,6 +29,7 @@ import keras
 from keras import layers, ops
 
 from zoo.layers.attention import Attention
+from zoo.layers.word_dropout import WordDropout
 from zoo.tasks.image_classifier import backbone_of
 
 #: the name of the encoder layer: what `init_from(model, run, ["backbone"])` initialises
@@ -73,6 +74,8 @@ class ShowAttendTell(keras.Model):
         attention_penalty: lambda of the doubly stochastic penalty (the paper: 1).
         bos_id: the id that starts decoding ("<s>").
         eos_id: the id that ends a caption ("</s>").
+        word_dropout: the chance that a teacher-forced input word is "[UNK]" (id 1) in
+            training (0: no `WordDropout` layer at all).
 
     Inputs of `call`: {"pixels": float [B, s, s, 3] in [0, 255] or "features": float
     [B, h, w, D] (the backbone's output, e.g. cached), "target_in": int [B, T] ("<s>" then
@@ -102,6 +105,7 @@ class ShowAttendTell(keras.Model):
         attention_penalty: float = 1.0,
         bos_id: int = 2,
         eos_id: int = 3,
+        word_dropout: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -120,6 +124,13 @@ class ShowAttendTell(keras.Model):
         self.attention_penalty = float(attention_penalty)
         self.bos_id = bos_id
         self.eos_id = eos_id
+        self.word_dropout = float(word_dropout)
+        # only when asked for: older runs' models keep exactly their layers
+        self.input_word_dropout = (
+            WordDropout(self.word_dropout, unk_id=1, kept_ids=(0, bos_id), name="word_dropout")
+            if self.word_dropout
+            else None
+        )
 
         self.backbone = encoder_backbone(encoder, encoder_preset, self.image_size, feature_map)
         self.backbone.trainable = self.train_encoder
@@ -186,7 +197,10 @@ class ShowAttendTell(keras.Model):
         annotations = self.annotations(inputs, training=training)
         context, state = self.start(annotations)
         target_in = ops.cast(inputs["target_in"], "int32")
-        embedded = self.embedding(target_in)  # [B, T, E]
+        words_in = target_in
+        if self.input_word_dropout is not None:
+            words_in = self.input_word_dropout(target_in, training=training)
+        embedded = self.embedding(words_in)  # [B, T, E]
         batch = ops.shape(embedded)[0]
         h, w = self.grid
 
@@ -242,5 +256,6 @@ class ShowAttendTell(keras.Model):
             attention_penalty=self.attention_penalty,
             bos_id=self.bos_id,
             eos_id=self.eos_id,
+            word_dropout=self.word_dropout,
         )
         return config

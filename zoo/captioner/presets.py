@@ -22,6 +22,8 @@ Data and training (the recipe):
     learning_rate, clipnorm, batch_size, epochs, checkpoint_monitor, lr_plateau_*: as in
         the other families (Adam; the best epoch by val loss is kept and exported).
     label_smoothing: of the word cross-entropy (0: none, as the paper).
+    word_dropout: the chance that a teacher-forced input word is "[UNK]" in training
+        (`zoo.layers.word_dropout`; 0: none, as the paper).
     beam_size: the exported default (the paper's 3); length_penalty (Wu et al. 2016's
         alpha) and no_repeat_ngram_size: `DECODING_DEFAULTS`; max_decode_length caps every
         caption.
@@ -60,6 +62,7 @@ _DEFAULT: dict = {
     "dropout": 0.5,
     "attention_penalty": 1.0,
     "label_smoothing": 0.0,
+    "word_dropout": 0.0,
     "min_count": 3,
     "max_vocab": 10000,
     "max_caption_tokens": 30,
