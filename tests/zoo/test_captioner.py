@@ -136,3 +136,24 @@ def test_word_dropout_replaces_words_in_training_only():
     dropping.set_weights(plain.get_weights())
     np.testing.assert_allclose(dropping(inputs), plain(inputs), atol=1e-6)
     assert not np.allclose(dropping(inputs, training=True), plain(inputs, training=True))
+
+
+def test_train_encoder_from_a_block_freezes_the_layers_below_it():
+    """`train_encoder="inception_4d"`: blocks 4d and 4e train, every layer below them is
+    frozen, and batch norm stays in inference (its moving statistics do not move); True
+    trains the whole backbone, and a name that is no block is a clear error."""
+    spec = registry.get("captioner")
+    inputs = spec.example_inputs(spec.config("tiny"), np.random.default_rng(1))
+    top = spec.build("tiny", target_vocab_size=40, train_encoder="inception_4d")
+    trainable = {layer.name for layer in top.backbone.layers if layer.trainable and layer.weights}
+    assert trainable and all(n.startswith(("inception_4d_", "inception_4e_")) for n in trainable)
+    assert "inception_4d_1x1" in trainable and "inception_4c_1x1" not in trainable
+    frozen_weights = len(top.backbone.non_trainable_weights)
+    whole = spec.build("tiny", target_vocab_size=40, train_encoder=True)
+    assert len(whole.backbone.non_trainable_weights) < frozen_weights
+    bn = top.backbone.get_layer("inception_4e_1x1_bn")
+    before = ops.convert_to_numpy(bn.moving_mean).copy()
+    top(inputs, training=True)
+    np.testing.assert_array_equal(ops.convert_to_numpy(bn.moving_mean), before)
+    with pytest.raises(ValueError, match="names no block of the encoder: .*inception_4e"):
+        spec.build("tiny", target_vocab_size=40, train_encoder="inception_9z")

@@ -66,7 +66,10 @@ class ShowAttendTell(keras.Model):
             normalization must match a run that initialises it).
         image_size: the square input side in pixels.
         feature_map: the backbone output used as annotations ("inception_4e").
-        train_encoder: fine-tune the backbone too (False: frozen, batch norm in inference).
+        train_encoder: fine-tune the backbone too: True for all of it, a block's name
+            ("inception_4d") for that block and those above it, with batch norm kept in
+            inference (the Keras transfer-learning recipe); False: frozen, batch norm in
+            inference.
         embedding_dim: word embedding width (and of the deep output layer).
         decoder_units: LSTM units.
         attention_units: width of the attention MLP.
@@ -97,7 +100,7 @@ class ShowAttendTell(keras.Model):
         encoder_preset: str = "imagenette",
         image_size: int = 160,
         feature_map: str = "inception_4e",
-        train_encoder: bool = False,
+        train_encoder: bool | str = False,
         embedding_dim: int = 256,
         decoder_units: int = 512,
         attention_units: int = 256,
@@ -116,7 +119,9 @@ class ShowAttendTell(keras.Model):
         self.encoder_preset = encoder_preset
         self.image_size = int(image_size)
         self.feature_map = feature_map
-        self.train_encoder = bool(train_encoder)
+        self.train_encoder = train_encoder if isinstance(train_encoder, str) else bool(
+            train_encoder
+        )
         self.embedding_dim = embedding_dim
         self.decoder_units = decoder_units
         self.attention_units = attention_units
@@ -133,7 +138,7 @@ class ShowAttendTell(keras.Model):
         )
 
         self.backbone = encoder_backbone(encoder, encoder_preset, self.image_size, feature_map)
-        self.backbone.trainable = self.train_encoder
+        self._set_encoder_trainable()
         h, w, d = (int(s) for s in self.backbone.output.shape[1:])
         self.grid, self.feature_dim = (h, w), d
 
@@ -159,6 +164,20 @@ class ShowAttendTell(keras.Model):
         self.logits.build((None, embedding_dim))
         self.built = True
 
+    def _set_encoder_trainable(self) -> None:
+        """Freeze the backbone, or train it whole, or from the block `train_encoder` names."""
+        self.backbone.trainable = bool(self.train_encoder)
+        if not isinstance(self.train_encoder, str) or not self.train_encoder:
+            return
+        block = self.train_encoder
+        names = [layer.name for layer in self.backbone.layers]
+        first = next((i for i, n in enumerate(names) if n.startswith(f"{block}_")), None)
+        if first is None:
+            blocks = [n for n in names if n.startswith("inception_") and n.count("_") == 1]
+            raise ValueError(f"train_encoder {block!r} names no block of the encoder: {blocks}")
+        for layer in self.backbone.layers[:first]:
+            layer.trainable = False
+
     # -- building blocks ------------------------------------------------------------------
 
     def annotations(self, inputs, training: bool = False):
@@ -166,7 +185,9 @@ class ShowAttendTell(keras.Model):
         if "features" in inputs:
             features = inputs["features"]
         else:
-            features = self.backbone(inputs["pixels"], training=training and self.train_encoder)
+            # batch norm learns its statistics only when the whole backbone trains
+            whole = self.train_encoder is True
+            features = self.backbone(inputs["pixels"], training=training and whole)
         h, w = self.grid
         return ops.reshape(ops.cast(features, "float32"), (-1, h * w, self.feature_dim))
 
