@@ -119,8 +119,8 @@ class ShowAttendTell(keras.Model):
         self.encoder_preset = encoder_preset
         self.image_size = int(image_size)
         self.feature_map = feature_map
-        self.train_encoder = train_encoder if isinstance(train_encoder, str) else bool(
-            train_encoder
+        self.train_encoder = (
+            train_encoder if isinstance(train_encoder, str) else bool(train_encoder)
         )
         self.embedding_dim = embedding_dim
         self.decoder_units = decoder_units
