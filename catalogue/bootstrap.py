@@ -10,7 +10,8 @@ artifact again as a new version. Then `models.config` (TF Serving's ModelServerC
 format) lists every model base path under the models folder.
 
 The serving name is the family (`gpt`, `tagger`, ...) when the catalogue has one variant of
-it, else `<family>-<variant>`.
+it, or for the variant the manifest names as the family's (`"served"`, set by
+`zoo publish --as-family`); any other variant is served as `<family>-<variant>`.
 """
 
 from __future__ import annotations
@@ -45,22 +46,13 @@ def write_config(models: Path) -> Path:
     return path
 
 
-def serving_names(names: list[str]) -> dict[str, str]:
-    """Artifact name -> the model name it is served under (see the module docstring)."""
-    families = [name.split("/", 1)[0] for name in names]
-    return {
-        name: family if families.count(family) == 1 else name.replace("/", "-")
-        for name, family in zip(names, families, strict=True)
-    }
-
-
 def install_catalogue(models: Path, cache: str | None = None, log=print) -> dict[str, Path]:
     """Install the newest version of every artifact in the catalogue (`pretrained_dir()`)
     that `models` lacks; returns serving name -> version directory for those installed now."""
     import catalogue
 
     installed = {}
-    for name, served_as in serving_names(catalogue.Manifest().names()).items():
+    for name, served_as in catalogue.Manifest().serving_names().items():
         base = models / served_as
         versions = version_dirs(base)
         if versions and (versions[-1][1] / COSTS_PATH).is_file():

@@ -86,6 +86,21 @@ class Release:
         return fields
 
 
+def serving_names(names: list[str], as_family: dict[str, str] | None = None) -> dict[str, str]:
+    """Artifact name -> the model name `make serve` serves it under: the family (`gpt`,
+    `tagger`, ...) when the catalogue has one variant of it, or for the variant `as_family`
+    (family -> artifact, the manifest's `"served"`) names; any other variant as
+    `<family>-<variant>`."""
+    families = [name.split("/", 1)[0] for name in names]
+    chosen = as_family or {}
+    return {
+        name: family
+        if chosen.get(family, name if families.count(family) == 1 else None) == name
+        else name.replace("/", "-")
+        for name, family in zip(names, families, strict=True)
+    }
+
+
 class Manifest:
     """`manifest.json` of one folder: read, resolve, add a release, write atomically."""
 
@@ -132,6 +147,21 @@ class Manifest:
                 return release
         have = ", ".join(str(r.version) for r in releases)
         raise PullError(f"{name} has no version {version} (versions: {have})")
+
+    def served_as_family(self) -> dict[str, str]:
+        """Family -> the artifact `make serve` serves under the family's name, where the
+        publisher chose one (`zoo publish --as-family`)."""
+        return dict(self.data.get("served", {}))
+
+    def serve_as_family(self, name: str) -> None:
+        """Serve artifact `name` under its family's name (call `save()` to write)."""
+        if name not in self.data["artifacts"]:
+            raise PullError(f"no published artifact named {name!r} in {self.path}")
+        self.data.setdefault("served", {})[name.split("/", 1)[0]] = name
+
+    def serving_names(self) -> dict[str, str]:
+        """Artifact name -> the model name `make serve` serves it under."""
+        return serving_names(self.names(), self.served_as_family())
 
     def add(self, release: Release) -> None:
         """Record `release` (call `save()` to write)."""

@@ -171,6 +171,7 @@ def publish(
     dataset: str | None = None,
     use: str | None = None,
     batch_size: int | None = None,
+    as_family: bool = False,
     evaluate: Evaluate = _default_evaluate,
     log: Log = log_to_stderr,
 ) -> Release:
@@ -179,6 +180,8 @@ def publish(
 
     `command` and `data_dir` default to what the run recorded in run.json; `dataset` to
     the dataset `data_dir` or the config names, else the family's reference data.
+    `as_family`: `make serve` serves this artifact under its family's name (`gpt`), and
+    the family's other artifacts as `<family>-<variant>`.
     """
     run = _read_run(Path(run_dir), name, command, data_dir, dataset)
     out = Path(out) if out is not None else pretrained_dir()
@@ -259,6 +262,8 @@ def publish(
         weights_dtype=dtype,
     )
     manifest.add(release)
+    if as_family:
+        manifest.serve_as_family(name)
     manifest.save()
     if previous is not None and previous.file != release.file:
         (out / previous.file).unlink(missing_ok=True)  # replaced: keep the folder small

@@ -45,12 +45,11 @@ def add_exports(catalogue: Path, log=print) -> list[str]:
     manifest.json) a prebuilt SavedModel when its archive lacks one; returns the references
     republished. The run files and weights stay as they are; the archive, its manifest
     record (sha256, size) and its card's archive rows are replaced."""
-    from catalogue.bootstrap import serving_names
     from catalogue.manifest import Manifest
 
     manifest = Manifest(catalogue)
     done = []
-    for name, served_as in serving_names(manifest.names()).items():
+    for name, served_as in manifest.serving_names().items():
         release = manifest.latest(name)
         archive = catalogue / release.file
         if not archive.is_file() or archive_carries_export(archive):

@@ -253,6 +253,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         use=args.intended_use,
         batch_size=args.batch_size,
+        as_family=args.as_family,
         log=_say,
     )
     print(
@@ -415,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("name", help="family/variant, e.g. cifar_convnet/paper")
     p.add_argument("--half", action="store_true", help="store the weights in float16")
+    p.add_argument(
+        "--as-family",
+        action="store_true",
+        help="make serve serves it under the family's name (gpt), other variants as gpt-<variant>",
+    )
     p.add_argument("--out", default=None, help="published folder (default: the repo's pretrained/)")
     p.add_argument("--data-dir", default=None, help="data to evaluate on (default: the run's)")
     p.add_argument(

@@ -50,7 +50,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from catalogue.bootstrap import serving_names
+from catalogue.manifest import serving_names
 from serving import docker_entrypoint, repository
 from serving.config_protos import MonitoringConfig
 from serving.main import build_parser
@@ -259,7 +259,7 @@ def pull_commands(container: dict) -> list[list[str]]:
 def catalogue() -> dict[str, str]:
     """Artifact name -> served name: what the image installs (catalogue/bootstrap.py)."""
     manifest = orjson.loads((REPO_ROOT / "pretrained" / "manifest.json").read_bytes())
-    return serving_names(sorted(manifest["artifacts"]))
+    return serving_names(sorted(manifest["artifacts"]), manifest.get("served"))
 
 
 def dockerfile() -> str:

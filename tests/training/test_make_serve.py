@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 
 from catalogue import Manifest
-from catalogue.bootstrap import serving_names
 from catalogue.manifest import REPO_PRETRAINED
 from tests.helpers import REPO_ROOT, subprocess_env
 from tests.server_process import start_server
 
 CATALOGUE = Manifest(REPO_PRETRAINED)
-SERVED = serving_names(CATALOGUE.names())  # artifact name -> served model name
+SERVED = CATALOGUE.serving_names()  # artifact name -> served model name
 
 
 def _predict(server, model: str, instances: list) -> list:

@@ -210,6 +210,27 @@ def test_publish_writes_artifact_card_and_manifest(published):
     assert not [p for p in pub.iterdir() if p.name.startswith(".")]  # no staging left over
 
 
+def test_one_variant_of_a_family_is_served_under_the_family_name(tmp_path):
+    """`zoo publish --as-family` records, in the manifest, which of a family's artifacts
+    `make serve` serves as `gpt`; the others stay served (and pullable) as `gpt-<variant>`.
+    The choice survives a reload, and naming an artifact the manifest lacks is refused."""
+    from catalogue.manifest import Manifest, Release
+
+    manifest = Manifest(tmp_path)
+    for name in ("gpt/baby", "gpt/shakespeare_char", "tagger/default"):
+        manifest.add(Release(name=name, version=1, file=f"{name.replace('/', '-')}.tar.gz",
+                             sha256="0" * 64, size=1, metric={}, dataset="d", licence="l",
+                             restricted=False, card="c.md", parameters=1))  # fmt: skip
+    assert manifest.serving_names()["gpt/baby"] == "gpt-baby"
+    manifest.serve_as_family("gpt/shakespeare_char")
+    manifest.save()
+    assert Manifest(tmp_path).serving_names() == {
+        "gpt/baby": "gpt-baby", "gpt/shakespeare_char": "gpt", "tagger/default": "tagger"
+    }  # fmt: skip
+    with pytest.raises(catalogue.PullError, match="no published artifact named 'gpt/big'"):
+        manifest.serve_as_family("gpt/big")
+
+
 def _answers(run: Path, data: Path) -> list[tuple[Path, bool]]:
     """Each test image of the image folder `data`, and whether the run's model classifies it
     right: counted here from the model's own predictions."""
@@ -583,6 +604,7 @@ def test_make_serve_installs_the_catalogue_without_training(published, env, tmp_
     from tensorflow_serving.config import model_server_config_pb2
 
     from catalogue import bootstrap
+    from catalogue.manifest import serving_names
 
     monkeypatch.setenv("TFZOO_PRETRAINED", str(published[0]))  # the archive beside its manifest
     models = tmp_path / "models"
@@ -594,6 +616,10 @@ def test_make_serve_installs_the_catalogue_without_training(published, env, tmp_
         bootstrap.write_config(models).read_text(), model_server_config_pb2.ModelServerConfig()
     )
     assert [c.name for c in config.model_config_list.config] == ["cifar_convnet"]
-    assert bootstrap.serving_names(["gpt/baby", "gpt/big", "tagger/default"]) == {
+    assert serving_names(["gpt/baby", "gpt/big", "tagger/default"]) == {
         "gpt/baby": "gpt-baby", "gpt/big": "gpt-big", "tagger/default": "tagger"
+    }  # fmt: skip
+    chosen = {"gpt": "gpt/big"}  # `zoo publish --as-family`
+    assert serving_names(["gpt/baby", "gpt/big", "tagger/default"], chosen) == {
+        "gpt/baby": "gpt-baby", "gpt/big": "gpt", "tagger/default": "tagger"
     }  # fmt: skip
