@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,10 @@ def serving_names(names: list[str], as_family: dict[str, str] | None = None) -> 
     `tagger`, ...) when the catalogue has one variant of it, or for the variant `as_family`
     (family -> artifact, the manifest's `"served"`) names; any other variant as
     `<family>-<variant>`."""
-    families = [name.split("/", 1)[0] for name in names]
-    chosen = as_family or {}
-    return {
-        name: family
-        if chosen.get(family, name if families.count(family) == 1 else None) == name
-        else name.replace("/", "-")
-        for name, family in zip(names, families, strict=True)
-    }
+    family_of = {name: name.split("/", 1)[0] for name in names}
+    variants = Counter(family_of.values())
+    chosen = {f: n for n, f in family_of.items() if variants[f] == 1} | (as_family or {})
+    return {n: f if chosen.get(f) == n else n.replace("/", "-") for n, f in family_of.items()}
 
 
 class Manifest:

@@ -97,15 +97,7 @@ def copy_by_name(source: keras.layers.Layer, target: keras.layers.Layer, where: 
                 raise TransferError(f"{where}/{layer.name}: no such layer in the source") from None
             copy_by_name(match, layer, f"{where}/{layer.name}")
         return
-    if len(source.weights) != len(target.weights):
-        raise TransferError(f"{where}: {len(source.weights)} weights in the source, "
-                            f"{len(target.weights)} here")  # fmt: skip
-    for s, t in zip(source.weights, target.weights, strict=True):
-        if tuple(s.shape) != tuple(t.shape):
-            raise TransferError(
-                f"{where}/{t.name}: shape {tuple(s.shape)} in the source, {tuple(t.shape)} here"
-            )
-        t.assign(s)
+    _copy_layer(source, target, where)
 
 
 def fingerprint(layer: keras.layers.Layer) -> str:
