@@ -148,7 +148,12 @@ class Manifest:
     def served_as_family(self) -> dict[str, str]:
         """Family -> the artifact `make serve` serves under the family's name, where the
         publisher chose one (`zoo publish --as-family`)."""
-        return dict(self.data.get("served", {}))
+        served = self.data.get("served", {})
+        if not isinstance(served, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in served.items()
+        ):
+            raise PullError(f'{self.path}: "served" must map family names to artifact names')
+        return dict(served)
 
     def serve_as_family(self, name: str) -> None:
         """Serve artifact `name` under its family's name (call `save()` to write)."""

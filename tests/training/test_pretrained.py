@@ -229,6 +229,9 @@ def test_one_variant_of_a_family_is_served_under_the_family_name(tmp_path):
     }  # fmt: skip
     with pytest.raises(catalogue.PullError, match="no published artifact named 'gpt/big'"):
         manifest.serve_as_family("gpt/big")
+    manifest.data["served"] = ["gpt/baby"]  # a hand-edited manifest: refused, not a crash
+    with pytest.raises(catalogue.PullError, match='"served" must map family names'):
+        manifest.serving_names()
 
 
 def _answers(run: Path, data: Path) -> list[tuple[Path, bool]]:
