@@ -26,7 +26,7 @@ run() {  # run directory name, artifact name, data dir for publish, then zoo tra
   echo "[$(stamp)] start $name: zoo train $*"
   if $ZOO train "$@" --model-dir "runs/$name" --verbose 2; then
     echo "[$(stamp)] trained $name; publishing $artifact"
-    $ZOO publish "runs/$name" "$artifact" --half --data-dir "$data" \
+    $ZOO publish "runs/$name" "$artifact" --half --data-dir "$data" ${PUBLISH_ARGS:-} \
       && echo "[$(stamp)] published $artifact" || echo "[$(stamp)] not published: $artifact"
   else
     echo "[$(stamp)] FAILED $name (exit $?)"
@@ -40,7 +40,8 @@ run gpt_baby gpt/baby "$DATA" gpt --preset baby --data-dir "$DATA"
 # val loss on 20 random batches, not nanoGPT's 200 (which would add 3 h); the headline is
 # measured on the whole val split. On a lent device: `zoo prepare gpt` here,
 # `KERAS_BACKEND=jax zoo train gpt --data` there.
-run gpt_shakespeare_char gpt/shakespeare_char "$DATA" gpt --preset shakespeare_char \
+# served by `make serve` as `gpt` (gpt/baby stays pullable, served as gpt-baby)
+PUBLISH_ARGS=--as-family run gpt_shakespeare_char gpt/shakespeare_char "$DATA" gpt --preset shakespeare_char \
   --data-dir "$DATA" --xla off --set dtype_policy=mixed_bfloat16 --set epochs=40 \
   --set eval_iters=20
 run tagger_default tagger/default "$DATA/ud_english_ewt" \
