@@ -10,6 +10,7 @@ must answer); a family published without one fails `test_every_shipped_family_is
 from __future__ import annotations
 
 import base64
+import gzip
 import re
 import subprocess
 import sys
@@ -83,6 +84,25 @@ def check_gpt(server, model: str, data: Path) -> None:
     assert sum(word in common for word in words) >= 5, answer
 
 
+WORDS = REPO_ROOT / "tests" / "data" / "web2.txt.gz"  # see tests/data/README.md
+
+
+def dictionary_share(text: str) -> float:
+    """The share of `text`'s words (runs of letters, lower-cased) that are in Webster's
+    Second (`tests/data/web2.txt.gz`)."""
+    words = re.findall(r"[a-z]+", text.lower())
+    known = set(gzip.decompress(WORDS.read_bytes()).decode().split())
+    return sum(word in known for word in words) / max(len(words), 1)
+
+
+def check_gpt_writes_words(server, model: str, data: Path) -> None:
+    """The GPT served as `gpt` (nanoGPT's shakespeare_char) continues "ROMEO:" in words:
+    at least 80% of them are dictionary words (tiny Shakespeare itself: 91.8%)."""
+    check_gpt(server, model, data)
+    (answer,) = _predict(server, model, ["ROMEO:\n"])
+    assert dictionary_share(answer) >= 0.8, (dictionary_share(answer), answer)
+
+
 def check_captioner(server, model: str, data: Path) -> None:
     """Four Flickr8k validation photos, sent as JPEG bytes: each gets an English caption,
     and most share a content word with one of their five reference captions."""
@@ -102,6 +122,7 @@ def check_captioner(server, model: str, data: Path) -> None:
         )
         words = set(re.findall(r"[a-z]+", caption.lower())) - stop
         assert len(caption.split()) >= 3, caption
+        assert "[UNK]" not in caption, caption
         known = set(re.findall(r"[a-z]+", " ".join(references[image]))) - stop
         hits += bool(words & known)
     assert hits >= 3, f"{hits}/{len(images)} captions share a content word with the references"
@@ -115,10 +136,18 @@ CHECKS: dict[str, Callable] = {
     "seq2seq": check_seq2seq,
     "gpt": check_gpt,
 }
+# artifacts held to more than their family's check
+ARTIFACT_CHECKS: dict[str, Callable] = {"gpt/shakespeare_char": check_gpt_writes_words}
 
 
 def test_every_shipped_family_is_checked():
     assert {name.split("/")[0] for name in SERVED} <= set(CHECKS)
+
+
+def test_dictionary_share_counts_words_of_the_shipped_list():
+    assert dictionary_share("Thou art the sun, and I the moon.") == 1.0
+    assert dictionary_share("Nible such since our life, I mill one have the daught") == 9 / 11
+    assert dictionary_share("xqz blorf, the sun") == 0.5
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +170,8 @@ def served(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(SERVED))
 def test_shipped_model_answers_a_real_request(served, name, shared_data):
-    family = name.split("/")[0]
-    CHECKS[family](served, SERVED[name], shared_data)
+    check = ARTIFACT_CHECKS.get(name, CHECKS[name.split("/")[0]])
+    check(served, SERVED[name], shared_data)
 
 
 # ---------------------------------------------------------------------------- the page
