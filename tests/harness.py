@@ -4,8 +4,9 @@ A family's test module subclasses `FamilyEndToEnd`, gives the run of its tiny pr
 request for one of its signatures as fixtures, and inherits the steps every family passes:
 
 1. the tiny preset trains on a slice of real data and its loss falls;
-2. `zoo export` writes a SavedModel that, loaded in a fresh process importing neither `zoo`,
-   `training` nor any Keras module beyond those `import tensorflow` itself loads, answers
+2. `zoo export` writes a SavedModel that, loaded in a process of its own importing neither
+   `zoo`, `training` nor any Keras module beyond those `import tensorflow` itself loads (one
+   per test process, `FreshLoader`, which loads every export it is sent), answers
    exactly as the in-process export module (which runs the Keras model) does, both through
    `tf.saved_model.load` and through a TF1 session as stock TF Serving loads it;
 3. `zoo serve` serves it, and gRPC Predict and REST :predict give those same answers.
@@ -41,34 +42,81 @@ FRESH_PROCESS = textwrap.dedent(
     import tensorflow as tf
     from tensorflow.core.framework import tensor_pb2
 
-    path, signature, request_file, out_file = sys.argv[1:]
-    with open(request_file, "rb") as f:
-        names = json.loads(f.readline())
-        protos = [tensor_pb2.TensorProto.FromString(bytes.fromhex(line.strip().decode()))
-                  for line in f]
-    inputs = {n: tf.make_ndarray(p) for n, p in zip(names, protos)}
     before = set(sys.modules)  # importing TensorFlow (TF 2.21) loads parts of Keras itself
-    loaded = tf.saved_model.load(path)
-    eager = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
-    keras_loaded = sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "keras")
-    # the way stock TF Serving runs it: the graph and its restore op in a TF1 session
-    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
-        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-        sig = meta.signature_def[signature]
-        fetched = session.run(
-            {k: v.name for k, v in sig.outputs.items()},
-            {sig.inputs[k].name: v for k, v in inputs.items()},
-        )
-    ours = sorted(m for m in ("zoo", "training", "tfzoo") if m in sys.modules)
-    out = {"imported": ours + keras_loaded}
-    out["eager"] = {k: tf.make_tensor_proto(v.numpy()).SerializeToString().hex()
-                    for k, v in eager.items()}
-    out["session"] = {k: tf.make_tensor_proto(v).SerializeToString().hex()
-                      for k, v in fetched.items()}
-    with open(out_file, "w") as f:
-        json.dump(out, f)
+    for line in sys.stdin:  # one export per line: its answers, written to `out_file`
+        path, signature, request_file, out_file = json.loads(line)
+        with open(request_file, "rb") as f:
+            names = json.loads(f.readline())
+            protos = [tensor_pb2.TensorProto.FromString(bytes.fromhex(line.strip().decode()))
+                      for line in f]
+        inputs = {n: tf.make_ndarray(p) for n, p in zip(names, protos)}
+        loaded = tf.saved_model.load(path)
+        eager = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+        # the way stock TF Serving runs it: the graph and its restore op in a TF1 session
+        with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+            sig = meta.signature_def[signature]
+            fetched = session.run(
+                {k: v.name for k, v in sig.outputs.items()},
+                {sig.inputs[k].name: v for k, v in inputs.items()},
+            )
+        # since TensorFlow's import, over every export this process has loaded
+        keras_loaded = sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "keras")
+        ours = sorted(m for m in ("zoo", "training", "tfzoo") if m in sys.modules)
+        out = {"imported": ours + keras_loaded}
+        out["eager"] = {k: tf.make_tensor_proto(v.numpy()).SerializeToString().hex()
+                        for k, v in eager.items()}
+        out["session"] = {k: tf.make_tensor_proto(v).SerializeToString().hex()
+                          for k, v in fetched.items()}
+        with open(out_file, "w") as f:
+            json.dump(out, f)
+        print("done", flush=True)
     """
 )
+
+
+class FreshLoader:
+    """A process of its own that imports TensorFlow and nothing of this repository (nor any
+    Keras module beyond those `import tensorflow` loads), and loads each export it is sent in
+    turn: one per test process (`FreshLoader.shared()`), so that TensorFlow is imported once
+    rather than once per export. What it reports as imported counts every export so far."""
+
+    _shared: FreshLoader | None = None
+
+    def __init__(self):
+        import tempfile
+
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FRESH_PROCESS],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=subprocess_env(), cwd="/",
+        )  # fmt: skip
+
+    @classmethod
+    def shared(cls) -> FreshLoader:
+        """This test process's loader, started on first use (and again if it died)."""
+        if cls._shared is None or cls._shared.proc.poll() is not None:
+            import atexit
+
+            cls._shared = cls()
+            atexit.register(cls._shared.proc.kill)
+        return cls._shared
+
+    def answer(self, request: list[str], timeout: float = 300) -> None:
+        """Send one [path, signature, request file, out file]; returns once it is written."""
+        import select
+
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "done":
+            self.proc.kill()
+            self.stderr.seek(0)
+            raise AssertionError(
+                f"the fresh loader failed on {request}:\n{self.stderr.read()[-3000:]}"
+            )
 
 
 def assert_same_outputs(got: dict[str, Any], expected: dict[str, Any], atol: float, where: str):
@@ -211,7 +259,8 @@ def in_process_answers(run_dir: Path, signature: str, inputs: dict[str, Any]) ->
 
 
 def fresh_process_answers(version_dir: Path, signature: str, inputs: dict, tmp: Path) -> dict:
-    """Answers of the SavedModel loaded in a new process with TensorFlow only."""
+    """Answers of the SavedModel loaded in a process of its own with TensorFlow only
+    (`FreshLoader`)."""
     import tensorflow as tf
 
     request = tmp / "request.txt"
@@ -220,12 +269,7 @@ def fresh_process_answers(version_dir: Path, signature: str, inputs: dict, tmp: 
         for value in inputs.values():
             f.write(tf.make_tensor_proto(value).SerializeToString().hex().encode() + b"\n")
     out_file = tmp / "answers.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(version_dir), signature, str(request),
-         str(out_file)],
-        capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd="/",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    FreshLoader.shared().answer([str(version_dir), signature, str(request), str(out_file)])
     out = json.loads(out_file.read_text())
     from tensorflow.core.framework import tensor_pb2
 

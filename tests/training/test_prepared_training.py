@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_data_dir
-from tests.harness import FamilyEndToEnd, PreparedCase, need
+from tests.harness import FamilyEndToEnd, PreparedCase
 from tests.helpers import FAST_XLA, REPO_ROOT, subprocess_env
 from zoo import registry
 
@@ -343,17 +343,14 @@ print(json.dumps([float(abs(w).sum()) for w in model.get_weights()]))
 """
 
 
-def test_a_trained_run_loads_without_tensorflow(tmp_path):
+def test_a_trained_run_loads_without_tensorflow(cifar_tiny_run):
     """The route of the captioner's `encoder_init` on a machine without TensorFlow: the
     CLI's `load_source` (the catalogue's `load_model`, `training.sources.load_trained`)
-    rebuilds a run's model with Keras alone, with the run's weights."""
-    from training import train
+    rebuilds a run's model with Keras alone, with the run's weights (a run trained under
+    TensorFlow: this test process's tiny CIFAR convnet)."""
     from training.sources import load_trained
 
-    run = tmp_path / "run"
-    overrides = {"train_limit": 64, "val_limit": 16, "eval_limit": 2}
-    data_dir = need(shared_data_dir() / "multi30k")
-    train.run("seq2seq", "tiny", run, str(data_dir), epochs=1, overrides=overrides, verbose=0)
+    run = cifar_tiny_run[0]
     proc = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_TENSORFLOW, str(run)],
         capture_output=True,
