@@ -260,5 +260,5 @@ PREPARED_CASE = PreparedCase(
     data=_imagenette_prepared_data,
     request=_imagenette_request,
     prepare=("num_classes=3",),
-    train=("epochs=5",),
+    train=("epochs=2",),
 )
