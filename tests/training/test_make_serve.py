@@ -104,8 +104,10 @@ def check_gpt_writes_words(server, model: str, data: Path) -> None:
 
 
 def check_captioner(server, model: str, data: Path) -> None:
-    """Four Flickr8k validation photos, sent as JPEG bytes: each gets an English caption,
-    and most share a content word with one of their five reference captions."""
+    """Twenty Flickr8k validation photos, sent as JPEG bytes: each gets an English caption
+    without [UNK], and most share a content word with one of their five reference captions.
+    (Four photos were too few to tell models apart: on the first four, captioner/default@1
+    scored 3 and @2 2, on the first twenty 14 and 15.)"""
     import csv
 
     references: dict[str, list[str]] = {}
@@ -114,7 +116,7 @@ def check_captioner(server, model: str, data: Path) -> None:
             references.setdefault(row["image"], []).append(row["caption"].lower())
     stop = {"a", "an", "the", "is", "are", "of", "in", "on", "and", "with", "to", "at", "its"}
     hits = 0
-    images = sorted(references)[:4]
+    images = sorted(references)[:20]
     for image in images:
         path = data / "flickr8k" / "images" / image
         (caption,) = _predict(
@@ -125,7 +127,7 @@ def check_captioner(server, model: str, data: Path) -> None:
         assert "[UNK]" not in caption, caption
         known = set(re.findall(r"[a-z]+", " ".join(references[image]))) - stop
         hits += bool(words & known)
-    assert hits >= 3, f"{hits}/{len(images)} captions share a content word with the references"
+    assert hits >= 12, f"{hits}/{len(images)} captions share a content word with the references"
 
 
 CHECKS: dict[str, Callable] = {
