@@ -10,6 +10,7 @@ must answer); a family published without one fails `test_every_shipped_family_is
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import re
 import subprocess
@@ -91,8 +92,14 @@ def dictionary_share(text: str) -> float:
     """The share of `text`'s words (runs of letters, lower-cased) that are in Webster's
     Second (`tests/data/web2.txt.gz`)."""
     words = re.findall(r"[a-z]+", text.lower())
-    known = set(gzip.decompress(WORDS.read_bytes()).decode().split())
+    known = _dictionary()
     return sum(word in known for word in words) / max(len(words), 1)
+
+
+@functools.cache
+def _dictionary() -> frozenset[str]:
+    """The shipped word list, read once per test process."""
+    return frozenset(gzip.decompress(WORDS.read_bytes()).decode().split())
 
 
 def check_gpt_writes_words(server, model: str, data: Path) -> None:
