@@ -394,6 +394,12 @@ def _serve(args) -> int:
         manager.stop()
         raise StartupError(e.code.name, e.message) from None
 
+    # From here on the ports may open: a SIGTERM that arrives before the wait loop below
+    # must still end in the graceful shutdown, not the default action's exit by -15.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
     core = PredictionCore(manager, request_logger)
     v2_api = v2.OpenInferenceApi(core)
     serving_loop = aio.ServingLoop()
@@ -457,7 +463,6 @@ def _serve(args) -> int:
             print(f"Exporting HTTP/REST API at:localhost:{args.rest_api_port} ...", flush=True)
 
     manager.start_polling(args.file_system_poll_wait_seconds)
-    stop = threading.Event()
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
 
         def poll_config() -> None:
@@ -481,8 +486,6 @@ def _serve(args) -> int:
 
         threading.Thread(target=poll_config, name="config-poll", daemon=True).start()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
         pass
 
