@@ -35,9 +35,11 @@ k 5 / 10 / 25; captioner/default@1 at its export's default beam and decoding):
     nearest neighbour k=25    48.47  29.30  17.29   9.90  17.92     0       62
     captioner/default@1       45.52  27.69  15.79   9.69  24.89     0       74
     captioner/default@2       47.78  30.44  19.12  12.55  26.73     0       82
+    captioner/default@3       51.02  33.10  20.41  12.59  28.92     0       73
 
 (@2, a later invocation: the baseline's rows came out identical; features 19 s, k=25 51 s,
-the captioner 8 s. Issue 23's targets: BLEU-4 13, CIDEr 30, 90 distinct.)
+the captioner 8 s; @3, 224 px, another: rows identical again, features 16 s, k=25 44 s,
+the captioner 9 s. Issue 23's targets: BLEU-4 13, CIDEr 30, 90 distinct.)
 
 k was not tuned on val: the three rows are all that was run.
 """
