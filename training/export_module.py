@@ -103,11 +103,17 @@ class ExportModule(tf.Module):
         self.model_variables = list(variables.values())
 
     def signatures(self) -> dict[str, Any]:
-        """Signature name -> concrete function, for every method declared with `signature`."""
+        """Signature name -> its `tf.function` (with its input signature), for every method
+        declared with `signature`.
+
+        Functions, not concrete functions: `tf.saved_model.save` traces them itself, inside
+        its save context, which is part of the trace cache's key (the variable policy). A
+        function traced before the save is traced again there, so every signature was traced
+        twice (the tiny seq2seq's five: 6.8 s, then 6.6 s more)."""
         found = {}
         for name in dir(type(self)):
             if getattr(getattr(type(self), name, None), _SIGNATURE_ATTR, False):
-                found[name] = getattr(self, name).get_concrete_function()
+                found[name] = getattr(self, name)
         if "serving_default" not in found:
             raise TypeError(f"{type(self).__name__} declares no serving_default signature")
         return found
