@@ -4,11 +4,12 @@ A family's test module subclasses `FamilyEndToEnd`, gives the run of its tiny pr
 request for one of its signatures as fixtures, and inherits the steps every family passes:
 
 1. the tiny preset trains on a slice of real data and its loss falls;
-2. `zoo export` writes a SavedModel that, loaded in a process of its own importing neither
-   `zoo`, `training` nor any Keras module beyond those `import tensorflow` itself loads (one
-   per test process, `FreshLoader`, which loads every export it is sent), answers
-   exactly as the in-process export module (which runs the Keras model) does, both through
-   `tf.saved_model.load` and through a TF1 session as stock TF Serving loads it;
+2. the export (`zoo export`'s two steps in `training.export`) writes a SavedModel that,
+   loaded in a process of its own importing neither `zoo`, `training` nor any Keras module
+   beyond those `import tensorflow` itself loads (one per test process, `FreshLoader`, which
+   loads every export it is sent), answers exactly as the export module it was saved from
+   (which runs the Keras model) does in this process, both through `tf.saved_model.load`
+   and through a TF1 session as stock TF Serving loads it;
 3. `zoo serve` serves it, and gRPC Predict and REST :predict give those same answers.
 
 The export and the server are shared: `export_tiny_run` exports a run once (the family's own
@@ -140,17 +141,23 @@ def train_tiny(family: str, data_dir: Path | str, run_dir: Path, **kwargs: Any):
     return run_dir, metrics
 
 
+#: the export module each `export_tiny_run` version directory was saved from, in this process
+_SAVED_FROM: dict[Path, Any] = {}
+
+
 def export_tiny_run(run_dir: Path, family: str) -> Path:
-    """`<base>/1`: `run_dir` exported by `zoo export` (its `main`, in this process: a new
-    interpreter would only import TensorFlow again), once (later calls reuse it)."""
-    from tests.helpers import zoo_in_process
+    """`<base>/1`: `run_dir` exported once (later calls reuse it) as `zoo export` exports it,
+    `training.export.run`'s two steps in this process, keeping the module it saved for
+    `in_process_answers` (`zoo export` itself: tests/training/test_prepared_training.py)."""
+    from training import export
 
     base = run_dir.parent / "e2e_models" / family
-    if not (base / "1" / "saved_model.pb").is_file():
-        out = zoo_in_process("export", "--model-dir", str(run_dir), "--to", str(base)).stdout
-        assert f"exported {base / '1'}" in out, out
-    assert (base / "1" / "saved_model.pb").is_file()
-    return base / "1"
+    version = base / "1"
+    if not (version / "saved_model.pb").is_file():
+        module = export.export_module(run_dir)
+        assert export.write_saved_model(module, base, family, version=1) == version
+        _SAVED_FROM[version] = module
+    return version
 
 
 class SharedServer:
@@ -243,17 +250,12 @@ def assert_known_rows_kept(
     return old, new
 
 
-def in_process_answers(run_dir: Path, signature: str, inputs: dict[str, Any]) -> dict:
-    """What the export module answers in this process, running the Keras model."""
+def in_process_answers(version_dir: Path, signature: str, inputs: dict[str, Any]) -> dict:
+    """What the export module that `export_tiny_run` saved as `version_dir` answers in this
+    process, running the Keras model (its signature's function, traced once for the save)."""
     import tensorflow as tf
 
-    from training import export
-    from training.recipe import get_recipe
-
-    model, run_info = export.load_trained(run_dir)
-    module = get_recipe(run_info["model"]).export(model, run_info["config"], run_info["assets"])
-    # the function `signatures()` saves under this name, traced alone (not every signature)
-    function = getattr(module, signature).get_concrete_function()
+    function = getattr(_SAVED_FROM[version_dir], signature).get_concrete_function()
     out = function(**{k: tf.constant(v) for k, v in inputs.items()})
     return {k: v.numpy() for k, v in out.items()}
 
@@ -408,9 +410,9 @@ class FamilyEndToEnd:
         return export_tiny_run(tiny_run[0], self.family)
 
     @pytest.fixture(scope="class")
-    def expected(self, tiny_run, request_inputs) -> dict[str, np.ndarray]:
+    def expected(self, exported, request_inputs) -> dict[str, np.ndarray]:
         """The export module's answers, computed in this process with the Keras model."""
-        return in_process_answers(tiny_run[0], self.signature, request_inputs)
+        return in_process_answers(exported, self.signature, request_inputs)
 
     @pytest.fixture(scope="class")
     def served(self, exported, zoo_server):

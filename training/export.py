@@ -92,7 +92,11 @@ def run(
     model_name: str | None = None,
 ) -> Path:
     """Export the trained run in `model_dir` to `to/<version>/`; returns that directory."""
+    return write_saved_model(export_module(model_dir), to, model_name or Path(to).name, version)
+
+
+def export_module(model_dir: str | Path) -> ExportModule:
+    """The export module of the trained run in `model_dir`: the recipe's signatures around
+    its Keras model with the run's best weights (what `run` saves)."""
     model, run_info = load_trained(model_dir)
-    recipe = get_recipe(run_info["model"])
-    module = recipe.export(model, run_info["config"], run_info["assets"])
-    return write_saved_model(module, to, model_name or Path(to).name, version)
+    return get_recipe(run_info["model"]).export(model, run_info["config"], run_info["assets"])

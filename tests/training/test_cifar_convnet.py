@@ -153,10 +153,14 @@ def test_loss_falls_on_a_learnable_subset(shared_data, tmp_path):
 
 
 def test_export_answers_the_top5_of_the_keras_model(tiny_run, shared_data, tmp_path):
+    """`zoo export` (the CLI; the harness exports through its library steps) writes
+    version 1 of a new base path, and its `serving_default` answers the Keras model's top 5."""
     run_dir, _ = tiny_run
-    version_dir = export.run(run_dir, tmp_path / "models" / "cifar_convnet")
-    assert version_dir.name == "1"
-    assert export.next_version(tmp_path / "models" / "cifar_convnet") == 2
+    base = tmp_path / "models" / "cifar_convnet"
+    out = zoo_in_process("export", "--model-dir", str(run_dir), "--to", str(base)).stdout
+    version_dir = base / "1"
+    assert out.strip() == f"exported {version_dir}"
+    assert export.next_version(base) == 2
     images = sorted((shared_data / "cifar10" / "test" / "ship").iterdir())[:4]
     images += sorted((shared_data / "cifar10" / "test" / "cat").iterdir())[:4]
     loaded = tf.saved_model.load(str(version_dir))

@@ -1,8 +1,10 @@
 """One training path on every backend: `zoo prepare` writes a family's arrays and
 `zoo train --data` trains on them under JAX in a process where importing TensorFlow raises;
-`zoo export` (TensorFlow) exports that run, and the export passes the harness's end-to-end
-steps (fresh-process load, gRPC and REST) like a TensorFlow-trained one. A resumed JAX run
-continues where it stopped, and two JAX devices split the global batch.
+`zoo export`'s steps (TensorFlow, in the test process) export that run, and the export passes
+the harness's end-to-end steps (fresh-process load, gRPC and REST) like a TensorFlow-trained
+one. A resumed JAX run continues where it stopped, and two JAX devices split the global
+batch. Each family is prepared and trained once here (`jax_run`); the GPT's run is also the
+one-device run that the resumed and the data-parallel runs must follow.
 
 A family joins with a `PREPARED_CASE` (`tests.harness.PreparedCase`: its tiny data and a
 request for its signature) in its own test module, found here by name.
@@ -93,6 +95,27 @@ def train_on(family: str, data: Path, run: Path, *extra: str, env=None) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+_PREPARED: dict[str, Path] = {}
+_RUNS: dict[str, tuple[Path, dict]] = {}
+
+
+def prepared_once(family: str, tmp_path_factory) -> Path:
+    """`family`'s tiny data prepared by `zoo prepare`, once per test process."""
+    if family not in _PREPARED:
+        _PREPARED[family] = prepare(family, tmp_path_factory.mktemp(family), shared_data_dir())
+    return _PREPARED[family]
+
+
+def jax_run(family: str, tmp_path_factory) -> tuple[Path, dict]:
+    """(run dir, metrics) of `family`'s tiny `zoo train --data` on one JAX device, once per
+    test process; tests only read it."""
+    if family not in _RUNS:
+        data = prepared_once(family, tmp_path_factory)
+        run = tmp_path_factory.mktemp(f"{family}-jax") / "run"
+        _RUNS[family] = run, train_on(family, data, run)
+    return _RUNS[family]
+
+
 def _family_class(family: str) -> type:
     case = CASES[family]
 
@@ -102,9 +125,7 @@ def _family_class(family: str) -> type:
 
         @pytest.fixture(scope="class")
         def tiny_run(self, tmp_path_factory):
-            tmp = tmp_path_factory.mktemp(f"{family}-jax")
-            data = prepare(family, tmp, shared_data_dir())
-            return tmp / "run", train_on(family, data, tmp / "run")
+            return jax_run(family, tmp_path_factory)
 
         @pytest.fixture(scope="class")
         def request_inputs(self):
@@ -144,19 +165,25 @@ def _checkpoint(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def gpt_prepared(tmp_path_factory) -> Path:
-    return prepare("gpt", tmp_path_factory.mktemp("gpt-prepared"), shared_data_dir())
+    return prepared_once("gpt", tmp_path_factory)
 
 
-def test_a_resumed_jax_run_continues_where_it_stopped(gpt_prepared, tmp_path):
+@pytest.fixture(scope="module")
+def gpt_one_device(tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny GPT's one-device run (the JAX class's run): (run dir, metrics)."""
+    return jax_run("gpt", tmp_path_factory)
+
+
+def test_a_resumed_jax_run_continues_where_it_stopped(gpt_prepared, gpt_one_device, tmp_path):
     """One epoch, then a second start of the same command resumes from its checkpoint and
     ends where an uninterrupted run ends: step counter, schedule, optimizer moments, data
     order and weights."""
-    straight = train_on("gpt", gpt_prepared, tmp_path / "straight")
+    straight_dir, straight = gpt_one_device
     train_on("gpt", gpt_prepared, tmp_path / "resumed", "--epochs", "1")
     first = _checkpoint(tmp_path / "resumed" / "checkpoints" / "ckpt-0001.weights.h5")
     resumed = train_on("gpt", gpt_prepared, tmp_path / "resumed")
     assert resumed["resumed_from_epoch"] == 1 and straight["resumed_from_epoch"] == 0
-    a = _checkpoint(tmp_path / "straight" / "checkpoints" / "ckpt-0002.weights.h5")
+    a = _checkpoint(straight_dir / "checkpoints" / "ckpt-0002.weights.h5")
     b = _checkpoint(tmp_path / "resumed" / "checkpoints" / "ckpt-0002.weights.h5")
     assert int(first["optimizer/vars/0"]) == 100  # 200 iterations in 2 epochs
     assert int(a["optimizer/vars/0"]) == int(b["optimizer/vars/0"]) == 200
@@ -170,12 +197,12 @@ def test_a_resumed_jax_run_continues_where_it_stopped(gpt_prepared, tmp_path):
     assert [s["epochs"] for s in info["training"]["segments"]] == [[0, 1], [1, 2]]
 
 
-def test_two_jax_devices_split_the_global_batch(gpt_prepared, tmp_path):
+def test_two_jax_devices_split_the_global_batch(gpt_prepared, gpt_one_device, tmp_path):
     """`XLA_FLAGS=--xla_force_host_platform_device_count=2`: `auto` is data parallelism
     over both devices, the batch of 16 is laid out across them (8 rows each), and training
     follows the one-device run's curve (the same global batch, split)."""
     two = {"XLA_FLAGS": f"{FAST_XLA} --xla_force_host_platform_device_count=2"}
-    one = train_on("gpt", gpt_prepared, tmp_path / "one")
+    _, one = gpt_one_device
     both = train_on("gpt", gpt_prepared, tmp_path / "two", env=two)
     assert both["strategy"] == "DataParallel" and both["replicas"] == 2
     assert both["global_batch_size"] == one["global_batch_size"] == 16
@@ -196,7 +223,7 @@ def test_two_jax_devices_split_the_global_batch(gpt_prepared, tmp_path):
     assert json.loads(layout.stdout.strip().splitlines()[-1]) == [[8, 32], [8, 32]]
 
 
-def test_two_jax_processes_train_as_one(gpt_prepared, tmp_path):
+def test_two_jax_processes_train_as_one(gpt_prepared, gpt_one_device, tmp_path):
     """Two processes joined by `keras.distribution.initialize` (KERAS_DISTRIBUTION_* set, as
     on two hosts; gloo collectives on the CPU): one device each, DataParallel over both.
     Each feeds its own half of every global batch, the chief alone writes the run
@@ -240,7 +267,7 @@ def test_two_jax_processes_train_as_one(gpt_prepared, tmp_path):
             p.kill()
     for p, log in zip(processes, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
-    one = train_on("gpt", gpt_prepared, tmp_path / "one")
+    _, one = gpt_one_device
     both = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert both["strategy"] == "DataParallel" and both["replicas"] == 2
     assert both["global_batch_size"] == one["global_batch_size"] == 16
