@@ -34,7 +34,7 @@ browser: $(CHROMIUM)
 # Three workers on two cores: a third of the suite waits on servers and subprocesses, so a
 # third worker fills the gaps (10 min 37 s against 11 min 49 s with two, here).
 test: $(STAMP) browser
-	$(PY) -m pytest -q -ra -n 3 --dist loadfile tests
+	$(PY) -m pytest -q -ra -n 3 --dist loadfile --no-loadscope-reorder tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
