@@ -148,7 +148,7 @@ _SAVED_FROM: dict[Path, Any] = {}
 def export_tiny_run(run_dir: Path, family: str) -> Path:
     """`<base>/1`: `run_dir` exported once (later calls reuse it) as `zoo export` exports it,
     `training.export.run`'s two steps in this process, keeping the module it saved for
-    `in_process_answers` (`zoo export` itself: tests/training/test_prepared_training.py)."""
+    `in_process_answers` (the CLI `zoo export` itself: tests/training/test_cifar_convnet.py)."""
     from training import export
 
     base = run_dir.parent / "e2e_models" / family
@@ -252,7 +252,8 @@ def assert_known_rows_kept(
 
 def in_process_answers(version_dir: Path, signature: str, inputs: dict[str, Any]) -> dict:
     """What the export module that `export_tiny_run` saved as `version_dir` answers in this
-    process, running the Keras model (its signature's function, traced once for the save)."""
+    process, running the Keras model: its signature's function, traced again here (the
+    save's trace is keyed to the save context), but on the module already built."""
     import tensorflow as tf
 
     function = getattr(_SAVED_FROM[version_dir], signature).get_concrete_function()
