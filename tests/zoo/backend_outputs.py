@@ -22,11 +22,14 @@ from zoo import registry
 
 
 def forward_and_step(model: keras.Model, inputs) -> tuple[list[np.ndarray], float, float]:
-    """Outputs of `model` on `inputs`, then one SGD step towards zero outputs: (outputs,
-    loss, largest weight change)."""
-    outputs = [np.asarray(o) for o in keras.tree.flatten(model(inputs, training=False))]
+    """Outputs of `model` on `inputs` (one compiled forward pass), then one SGD step towards
+    zero outputs: (outputs, loss, largest weight change). Not an eager call: under JAX that
+    compiles every op of every family apart (819 compiles, 56 CPU-s for this module's
+    subprocess; 42 CPU-s with `predict_on_batch`)."""
+    answers = model.predict_on_batch(inputs)
+    outputs = [np.asarray(o) for o in keras.tree.flatten(answers)]
     before = [np.array(w) for w in model.get_weights()]
-    targets = keras.tree.map_structure(np.zeros_like, model(inputs, training=False))
+    targets = keras.tree.map_structure(np.zeros_like, answers)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     loss = model.train_on_batch(inputs, targets)
     loss = float(np.sum(loss)) if isinstance(loss, list) else float(loss)
