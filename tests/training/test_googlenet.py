@@ -33,11 +33,15 @@ def imagenette_small(shared_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_run(imagenette_small, tmp_path_factory):
-    """The tiny preset trained for 10 epochs of 48 images (about 45 s on 2 cores)."""
+    """The tiny preset trained for 14 epochs of 48 images. Fewer made the loss-falls check
+    flaky: the run is seeded, but TensorFlow's multi-threaded kernels make runs differ in the
+    last bits, and 30 SGD steps on 48 augmented images amplify that. Over 10 epochs the
+    best of the last three epochs' losses was 0.67-0.90 of the first's in 10 runs here (one
+    over the bar, in a `make test` with 4 workers); over 14 epochs, 0.63-0.78 in 4."""
     run_dir = tmp_path_factory.mktemp("run") / "googlenet"
     metrics = train.run(
         "googlenet", "tiny", run_dir, str(imagenette_small), verbose=0,
-        overrides={"num_classes": len(CLASSES), "epochs": 10},
+        overrides={"num_classes": len(CLASSES), "epochs": 14},
     )  # fmt: skip
     return run_dir, metrics
 
@@ -78,7 +82,7 @@ class TestEndToEnd(FamilyEndToEnd):
 def test_tiny_preset_loss_falls(tiny_run):
     _, metrics = tiny_run
     losses = [epoch["loss"] for epoch in metrics["history"]]
-    # 48 augmented images, unseeded: judged on the last 3 epochs
+    # 48 augmented images, a noisy curve (see tiny_run): judged on the last 3 epochs
     assert min(losses[-3:]) < 0.85 * losses[0], losses
     # evaluation reports the main classifier only
     assert {"loss", "accuracy", "top5_accuracy"} <= set(metrics)
