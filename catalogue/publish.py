@@ -58,18 +58,27 @@ def _checkpoint(run_dir: Path) -> tuple[Path, int, str]:
     if not found:
         raise PublishError(f"{run_dir} has no completed checkpoint")
     last = found[-1][0]
+    info = _read_json(run_dir / "run.json") or {}
+    config = info.get("config", {})
+    unfinished = ""
+    if not (run_dir / "metrics.json").is_file():  # written when a run ends
+        unfinished = f"; published before its run ended ({_planned_epochs(info)})"
     best = run_dir / "checkpoints" / "best.weights.h5"
     if best.is_file():
         history = _read_json(run_dir / "history.json") or []
         marked = [h["epoch"] for h in history if h.get("best")]
         epoch = int(marked[-1]) if marked else last
-        monitor = (
-            (_read_json(run_dir / "run.json") or {})
-            .get("config", {})
-            .get("checkpoint_monitor", "the monitored value")
-        )
-        return best, epoch, f"the best epoch by {monitor} (epoch {epoch} of {last})"
-    return found[-1][1], last, f"the last epoch ({last})"
+        monitor = config.get("checkpoint_monitor", "the monitored value")
+        return best, epoch, f"the best epoch by {monitor} (epoch {epoch} of {last}){unfinished}"
+    return found[-1][1], last, f"the last epoch ({last}){unfinished}"
+
+
+def _planned_epochs(info: dict) -> str:
+    """What the run's last command asks for, as "N epochs" (its --epochs, else the config's)."""
+    segments = info.get("training", {}).get("segments") or [{}]
+    asked = re.search(r"--epochs[ =](\d+)", segments[-1].get("command", ""))
+    epochs = asked.group(1) if asked else info.get("config", {}).get("epochs", "?")
+    return f"its command asks for {epochs} epochs"
 
 
 def _half_check(metric: dict, run_metric: dict | None, log: Log) -> None:

@@ -210,6 +210,30 @@ def test_publish_writes_artifact_card_and_manifest(published):
     assert not [p for p in pub.iterdir() if p.name.startswith(".")]  # no staging left over
 
 
+def test_the_card_says_when_a_run_was_published_before_it_ended(tmp_path):
+    """A run still training (no metrics.json yet) is published from its newest checkpoint,
+    and the card's checkpoint line says how many epochs its command asks for."""
+    from catalogue.publish import _checkpoint
+
+    command = "zoo train gpt --preset shakespeare_char --set epochs=40 --model-dir runs/g"
+    info = {"config": {"epochs": 40}, "training": {"segments": [{"command": command}]}}
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    for epoch in (7, 8):
+        (tmp_path / "checkpoints" / f"ckpt-{epoch:04d}.weights.h5").write_bytes(b"")
+    path, epoch, note = _checkpoint(tmp_path)
+    assert (path.name, epoch) == ("ckpt-0008.weights.h5", 8)
+    assert (
+        note
+        == "the last epoch (8); published before its run ended (its command asks for 40 epochs)"
+    )
+    info["training"]["segments"].append({"command": command + " --epochs 60"})  # resumed
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    assert _checkpoint(tmp_path)[2].endswith("(its command asks for 60 epochs)")
+    (tmp_path / "metrics.json").write_text("{}")  # the run ended
+    assert _checkpoint(tmp_path)[2] == "the last epoch (8)"
+
+
 def test_one_variant_of_a_family_is_served_under_the_family_name(tmp_path):
     """`zoo publish --as-family` records, in the manifest, which of a family's artifacts
     `make serve` serves as `gpt`; the others stay served (and pullable) as `gpt-<variant>`.
