@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from keras import layers, ops
 
 from tests.zoo.test_decoding import (
+    BLANK,
     BOS,
     EOS,
     LENGTHS,
     LONG,
     LOOP,
     SHORT,
+    SHOWN,
     TABLE,
     A,
     B,
     C,
+    InputDecoder,
     _repeats,
 )
 from training.data.vocab import UNK, Vocabulary
@@ -167,3 +171,59 @@ def test_the_export_traces_each_signature_once(tmp_path):
     _, module = export(tmp_path, TABLE)
     counts = {name: f.experimental_get_tracing_count() for name, f in module.signatures().items()}
     assert counts == {"serving_default": 1, "generate_with_options": 1}
+
+
+class InputToy(ToyDecoder):
+    """The toy with one table per input (`tests.zoo.test_decoding.InputDecoder`'s): row i
+    of the inputs decodes by the table of its first value (0, the blank input, or 1)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(InputDecoder.TABLES[1], **kwargs)
+        blank = ToyDecoder(InputDecoder.TABLES[0]).table.embeddings.numpy()
+        self.blank_table = layers.Embedding(
+            len(VOCAB), len(VOCAB), embeddings_initializer=keras.initializers.Constant(blank)
+        )
+        self.blank_table.build((None,))
+
+    def initial_state(self, inputs):
+        context, step = super().initial_state(inputs)
+        return context, (step, ops.cast(inputs[:, 0], "float32"))
+
+    def step(self, tokens, state, context):
+        logp, step, attention = super().step(tokens, state[0], context)
+        logp = ops.where(state[1][:, None] > 0, logp, self.blank_table(tokens))
+        return logp, (step, state[1]), attention
+
+
+class InputToyExport(ToyExport):
+    """The toy export whose prior is the blank input."""
+
+    def prior_inputs(self):
+        return tf.constant(BLANK)
+
+
+def test_prior_weight_in_the_saved_model(tmp_path):
+    """`prior_weight` contrasts every step with the blank input's, for greedy and beam
+    search: the word input 1 makes likelier than the blank input does wins (B, not A)."""
+    config = {"beam_size": 2, "max_decode_length": 8}
+    answers = {}
+    for weight in (0.0, 0.5):
+        module = InputToyExport("toy", InputToy(), VOCAB, {**config, "prior_weight": weight})
+        loaded = tf.saved_model.load(
+            str(write_saved_model(module, tmp_path / f"{weight}", "toy", 1))
+        )
+        for beam in (GREEDY, BEAM):
+            out = loaded.signatures["generate_with_options"](
+                inputs=tf.constant(SHOWN), beam_size=tf.constant(beam), max_length=tf.constant(8),
+                no_repeat_ngram_size=tf.constant(-1), length_penalty=tf.constant(-1.0),
+            )  # fmt: skip
+            answers[weight, beam] = out["ids"].numpy()[:, :2].tolist()
+    assert answers[0.0, GREEDY] == answers[0.0, BEAM] == [[A, EOS]] * 2  # the model alone
+    assert answers[0.5, GREEDY] == answers[0.5, BEAM] == [[B, EOS]] * 2
+
+
+def test_a_family_without_a_prior_refuses_a_prior_weight(tmp_path):
+    module = ToyExport("toy", ToyDecoder(TABLE), VOCAB,
+                       {"beam_size": 2, "max_decode_length": 8, "prior_weight": 0.5})  # fmt: skip
+    with pytest.raises(ValueError, match="no prior input: its prior_weight must be 0"):
+        module.generate_with_options(INPUTS, 2, 6, -1, -1.0)

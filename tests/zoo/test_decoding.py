@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from zoo.layers.decoding import beam_search, greedy_decode, length_normalizer
+from zoo.layers.decoding import PriorContrast, beam_search, greedy_decode, length_normalizer
 
 BOS, EOS, A, B = 2, 3, 4, 5
 TABLE = np.full((6, 6), 1e-6)
@@ -324,3 +324,68 @@ def test_the_output_is_never_empty(decode):
     # the toy's own best non-empty answers, and their scores
     np.testing.assert_array_equal(ids, _np(decode(MODEL, INPUTS, 6)[0]))
     np.testing.assert_allclose(scores, _np(decode(MODEL, INPUTS, 6)[2]), rtol=1e-5)
+
+
+# What an input says against what the model says of anything: after "<s>", A is the more
+# likely word of every input (0.7 for the blank one, 0.52 for input 1), but input 1 makes
+# B more likely than the blank input does (0.48 against 0.3). Both end after one word.
+SAYS = {0: [0.0, 0.7, 0.3], 1: [0.0, 0.52, 0.48]}  # "</s>", A, B after "<s>"
+
+
+def _table(first):
+    table = np.full((6, 6), 1e-6)
+    table[BOS, [EOS, A, B]] = first
+    table[A, EOS] = table[B, EOS] = 0.9
+    table[A, [A, B]] = table[B, [A, B]] = 0.05
+    return np.log(np.maximum(table / table.sum(1, keepdims=True), 1e-9)).astype("float32")
+
+
+class InputDecoder(MarkovDecoder):
+    """The toy with one table per input: row i of the inputs [B, S] decodes by the table of
+    its first value (0, the blank input, or 1)."""
+
+    TABLES = np.stack([_table(SAYS[0]), _table(SAYS[1])])
+
+    def initial_state(self, inputs):
+        context, state = super().initial_state(inputs)
+        return {**context, "which": ops.cast(inputs[:, 0], "int32")}, state
+
+    def step(self, tokens, state, context):
+        _, state, attention = super().step(tokens, state, context)
+        tables = ops.take(ops.convert_to_tensor(self.TABLES), context["which"], axis=0)
+        rows = ops.take_along_axis(tables, ops.reshape(tokens, (-1, 1, 1)), axis=1)
+        return ops.squeeze(rows, 1), state, attention
+
+
+BLANK = np.zeros((1, 3), "int32")
+SHOWN = np.ones((2, 3), "int32")
+
+
+@pytest.mark.parametrize("decode", [greedy_decode, BEAM_2], ids=["greedy", "beam"])
+def test_prior_contrast_prefers_what_the_input_makes_likelier(decode):
+    model = InputDecoder()
+    ids, _, scores = (_np(x) for x in decode(model, SHOWN, 6))
+    np.testing.assert_array_equal(ids, [[A, EOS]] * 2)  # the control: the model alone
+    np.testing.assert_allclose(scores, np.log(0.52 * 0.9), rtol=1e-4)
+    contrast = PriorContrast(model, BLANK, 0.5)
+    ids, attention, scores = (_np(x) for x in decode(contrast, SHOWN, 6))
+    np.testing.assert_array_equal(ids, [[B, EOS]] * 2)
+    # each word scores log p(word | input) - 0.5 log p(word | blank)
+    want = np.log(0.48) - 0.5 * np.log(0.3) + 0.5 * np.log(0.9)
+    np.testing.assert_allclose(scores, want, rtol=1e-4)
+    np.testing.assert_array_equal(attention, [[[1, 0, 0], [0, 1, 0]]] * 2)
+    # a weight too small to overturn 0.52 against 0.48: A again
+    small = _np(decode(PriorContrast(model, BLANK, 0.05), SHOWN, 6)[0])
+    np.testing.assert_array_equal(small, [[A, EOS]] * 2)
+
+
+@pytest.mark.parametrize("decode", [greedy_decode, BEAM_2], ids=["greedy", "beam"])
+def test_prior_contrast_with_the_input_itself_scales_the_scores(decode):
+    # log p - w log p = (1 - w) log p: every ranking stays, hygiene included
+    model = MarkovDecoder(LOOP)
+    want = [_np(x) for x in decode(model, INPUTS, 8, no_repeat_ngram_size=2)]
+    got = [_np(x) for x in decode(PriorContrast(model, INPUTS[:1], 0.25), INPUTS, 8,
+                                  no_repeat_ngram_size=2)]  # fmt: skip
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
+    np.testing.assert_allclose(got[2], 0.75 * want[2], rtol=1e-5)

@@ -39,6 +39,18 @@ class Captioner(SequenceGeneratorExport):
         self.image_size = int(model.image_size)
         self.grid = tuple(model.grid)
         self.feature_dim = int(model.feature_dim)
+        # the prior of `prior_weight`: a blank image's mean feature, at every cell
+        self.blank_feature = None
+        if self.prior_weight > 0:
+            blank = self.encode(self.pixels(tf.constant([""])))
+            self.blank_feature = tf.reduce_mean(blank, axis=[1, 2]).numpy()  # [1, D]
+
+    def prior_inputs(self) -> dict:
+        """An image that shows nothing: the feature map of a blank (gray) image, the one an
+        empty request is answered for, averaged over the grid (the encoder's padding
+        makes its border cells differ) and set at every cell."""
+        feature = tf.constant(self.blank_feature)[:, None, None, :]
+        return {"features": tf.broadcast_to(feature, [1, *self.grid, self.feature_dim])}
 
     def pixels(self, image_bytes: tf.Tensor) -> tf.Tensor:
         """Encoded images [N] -> float32 pixels [N, s, s, 3]; an empty string -> gray."""

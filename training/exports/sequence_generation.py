@@ -41,13 +41,19 @@ class SequenceGeneratorExport(ExportModule):
         target_vocab: its output vocabulary (with `TARGET_SPECIALS`).
         config: the run's config: `beam_size` (the default beam), `max_decode_length` (a
             cap on every request's length), and optionally `length_penalty` (the beam's
-            length normalisation alpha, Wu et al. 2016), `no_repeat_ngram_size` (0: off)
-            and `allow_unk` (True lets the decoder emit "[UNK]"; by default it never does).
+            length normalisation alpha, Wu et al. 2016), `no_repeat_ngram_size` (0: off),
+            `prior_weight` (> 0 decodes through `zoo.layers.decoding.PriorContrast` with the
+            family's `prior_inputs`; 0: off) and `allow_unk` (True lets the decoder emit
+            "[UNK]"; by default it never does).
     """
 
-    #: `no_repeat_ngram_size` and `length_penalty` of a config that names none (off here;
-    #: the families set the ones they measured on val, `benchmarks/decoding_defaults.py`)
-    decoding_defaults: dict = {"no_repeat_ngram_size": 0, "length_penalty": 0.0}
+    #: the decoding settings of a config that names none (off here; the families set the
+    #: ones they measured on val, `benchmarks/decoding_defaults.py`)
+    decoding_defaults: dict = {
+        "no_repeat_ngram_size": 0,
+        "length_penalty": 0.0,
+        "prior_weight": 0.0,
+    }
 
     def __init__(self, name: str, model, target_vocab: Vocabulary, config: dict):
         super().__init__(name, model=model)
@@ -59,6 +65,7 @@ class SequenceGeneratorExport(ExportModule):
         config = {**self.decoding_defaults, **config}
         self.length_penalty = float(config["length_penalty"])
         self.no_repeat_ngram_size = int(config["no_repeat_ngram_size"])
+        self.prior_weight = float(config.get("prior_weight", 0.0))
         self.max_decode_length = int(config["max_decode_length"])
         # the vocabulary's unknown token, never emitted (its id, from the vocabulary)
         self.unk_id = None if config.get("allow_unk", False) else target_vocab.id(UNK)
@@ -74,6 +81,17 @@ class SequenceGeneratorExport(ExportModule):
                 "max_length": {"kind": "new_tokens", "cap": self.max_decode_length},
             }
         return {"inputs": inputs, "new_tokens": self.max_decode_length, "beams": self.default_beam}
+
+    def prior_inputs(self):
+        """The model inputs (a batch of one) of an input that shows nothing, for
+        `prior_weight`; families without one raise."""
+        raise ValueError(f"{self.name} has no prior input: its prior_weight must be 0")
+
+    def decoder(self) -> decoding.SequenceDecoder:
+        """What `decode` decodes: the model, contrasted with its prior when `prior_weight`."""
+        if self.prior_weight <= 0:
+            return self.model
+        return decoding.PriorContrast(self.model, self.prior_inputs(), self.prior_weight)
 
     def auto_length(self, inputs) -> tf.Tensor:
         """The length limit of a request that gives none (max_length <= 0)."""
@@ -111,11 +129,12 @@ class SequenceGeneratorExport(ExportModule):
         # Keras LSTMs fail on an empty batch: decode one padding row instead, then drop it.
         n = tf.shape(tf.nest.flatten(inputs)[0])[0]
         inputs = tf.nest.map_structure(_at_least_one, inputs)
+        model = self.decoder()
         ids, attention, scores = tf.cond(
             tf.equal(beam_size, 1),
-            lambda: decoding.greedy_decode(self.model, inputs, max_length, **hygiene),
+            lambda: decoding.greedy_decode(model, inputs, max_length, **hygiene),
             lambda: decoding.beam_search(
-                self.model, inputs, beam_size, max_length, length_penalty, **hygiene
+                model, inputs, beam_size, max_length, length_penalty, **hygiene
             ),
         )
         return ids[:n], attention[:n], scores[:n]

@@ -30,6 +30,10 @@ Decoding hygiene, the same in both loops:
   n - 1 tokens is banned, through one scatter into [R, V] (`ops.scatter`: one op under
   TensorFlow and JAX; a Python loop in Keras' torch backend, so slow there).
 
+`PriorContrast` wraps a model so that both loops score each token against the model's
+answer to a featureless input (maximum mutual information decoding's anti-language model):
+words the model would say of anything lose to the ones this input makes likely.
+
 Beam search ranks hypotheses by the length-normalised score of Wu et al. 2016 ("Google's
 Neural Machine Translation System", eq. 14): log P(Y) / lp(Y) with
 lp(Y) = ((5 + |Y|) / 6) ** alpha (`length_penalty` is alpha; 0 ranks by log P alone, larger
@@ -82,6 +86,50 @@ class SequenceDecoder(Protocol):
         """One step: the previous tokens int32 [B] ("<s>" at first) -> (log-probabilities
         float32 [B, V] of the next token, the new state (same structure), attention
         weights float32 [B, S])."""
+
+
+class PriorContrast:
+    """A `SequenceDecoder` that scores each token by how much more likely the input makes
+    it than a featureless prior input does:
+
+        score(y_t) = log p(y_t | x, y_<t) - weight * log p(y_t | prior, y_<t)
+
+    the anti-language-model form of maximum mutual information decoding (Li et al. 2016,
+    "A Diversity-Promoting Objective Function for Neural Conversation Models", MMI-antiLM),
+    with the model's own answer to an input that shows nothing (a blank image) as the
+    language model. Tokens that the model would say of anything ("a man in a blue shirt")
+    lose to the ones this input makes likely. It wraps the model, so greedy and beam search
+    and all their hygiene are unchanged; the scores they return are these contrasted sums.
+
+    Args:
+        model: the `SequenceDecoder` to decode.
+        prior_inputs: the prior input, a batch of one in the model's input structure
+            (repeated to every row).
+        weight: the prior's weight (0 decodes as the model alone; a float or scalar tensor).
+    """
+
+    def __init__(self, model: SequenceDecoder, prior_inputs, weight):
+        self.model = model
+        self.prior_inputs = prior_inputs
+        self.weight = weight
+        self.bos_id = model.bos_id
+        self.eos_id = model.eos_id
+        self.target_vocab_size = model.target_vocab_size
+
+    def initial_state(self, inputs):
+        context, state = self.model.initial_state(inputs)
+        batch = _batch_size(state)
+        prior = tree.map_structure(lambda x: ops.repeat(x, batch, axis=0), self.prior_inputs)
+        prior_context, prior_state = self.model.initial_state(prior)
+        return (context, prior_context), (state, prior_state)
+
+    def attention_size(self, context):
+        return self.model.attention_size(context[0])
+
+    def step(self, tokens, state, context):
+        logp, state_x, weights = self.model.step(tokens, state[0], context[0])
+        prior_logp, prior_state, _ = self.model.step(tokens, state[1], context[1])
+        return logp - self.weight * prior_logp, (state_x, prior_state), weights
 
 
 def greedy_decode(
