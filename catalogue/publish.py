@@ -70,7 +70,20 @@ def _checkpoint(run_dir: Path) -> tuple[Path, int, str]:
         epoch = int(marked[-1]) if marked else last
         monitor = config.get("checkpoint_monitor", "the monitored value")
         return best, epoch, f"the best epoch by {monitor} (epoch {epoch} of {last}){unfinished}"
+    trained = _trained_epochs(info)
+    metrics = _read_json(run_dir / "metrics.json") or {}
+    if metrics.get("measured_on") == "this artifact" and trained > last:
+        # an unpacked artifact, published again (a new export of the same weights): it
+        # kept one checkpoint, its run's best, and its run trained on past it
+        monitor = config.get("checkpoint_monitor", "the monitored value")
+        return found[-1][1], last, f"the best epoch by {monitor} (epoch {last} of {trained})"
     return found[-1][1], last, f"the last epoch ({last}){unfinished}"
+
+
+def _trained_epochs(info: dict) -> int:
+    """The epochs the run's recorded training segments reached (0 when none are recorded)."""
+    segments = info.get("training", {}).get("segments") or []
+    return max((int(s["epochs"][1]) for s in segments if s.get("epochs")), default=0)
 
 
 def _planned_epochs(info: dict) -> str:
@@ -221,6 +234,8 @@ def publish(
         except PullError as err:
             raise PublishError(f"{run.path} does not export: {err}") from None
         run_metrics = _read_json(run.path / "metrics.json") or {}
+        if run_metrics.get("measured_on") == "this artifact":
+            run_metrics = {}  # an artifact's, with its own export: not the float32 run's
         run_metric = None  # the float32 run's own figure, beside the float16 artifact's
         if dtype == "float16" and metric["name"] in run_metrics:
             run_metric = headline.pick(

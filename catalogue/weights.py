@@ -63,7 +63,7 @@ def _copy_group(src, dst, half: bool, counts: list[int]) -> None:
             counts[1] += 1
             if half and data.dtype == np.float32 and np.all(np.abs(data) <= 65504):
                 data = data.astype(np.float16)
-                counts[2] += 1
+            counts[2] += data.dtype == np.float16  # converted, or already (an artifact's)
         dst.create_dataset(name, data=data, track_times=False)
         for key, value in item.attrs.items():
             dst[name].attrs[key] = value

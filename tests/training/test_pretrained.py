@@ -234,6 +234,22 @@ def test_the_card_says_when_a_run_was_published_before_it_ended(tmp_path):
     assert _checkpoint(tmp_path)[2] == "the last epoch (8)"
 
 
+def test_an_artifact_published_again_keeps_its_checkpoint_line(tmp_path):
+    """An unpacked artifact (one checkpoint, metrics measured on it) published again, as a
+    new export of the same weights, says which epoch of its run they are, not "the last"."""
+    from catalogue.publish import _checkpoint
+
+    segment = {"command": "zoo train captioner", "epochs": [0, 30]}
+    info = {"config": {"checkpoint_monitor": "val_loss"}, "training": {"segments": [segment]}}
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    (tmp_path / "checkpoints" / "ckpt-0017.weights.h5").write_bytes(b"")
+    (tmp_path / "metrics.json").write_text(json.dumps({"measured_on": "this artifact"}))
+    assert _checkpoint(tmp_path)[1:] == (17, "the best epoch by val_loss (epoch 17 of 30)")
+    (tmp_path / "metrics.json").write_text("{}")  # a run's own metrics: its last epoch
+    assert _checkpoint(tmp_path)[2] == "the last epoch (17)"
+
+
 def test_one_variant_of_a_family_is_served_under_the_family_name(tmp_path):
     """`zoo publish --as-family` records, in the manifest, which of a family's artifacts
     `make serve` serves as `gpt`; the others stay served (and pullable) as `gpt-<variant>`.
@@ -650,3 +666,24 @@ def test_make_serve_installs_the_catalogue_without_training(published, env, tmp_
     assert serving_names(["gpt/baby", "gpt/big", "tagger/default"], chosen) == {
         "gpt/baby": "gpt-baby", "gpt/big": "gpt", "tagger/default": "tagger"
     }  # fmt: skip
+
+
+def test_weights_already_in_float16_are_counted_as_float16(tmp_path):
+    """An artifact's checkpoint is already float16: published again, its card must say so
+    (`half_arrays` counts the arrays stored as float16, converted or not)."""
+    import h5py
+    import numpy as np
+
+    from catalogue.weights import weights_only
+
+    source = tmp_path / "in.weights.h5"
+    with h5py.File(source, "w") as f:
+        f["layers/dense/vars/0"] = np.ones((2, 3), np.float16)
+        f["layers/dense/vars/1"] = np.ones(3, np.float32)
+        f["optimizer/vars/0"] = np.ones(3, np.float32)
+    kept = weights_only(source, tmp_path / "full.weights.h5")
+    assert (kept.parameters, kept.arrays, kept.half_arrays) == (9, 2, 1)
+    halved = weights_only(source, tmp_path / "half.weights.h5", half=True)
+    assert (halved.parameters, halved.arrays, halved.half_arrays) == (9, 2, 2)
+    with h5py.File(tmp_path / "half.weights.h5") as f:
+        assert f["layers/dense/vars/1"].dtype == np.float16 and "optimizer" not in f
