@@ -76,13 +76,15 @@ def check_seq2seq(server, model: str, data: Path) -> None:
     assert {"mann", "fahrrad"} <= words, answer
 
 
-def check_gpt(server, model: str, data: Path) -> None:
-    """A play's speaker prompt continues in English words, at the preset's length."""
+def check_gpt(server, model: str, data: Path) -> str:
+    """A play's speaker prompt continues in English words, at the preset's length; returns
+    the completion."""
     (answer,) = _predict(server, model, ["ROMEO:\n"])
     assert len(answer) == 200, answer  # max_new_tokens characters
     words = re.findall(r"[a-z]+", answer.lower())
     common = {"the", "and", "i", "to", "of", "my", "you", "a", "that", "is", "not", "with"}
     assert sum(word in common for word in words) >= 5, answer
+    return answer
 
 
 WORDS = REPO_ROOT / "tests" / "data" / "web2.txt.gz"  # see tests/data/README.md
@@ -105,8 +107,7 @@ def _dictionary() -> frozenset[str]:
 def check_gpt_writes_words(server, model: str, data: Path) -> None:
     """The GPT served as `gpt` (nanoGPT's shakespeare_char) continues "ROMEO:" in words:
     at least 80% of them are dictionary words (tiny Shakespeare itself: 91.8%)."""
-    check_gpt(server, model, data)
-    (answer,) = _predict(server, model, ["ROMEO:\n"])
+    answer = check_gpt(server, model, data)
     assert dictionary_share(answer) >= 0.8, (dictionary_share(answer), answer)
 
 
