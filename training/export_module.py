@@ -83,6 +83,18 @@ def signature(*input_signature: tf.TensorSpec | Callable, autograph: bool = True
     return decorate
 
 
+def shared_function(module: tf.Module, method: Callable, input_signature: list) -> Any:
+    """`method` as one `tf.function` per module (with this input signature), for the graph
+    several signatures run (decoding, an image encoder): each signature's graph calls it
+    instead of holding its own copy, so a save traces it once and stores it once."""
+    key = f"_shared_{method.__name__}"
+    function = module.__dict__.get(key)
+    if function is None:
+        function = tf.function(method, input_signature=input_signature)
+        module.__dict__[key] = function  # tf.Module's __setattr__ would track it
+    return function
+
+
 class ExportModule(tf.Module):
     """Base of the exported modules: untracked Keras models, tracked variables, signatures.
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from training.data.images import decode_image
 from training.data.vocab import Vocabulary
-from training.export_module import image_cost, signature
+from training.export_module import image_cost, shared_function, signature
 from training.exports.sequence_generation import (
     BEAM_SIZE,
     LENGTH_PENALTY,
@@ -45,6 +45,9 @@ class Captioner(SequenceGeneratorExport):
             blank = self.encode(self.pixels(tf.constant([""])))
             self.blank_feature = tf.reduce_mean(blank, axis=[1, 2]).numpy()  # [1, D]
 
+    def decode_inputs_spec(self) -> dict:
+        return {"features": tf.TensorSpec([None, *self.grid, self.feature_dim], tf.float32)}
+
     def prior_inputs(self) -> dict:
         """An image that shows nothing: the feature map of a blank (gray) image, the one an
         empty request is answered for, averaged over the grid (the encoder's padding
@@ -67,7 +70,12 @@ class Captioner(SequenceGeneratorExport):
 
     def encode(self, pixels: tf.Tensor) -> tf.Tensor:
         """Pixels [N, s, s, 3] -> the encoder's feature maps [N, h, w, D], N = 0 included
-        (Keras' batch norm fails on an empty batch: one padding row is encoded instead)."""
+        (Keras' batch norm fails on an empty batch: one padding row is encoded instead).
+        One graph for every signature that encodes (`shared_function`)."""
+        spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)
+        return shared_function(self, self._encode, [spec])(pixels)
+
+    def _encode(self, pixels: tf.Tensor) -> tf.Tensor:
         n = tf.shape(pixels)[0]
         padded = tf.pad(pixels, [[0, tf.maximum(0, 1 - n)], [0, 0], [0, 0], [0, 0]])
         return self.model.backbone(padded, training=False)[:n]

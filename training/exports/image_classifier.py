@@ -59,7 +59,8 @@ class ImageClassifierExport(ExportModule):
 
     @signature(tf.TensorSpec([None], tf.string, name="image_bytes"))
     def serving_default(self, image_bytes):
-        probabilities = self.model(self._pixels(image_bytes), training=False)
+        # the traced `predict_pixels`, called: one graph of the model, not two
+        probabilities = self.predict_pixels(self._pixels(image_bytes))["probabilities"]
         top = tf.math.top_k(probabilities, k=self.top_k)
         return {
             "classes": tf.gather(self.class_names, top.indices),

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from training.data.parallel_text import detokenize
 from training.data.vocab import UNK, Vocabulary
-from training.export_module import ExportModule
+from training.export_module import ExportModule, shared_function
 from training.tasks.sequence_generation import BOS, EOS, MAX_BEAM, MAX_LENGTH_PENALTY
 from zoo.layers import decoding
 
@@ -97,6 +97,10 @@ class SequenceGeneratorExport(ExportModule):
         """The length limit of a request that gives none (max_length <= 0)."""
         return tf.constant(self.max_decode_length)
 
+    def decode_inputs_spec(self) -> tf.TensorSpec | dict:
+        """The model inputs `decode` takes (token ids [N, S] here; families override)."""
+        return tf.TensorSpec([None, None], tf.int32, name="ids")
+
     def decode(self, inputs, beam_size, max_length, no_repeat_ngram_size=None, length_penalty=None):
         """Greedy (beam 1) or beam search on model inputs; (ids, attention, scores).
 
@@ -104,23 +108,28 @@ class SequenceGeneratorExport(ExportModule):
         `max_length` <= 0 means `auto_length(inputs)`; both are capped by
         `max_decode_length`. `no_repeat_ngram_size` and `length_penalty` (scalar tensors)
         < 0 or None mean the export's; the penalty is capped at `MAX_LENGTH_PENALTY`.
-        Works eagerly and traced (a `tf.cond` on the beam size).
+
+        One `tf.function` with the knobs as inputs, shared by every signature
+        (`shared_function`): a save traces the decoding loops once, not once per signature.
         """
-        if no_repeat_ngram_size is None:
-            no_repeat_ngram_size = self.no_repeat_ngram_size  # a constant: off costs nothing
-        else:
-            no_repeat_ngram_size = tf.convert_to_tensor(no_repeat_ngram_size, tf.int32)
-            no_repeat_ngram_size = tf.where(
-                no_repeat_ngram_size < 0, self.no_repeat_ngram_size, no_repeat_ngram_size
-            )
-        if length_penalty is None:
-            length_penalty = self.length_penalty
-        else:
-            length_penalty = tf.convert_to_tensor(length_penalty, tf.float32)
-            given = length_penalty >= 0  # NaN is not: the default too
-            length_penalty = tf.where(
-                given, tf.minimum(length_penalty, MAX_LENGTH_PENALTY), self.length_penalty
-            )
+        knobs = [BEAM_SIZE, MAX_LENGTH, NO_REPEAT_NGRAM_SIZE, LENGTH_PENALTY]
+        function = shared_function(self, self._decode, [self.decode_inputs_spec(), *knobs])
+        return function(
+            inputs,
+            beam_size,
+            max_length,
+            -1 if no_repeat_ngram_size is None else no_repeat_ngram_size,
+            -1.0 if length_penalty is None else length_penalty,
+        )
+
+    def _decode(self, inputs, beam_size, max_length, no_repeat_ngram_size, length_penalty):
+        no_repeat_ngram_size = tf.where(
+            no_repeat_ngram_size < 0, self.no_repeat_ngram_size, no_repeat_ngram_size
+        )
+        given = length_penalty >= 0  # NaN is not: the default too
+        length_penalty = tf.where(
+            given, tf.minimum(length_penalty, MAX_LENGTH_PENALTY), self.length_penalty
+        )
         hygiene = {"unk_id": self.unk_id, "no_repeat_ngram_size": no_repeat_ngram_size}
         beam_size = tf.where(beam_size <= 0, self.default_beam, beam_size)
         beam_size = tf.clip_by_value(beam_size, 1, MAX_BEAM)

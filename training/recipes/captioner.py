@@ -23,7 +23,8 @@ Export signatures (core TensorFlow ops only; decoding is a `tf.while_loop` in th
 - `serving_default`: `image_bytes` string [N] (JPEG/PNG/GIF/BMP, any size) -> `caption` [N],
   with the preset's beam;
 - `caption`: `image_bytes`, `beam_size` int32 [], `max_length` int32 [] -> `caption`,
-  `scores` [N] (summed log-probabilities); `beam_size` <= 0 means the preset's, 1 greedy;
+  `scores` [N] (summed log-probabilities, less `prior_weight` times the blank image's:
+  see below); `beam_size` <= 0 means the preset's, 1 greedy;
   `max_length` <= 0 means `max_decode_length`, which also caps it;
 - `caption_with_attention`: same inputs -> also `tokens` string [N, T] (the words, then
   "</s>", then "") and `attention` float32 [N, T, h, w] (each emitted token's weights over
@@ -37,7 +38,11 @@ Export signatures (core TensorFlow ops only; decoding is a `tf.while_loop` in th
   export's default, which every other signature uses.
 
 Decoding never emits "[UNK]" (unless the config's `allow_unk`): see
-`training.tasks.sequence_generation`.
+`training.tasks.sequence_generation`. Every signature decodes against a blank image with
+the config's `prior_weight` (`zoo.layers.decoding.PriorContrast`; `DECODING_DEFAULTS`'s 0.15
+for configs that name none): a word scores its log-probability for this image less the
+weight times its log-probability for a gray one, so that what the model would say of any
+photo loses to what this photo makes likely (one image: 30 -> 35 ms, ten: 171 -> 194 ms).
 
 Defined answers for awkward input: an empty string captions to "" (no tokens, zero
 attention); bytes that are no image fail the request with INVALID_ARGUMENT ("Unknown image
