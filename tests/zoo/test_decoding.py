@@ -342,19 +342,24 @@ def _table(first):
 
 class InputDecoder(MarkovDecoder):
     """The toy with one table per input: row i of the inputs [B, S] decodes by the table of
-    its first value (0, the blank input, or 1)."""
+    its first value (0, the blank input, or 1). It broadcasts a context of batch 1, and
+    records the batch of every context it is given (`contexts`)."""
 
     TABLES = np.stack([_table(SAYS[0]), _table(SAYS[1])])
 
+    def __init__(self):
+        super().__init__()
+        self.contexts: list[int] = []
+
     def initial_state(self, inputs):
         context, state = super().initial_state(inputs)
-        return {**context, "which": ops.cast(inputs[:, 0], "int32")}, state
+        return {**context, "which": ops.cast(inputs[:, :1], "int32")}, state
 
     def step(self, tokens, state, context):
+        self.contexts.append(int(ops.shape(context["which"])[0]))
         _, state, attention = super().step(tokens, state, context)
-        tables = ops.take(ops.convert_to_tensor(self.TABLES), context["which"], axis=0)
-        rows = ops.take_along_axis(tables, ops.reshape(tokens, (-1, 1, 1)), axis=1)
-        return ops.squeeze(rows, 1), state, attention
+        blank, shown = (ops.take(ops.convert_to_tensor(t), tokens, axis=0) for t in self.TABLES)
+        return ops.where(context["which"] > 0, shown, blank), state, attention
 
 
 BLANK = np.zeros((1, 3), "int32")
@@ -368,7 +373,10 @@ def test_prior_contrast_prefers_what_the_input_makes_likelier(decode):
     np.testing.assert_array_equal(ids, [[A, EOS]] * 2)  # the control: the model alone
     np.testing.assert_allclose(scores, np.log(0.52 * 0.9), rtol=1e-4)
     contrast = PriorContrast(model, BLANK, 0.5)
+    model.contexts.clear()
     ids, attention, scores = (_np(x) for x in decode(contrast, SHOWN, 6))
+    # the prior's context stays one row; the input's has a row per hypothesis
+    assert set(model.contexts) == {1, 2 if decode is greedy_decode else 4}, model.contexts
     np.testing.assert_array_equal(ids, [[B, EOS]] * 2)
     # each word scores log p(word | input) - 0.5 log p(word | blank)
     want = np.log(0.48) - 0.5 * np.log(0.3) + 0.5 * np.log(0.9)

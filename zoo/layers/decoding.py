@@ -88,6 +88,14 @@ class SequenceDecoder(Protocol):
         weights float32 [B, S])."""
 
 
+class Shared:
+    """A part of the context that every row shares (a batch of one): beam search does not
+    repeat it per hypothesis, and the model's `step` broadcasts it against the rows."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class PriorContrast:
     """A `SequenceDecoder` that scores each token by how much more likely the input makes
     it than a featureless prior input does:
@@ -101,10 +109,13 @@ class PriorContrast:
     lose to the ones this input makes likely. It wraps the model, so greedy and beam search
     and all their hygiene are unchanged; the scores they return are these contrasted sums.
 
+    The prior's context is computed once, for a batch of one, and kept so (`Shared`): only
+    its recurrent state has a row per hypothesis. The model's `step` must therefore
+    broadcast a context of batch 1 against its rows, as `zoo.layers.attention` does.
+
     Args:
         model: the `SequenceDecoder` to decode.
-        prior_inputs: the prior input, a batch of one in the model's input structure
-            (repeated to every row).
+        prior_inputs: the prior input, a batch of one in the model's input structure.
         weight: the prior's weight (0 decodes as the model alone; a float or scalar tensor).
     """
 
@@ -119,16 +130,16 @@ class PriorContrast:
     def initial_state(self, inputs):
         context, state = self.model.initial_state(inputs)
         batch = _batch_size(state)
-        prior = tree.map_structure(lambda x: ops.repeat(x, batch, axis=0), self.prior_inputs)
-        prior_context, prior_state = self.model.initial_state(prior)
-        return (context, prior_context), (state, prior_state)
+        prior_context, prior_state = self.model.initial_state(self.prior_inputs)
+        prior_state = tree.map_structure(lambda x: ops.repeat(x, batch, axis=0), prior_state)
+        return (context, Shared(prior_context)), (state, prior_state)
 
     def attention_size(self, context):
         return self.model.attention_size(context[0])
 
     def step(self, tokens, state, context):
         logp, state_x, weights = self.model.step(tokens, state[0], context[0])
-        prior_logp, prior_state, _ = self.model.step(tokens, state[1], context[1])
+        prior_logp, prior_state, _ = self.model.step(tokens, state[1], context[1].value)
         return logp - self.weight * prior_logp, (state_x, prior_state), weights
 
 
@@ -220,7 +231,7 @@ def beam_search(
     flat = batch * k
 
     # hypothesis b * k + i of input b: the context once per hypothesis, the state likewise
-    context = tree.map_structure(lambda x: ops.repeat(x, k, axis=0), context)
+    context = tree.map_structure(_per_hypothesis(k), context)
     state = tree.map_structure(lambda x: ops.repeat(x, k, axis=0), state)
     positions = ops.arange(max_length, dtype="int32")
     # After "</s>" a hypothesis may only emit padding (id 0), at no cost; before, never.
@@ -364,6 +375,11 @@ class _NgramBan:
         shifted = ops.pad(suffix[:, :-1], ((0, 0), (1, 0)))
         same = ops.logical_and(ops.equal(tokens, tok[:, None]), (self.positions < t)[None, :])
         return ops.where(same, shifted + 1, 0)
+
+
+def _per_hypothesis(k):
+    """A context part, repeated once per hypothesis (a `Shared` one as it is)."""
+    return lambda x: x if isinstance(x, Shared) else ops.repeat(x, k, axis=0)
 
 
 def _batch_size(state):
