@@ -60,8 +60,9 @@ def _checkpoint(run_dir: Path) -> tuple[Path, int, str]:
     last = found[-1][0]
     info = _read_json(run_dir / "run.json") or {}
     config = info.get("config", {})
+    metrics = _read_json(run_dir / "metrics.json")  # written when a run ends
     unfinished = ""
-    if not (run_dir / "metrics.json").is_file():  # written when a run ends
+    if metrics is None:
         unfinished = f"; published before its run ended ({_planned_epochs(info)})"
     best = run_dir / "checkpoints" / "best.weights.h5"
     if best.is_file():
@@ -71,13 +72,18 @@ def _checkpoint(run_dir: Path) -> tuple[Path, int, str]:
         monitor = config.get("checkpoint_monitor", "the monitored value")
         return best, epoch, f"the best epoch by {monitor} (epoch {epoch} of {last}){unfinished}"
     trained = _trained_epochs(info)
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    if metrics.get("measured_on") == "this artifact" and trained > last:
+    if _is_artifact(metrics) and trained > last:
         # an unpacked artifact, published again (a new export of the same weights): it
         # kept one checkpoint, its run's best, and its run trained on past it
         monitor = config.get("checkpoint_monitor", "the monitored value")
         return found[-1][1], last, f"the best epoch by {monitor} (epoch {last} of {trained})"
     return found[-1][1], last, f"the last epoch ({last}){unfinished}"
+
+
+def _is_artifact(metrics: dict | None) -> bool:
+    """Whether these metrics are a published artifact's (an unpacked archive published
+    again), not the ones its run wrote."""
+    return (metrics or {}).get("measured_on") == "this artifact"
 
 
 def _trained_epochs(info: dict) -> int:
@@ -234,8 +240,8 @@ def publish(
         except PullError as err:
             raise PublishError(f"{run.path} does not export: {err}") from None
         run_metrics = _read_json(run.path / "metrics.json") or {}
-        if run_metrics.get("measured_on") == "this artifact":
-            run_metrics = {}  # an artifact's, with its own export: not the float32 run's
+        if _is_artifact(run_metrics):
+            run_metrics = {}  # measured with its own export: not the float32 run's
         run_metric = None  # the float32 run's own figure, beside the float16 artifact's
         if dtype == "float16" and metric["name"] in run_metrics:
             run_metric = headline.pick(

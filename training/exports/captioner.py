@@ -42,7 +42,7 @@ class Captioner(SequenceGeneratorExport):
         # the prior of `prior_weight`: a blank image's mean feature, at every cell
         self.blank_feature = None
         if self.prior_weight > 0:
-            blank = self.encode(self.pixels(tf.constant([""])))
+            blank = self._encode(self.pixels(tf.constant([""])))  # eager: not traced twice
             self.blank_feature = tf.reduce_mean(blank, axis=[1, 2]).numpy()  # [1, D]
 
     def decode_inputs_spec(self) -> dict:
