@@ -65,7 +65,7 @@ class SequenceGeneratorExport(ExportModule):
         config = {**self.decoding_defaults, **config}
         self.length_penalty = float(config["length_penalty"])
         self.no_repeat_ngram_size = int(config["no_repeat_ngram_size"])
-        self.prior_weight = float(config["prior_weight"])
+        self.prior_weight = float(config.get("prior_weight", 0.0))  # a family may not set it
         self.max_decode_length = int(config["max_decode_length"])
         # the vocabulary's unknown token, never emitted (its id, from the vocabulary)
         self.unk_id = None if config.get("allow_unk", False) else target_vocab.id(UNK)
